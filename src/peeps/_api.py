@@ -1,0 +1,63 @@
+"""``init`` and friends: naming the process, switching peeps on or off, and
+connecting to the dashboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import _collector
+from ._config import ENV_DASHBOARD, ENV_MAX_FRAME_BYTES, ENV_TOKEN, STATE
+from .types import DEFAULT_MAX_FRAME_BYTES
+
+log = logging.getLogger("peeps")
+
+
+def init(
+    name: str | None = None,
+    *,
+    dashboard: str | None = None,
+    enabled: bool | None = None,
+) -> None:
+    """Name this process and, if a dashboard is configured, connect to it.
+
+    :param name: the process name shown in the dashboard (``proc_key`` is
+        ``{name}-{pid}``).  Defaults to ``PEEPS_PROCESS_NAME`` or the script name.
+    :param dashboard: ``host:port`` of ``peeps-web``'s ingest port.  Defaults to
+        ``PEEPS_DASHBOARD``; when neither is set, nothing is sent anywhere and the
+        wrappers still work.
+    :param enabled: ``False`` turns peeps off: wrappers created afterwards are
+        plain standard primitives.  Defaults to on unless ``PEEPS_DISABLE=1``.
+
+    Never raises for a dashboard problem: an unreachable dashboard is retried in
+    the background.  A malformed ``dashboard`` address raises ``ValueError``.
+    """
+    if enabled is not None:
+        STATE.enabled = enabled
+    if name:
+        STATE.process_name = name
+    STATE.pid = os.getpid()
+    STATE.initialized = True
+    address = dashboard if dashboard is not None else os.environ.get(ENV_DASHBOARD, "")
+    if not STATE.enabled or not address.strip():
+        return
+    max_frame = int(os.environ.get(ENV_MAX_FRAME_BYTES) or DEFAULT_MAX_FRAME_BYTES)
+    _collector.start_collector(address, token=os.environ.get(ENV_TOKEN) or None,
+                               max_frame_bytes=max_frame)
+
+
+def init_named(name: str, *, dashboard: str | None = None, enabled: bool | None = None) -> None:
+    """Like :func:`init` with a required process name."""
+    if not name:
+        raise ValueError("init_named needs a non-empty process name")
+    init(name, dashboard=dashboard, enabled=enabled)
+
+
+def shutdown() -> None:
+    """Disconnect from the dashboard and stop the collector thread."""
+    _collector.stop_collector()
+
+
+def is_enabled() -> bool:
+    """Whether wrappers created now are instrumented."""
+    return STATE.enabled

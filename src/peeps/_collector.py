@@ -1,0 +1,259 @@
+"""The push client: a daemon thread that keeps a connection to ``peeps-web`` and
+answers snapshot requests.  It never touches the event loop, so a process whose
+loop is blocked can still be diagnosed.  Failures cost diagnostics, never the
+service: every error is caught here, logged once per state change, and retried
+with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from typing import Any
+
+from . import __version__
+from ._config import STATE
+from ._snapshot import collect_graph
+from .types import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_body,
+    decode_length,
+    encode_frame,
+)
+
+log = logging.getLogger("peeps")
+
+CONNECT_TIMEOUT_S = 5.0
+SEND_TIMEOUT_S = 30.0
+#: Frames from the server are tiny requests; anything bigger is hostile.
+MAX_INBOUND_FRAME_BYTES = 1024 * 1024
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 30.0
+POLL_S = 0.5
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) to a tuple, with a clear error."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"dashboard address must be host:port, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Closed(Exception):
+    pass
+
+
+class Collector:
+    """Owns the connection thread.  ``start`` once; ``stop`` joins it."""
+
+    def __init__(self, address: tuple[str, int], *, token: str | None = None,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.address = address
+        self.token = token
+        self.max_frame_bytes = max_frame_bytes
+        self.state = "idle"
+        self.snapshots_answered = 0
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="peeps-collector", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _set_state(self, state: str, detail: object = None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        host, port = self.address
+        if state == "connected":
+            log.info("peeps: connected to dashboard %s:%d as %s", host, port, STATE.proc_key)
+        elif state in ("unreachable", "disconnected"):
+            log.warning("peeps: dashboard %s:%d %s (%s); retrying in the background",
+                        host, port, state, detail)
+
+    def _run(self) -> None:
+        backoff = BACKOFF_INITIAL_S
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT_S)
+            except OSError as exc:
+                self._set_state("unreachable", exc)
+            else:
+                self._sock = sock
+                try:
+                    self._serve(sock)
+                    backoff = BACKOFF_INITIAL_S
+                except _Closed as exc:
+                    self._set_state("disconnected", exc)
+                except (OSError, FrameError) as exc:
+                    self._set_state("disconnected", exc)
+                except Exception as exc:  # a bug in peeps must not end diagnostics for good
+                    self._set_state("disconnected", f"internal error: {exc!r}")
+                finally:
+                    self._sock = None
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+            # Full jitter keeps a fleet of restarted services from reconnecting in step.
+            self._stop.wait(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _serve(self, sock: socket.socket) -> None:
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "protocol_version": PROTOCOL_VERSION,
+            "process_name": STATE.process_name,
+            "pid": STATE.pid,
+            "proc_key": STATE.proc_key,
+            "peeps_version": __version__,
+        }
+        if self.token:
+            hello["token"] = self.token
+        sock.settimeout(SEND_TIMEOUT_S)
+        sock.sendall(encode_frame(hello))
+        self._set_state("connected")
+        reader = _FrameReader(sock, MAX_INBOUND_FRAME_BYTES)
+        while not self._stop.is_set():
+            message = reader.read(self._stop)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "snapshot_request":
+                self._answer(sock, message)
+            elif kind == "error":
+                raise _Closed(f"server refused: {message.get('message')}")
+            # Anything else is ignored: the protocol is read-only by design.
+
+    def _answer(self, sock: socket.socket, request: dict[str, Any]) -> None:
+        snapshot_id = request.get("snapshot_id")
+        if not isinstance(snapshot_id, int):
+            raise FrameError("snapshot_request without an integer snapshot_id")
+        graph = collect_graph()
+        reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
+                 "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
+        try:
+            frame = encode_frame(reply, max_frame_bytes=self.max_frame_bytes)
+        except FrameError as exc:
+            # Too big to send whole: send what fits and say so, rather than nothing.
+            graph["events"] = []
+            graph["nodes"] = graph["nodes"][: max(1, len(graph["nodes"]) // 4)]
+            kept = {n["id"] for n in graph["nodes"]}
+            graph["edges"] = [e for e in graph["edges"] if e["src"] in kept and e["dst"] in kept]
+            reply["truncated"] = str(exc)
+            frame = encode_frame(reply, max_frame_bytes=self.max_frame_bytes)
+        sock.sendall(frame)
+        self.snapshots_answered += 1
+
+
+class _FrameReader:
+    """Reads length-prefixed frames with a short timeout so ``stop`` is honoured."""
+
+    def __init__(self, sock: socket.socket, max_frame_bytes: int) -> None:
+        self.sock = sock
+        self.max_frame_bytes = max_frame_bytes
+        self.buffer = bytearray()
+
+    def _fill(self, size: int, stop: threading.Event) -> bool:
+        self.sock.settimeout(POLL_S)
+        while len(self.buffer) < size:
+            if stop.is_set():
+                return False
+            try:
+                chunk = self.sock.recv(max(4096, size - len(self.buffer)))
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise _Closed("server closed the connection")
+            self.buffer += chunk
+        return True
+
+    def read(self, stop: threading.Event) -> dict[str, Any] | None:
+        if not self._fill(HEADER.size, stop):
+            return None
+        length = decode_length(bytes(self.buffer[: HEADER.size]),
+                               max_frame_bytes=self.max_frame_bytes)
+        if not self._fill(HEADER.size + length, stop):
+            return None
+        body = bytes(self.buffer[HEADER.size : HEADER.size + length])
+        del self.buffer[: HEADER.size + length]
+        self.sock.settimeout(SEND_TIMEOUT_S)
+        return decode_body(body)
+
+
+_COLLECTOR: Collector | None = None
+_LOCK = threading.Lock()
+
+
+def start_collector(address: str, *, token: str | None = None,
+                    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Collector:
+    """Start (or restart at a new address) the process's single collector."""
+    global _COLLECTOR
+    parsed = parse_address(address)
+    with _LOCK:
+        if _COLLECTOR is not None:
+            if _COLLECTOR.address == parsed and _COLLECTOR.alive:
+                return _COLLECTOR
+            _COLLECTOR.stop()
+        _COLLECTOR = Collector(parsed, token=token, max_frame_bytes=max_frame_bytes)
+        _COLLECTOR.start()
+        return _COLLECTOR
+
+
+def stop_collector() -> None:
+    global _COLLECTOR
+    with _LOCK:
+        if _COLLECTOR is not None:
+            _COLLECTOR.stop()
+            _COLLECTOR = None
+
+
+def current_collector() -> Collector | None:
+    return _COLLECTOR
+
+
+def _after_fork_in_child() -> None:
+    # The parent's thread does not exist here and its socket belongs to the parent.
+    global _COLLECTOR, _LOCK
+    old = _COLLECTOR
+    _COLLECTOR = None
+    _LOCK = threading.Lock()
+    STATE.pid = os.getpid()
+    if old is not None:
+        # Close our copy of the parent's socket; shutdown() would cut the parent's link.
+        if old._sock is not None:
+            try:
+                old._sock.close()
+            except OSError:
+                pass
+        try:
+            start_collector(f"{old.address[0]}:{old.address[1]}", token=old.token,
+                            max_frame_bytes=old.max_frame_bytes)
+        except Exception as exc:
+            log.warning("peeps: could not restart the collector after fork: %r", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

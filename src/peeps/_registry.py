@@ -1,0 +1,221 @@
+"""The live registry: every instrumented entity, its waiters, and runtime events.
+
+Hot paths (wrappers on the event loop or in threads) only update per-entity
+state in place and touch plain dicts.  The collector thread reads the registry
+through ``dict.copy()``/``list()`` snapshots, which are atomic under the GIL for
+the key types used here, so no lock is ever taken on a hot path.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._config import STATE
+from .types import Edge, Node
+
+log = logging.getLogger("peeps")
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_next_id = itertools.count(1).__next__
+_next_event_id = itertools.count(1).__next__
+
+Location = tuple[str, int]
+
+
+def new_id(kind: str) -> str:
+    """A process-unique node id ``{kind}:{pid}:{n}``."""
+    return f"{kind}:{STATE.pid}:{_next_id()}"
+
+
+def capture_location() -> Location | None:
+    """The first caller frame outside the peeps package, as (filename, line).
+
+    Walks a handful of frames at most: creation sites must stay cheap.
+    """
+    frame = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            return None
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PKG_DIR):
+            return (filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def format_location(location: Location | None) -> str | None:
+    if location is None:
+        return None
+    return f"{location[0]}:{location[1]}"
+
+
+class Waiter(Protocol):
+    """Something that can wait: a task (or, later, a thread)."""
+
+    id: str
+
+
+class Describable(Protocol):
+    """An entity that can describe itself into nodes and edges at snapshot time."""
+
+    _peeps_id: str
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]: ...
+
+
+class Clock:
+    """The capture instant, both as wall time and monotonic time."""
+
+    __slots__ = ("mono_ns", "wall_ns")
+
+    def __init__(self) -> None:
+        self.wall_ns = time.time_ns()
+        self.mono_ns = time.monotonic_ns()
+
+    def wall_of(self, mono_ns: int) -> int:
+        """Convert a monotonic instant recorded earlier into wall-clock ns."""
+        return self.wall_ns - (self.mono_ns - mono_ns)
+
+
+class WaitSet:
+    """Who waits on one resource, for what, since when.
+
+    Keys are waiter entities; values are ``(op, since_mono_ns)``.  A resource
+    turns each entry into a ``needs`` edge ``waiter -> resource``.
+    """
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self) -> None:
+        self._waiting: dict[Waiter, tuple[str, int]] = {}
+
+    def add(self, waiter: Waiter | None, op: str) -> None:
+        if waiter is not None:
+            self._waiting[waiter] = (op, time.monotonic_ns())
+
+    def remove(self, waiter: Waiter | None) -> None:
+        if waiter is not None:
+            self._waiting.pop(waiter, None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def count(self, op: str) -> int:
+        return sum(1 for o, _ in self._waiting.copy().values() if o == op)
+
+    def needs_edges(self, dst_id: str, now: Clock) -> list[Edge]:
+        return [
+            {
+                "src": waiter.id,
+                "dst": dst_id,
+                "kind": "needs",
+                "attrs": {
+                    "op": op,
+                    "since_ns": now.wall_of(since),
+                    "waited_ns": max(0, now.mono_ns - since),
+                },
+            }
+            for waiter, (op, since) in self._waiting.copy().items()
+        ]
+
+
+class Registry:
+    """All live entities of this process."""
+
+    def __init__(self) -> None:
+        # Resources (channels, locks, ...) are held weakly: dropping one removes it.
+        self._resources: dict[str, weakref.ref[Any]] = {}
+        # Live task/thread entities are held strongly until they finish.
+        self.tasks: dict[str, Any] = {}
+        # Finished tasks, newest last; bounded by count here and by age at snapshot.
+        self.finished: collections.deque[Any] = collections.deque(
+            maxlen=STATE.finished_task_retention
+        )
+        self.events: collections.deque[tuple[int, int, str, str, str | None, dict[str, Any]]] = (
+            collections.deque(maxlen=STATE.event_buffer_size)
+        )
+        self._failed_parts: set[str] = set()
+
+    # -- resources -------------------------------------------------------
+    def track(self, obj: Describable) -> None:
+        key = obj._peeps_id
+        resources = self._resources
+
+        def _gone(_: object, key: str = key) -> None:
+            resources.pop(key, None)
+
+        resources[key] = weakref.ref(obj, _gone)
+
+    def untrack(self, obj: Describable) -> None:
+        self._resources.pop(obj._peeps_id, None)
+
+    def live_resources(self) -> list[Any]:
+        out = []
+        for ref in list(self._resources.copy().values()):
+            obj = ref()
+            if obj is not None:
+                out.append(obj)
+        return out
+
+    # -- events ----------------------------------------------------------
+    def emit(
+        self,
+        entity_id: str,
+        name: str,
+        attrs: dict[str, Any] | None = None,
+        parent_entity_id: str | None = None,
+    ) -> None:
+        self.events.append(
+            (_next_event_id(), time.time_ns(), entity_id, name, parent_entity_id, attrs or {})
+        )
+
+    # -- failure containment ---------------------------------------------
+    def part_failed(self, part: str, exc: BaseException) -> None:
+        """Log an instrumentation failure once per part; the host never sees it."""
+        if part not in self._failed_parts:
+            self._failed_parts.add(part)
+            log.warning("peeps: %s failed and is skipped from now on: %r", part, exc)
+
+    def clear(self) -> None:
+        """Forget everything (tests and fork children)."""
+        self._resources.clear()
+        self.tasks.clear()
+        self.finished.clear()
+        self.events.clear()
+
+
+REGISTRY = Registry()
+
+
+def base_attrs(
+    created_mono_ns: int,
+    location: Location | None,
+    meta: dict[str, Any] | None,
+    now: Clock,
+) -> dict[str, Any]:
+    """Attributes every node carries."""
+    node_meta: dict[str, Any] = dict(meta) if meta else {}
+    loc = format_location(location)
+    if loc is not None:
+        node_meta["ctx.location"] = loc
+    return {
+        "meta": node_meta,
+        "created_at_ns": now.wall_of(created_mono_ns),
+        "age_ns": max(0, now.mono_ns - created_mono_ns),
+    }
+
+
+def guard(part: str, fn: Callable[[], None]) -> None:
+    """Run instrumentation bookkeeping that must never raise into the host."""
+    try:
+        fn()
+    except Exception as exc:
+        REGISTRY.part_failed(part, exc)

@@ -1,0 +1,65 @@
+"""Assemble this process's graph from the registry.  Runs on the collector
+thread (or any thread): it never needs the event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import STATE
+from ._registry import REGISTRY, Clock
+from .types import Edge, Event, GraphSnapshot, Node
+
+
+def _describe_all(objs: list[Any], now: Clock, nodes: list[Node], edges: list[Edge]) -> None:
+    for obj in objs:
+        try:
+            node, obj_edges = obj._peeps_describe(now)
+        except Exception as exc:  # one broken entity must not cost the snapshot
+            REGISTRY.part_failed(f"describing {type(obj).__name__}", exc)
+            continue
+        nodes.append(node)
+        edges.extend(obj_edges)
+
+
+def collect_graph() -> GraphSnapshot:
+    """This process's graph, now."""
+    now = Clock()
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+    _describe_all(REGISTRY.live_resources(), now, nodes, edges)
+    _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges)
+
+    # Finished tasks stay visible for a while ("what just died"), bounded by age.
+    finished = list(REGISTRY.finished)
+    cutoff = now.mono_ns - STATE.finished_task_max_age_ns
+    while REGISTRY.finished and (REGISTRY.finished[0].finished_mono_ns or 0) < cutoff:
+        try:
+            REGISTRY.finished.popleft()
+        except IndexError:
+            break
+    _describe_all([t for t in finished if (t.finished_mono_ns or 0) >= cutoff], now, nodes, edges)
+
+    node_ids = {n["id"] for n in nodes}
+    edges = [e for e in edges if e["src"] in node_ids and e["dst"] in node_ids]
+    proc_key = STATE.proc_key
+    events: list[Event] = [
+        {
+            "id": event_id,
+            "ts_ns": ts_ns,
+            "proc_key": proc_key,
+            "entity_id": entity_id,
+            "name": name,
+            "parent_entity_id": parent,
+            "attrs": attrs,
+        }
+        for (event_id, ts_ns, entity_id, name, parent, attrs) in list(REGISTRY.events)
+    ]
+    return {
+        "process_name": STATE.process_name,
+        "proc_key": proc_key,
+        "pid": STATE.pid,
+        "captured_at_ns": now.wall_ns,
+        "nodes": nodes,
+        "edges": edges,
+        "events": events,
+    }
