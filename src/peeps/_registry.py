@@ -127,6 +127,60 @@ class WaitSet:
         ]
 
 
+class HoldSet:
+    """Who holds one resource (a lock, a permit, a once-cell's init) since when.
+
+    Keys are holder entities (tasks or threads); values are ``(count, since_mono_ns)``
+    so re-entrant holds and multi-permit holders are counted.  Each entry becomes
+    a ``holds`` edge ``holder -> resource``.
+    """
+
+    __slots__ = ("_holding",)
+
+    def __init__(self) -> None:
+        self._holding: dict[Waiter, tuple[int, int]] = {}
+
+    def add(self, holder: Waiter | None) -> None:
+        if holder is None:
+            return
+        count, since = self._holding.get(holder, (0, 0))
+        self._holding[holder] = (count + 1, since if count else time.monotonic_ns())
+
+    def remove(self, holder: Waiter | None) -> None:
+        if holder is None:
+            return
+        entry = self._holding.get(holder)
+        if entry is None:
+            return
+        if entry[0] <= 1:
+            self._holding.pop(holder, None)
+        else:
+            self._holding[holder] = (entry[0] - 1, entry[1])
+
+    def __len__(self) -> int:
+        return len(self._holding)
+
+    def holders(self) -> list[Waiter]:
+        return list(self._holding.copy())
+
+    def holds_edges(self, dst_id: str, now: Clock) -> list[Edge]:
+        return [
+            {
+                "src": holder.id,
+                "dst": dst_id,
+                "kind": "holds",
+                "attrs": {"count": count, "since_ns": now.wall_of(since),
+                          "held_ns": max(0, now.mono_ns - since)},
+            }
+            for holder, (count, since) in self._holding.copy().items()
+        ]
+
+
+#: Set by the threads module: returns the entity of the calling thread when it
+#: is not inside an asyncio task (so threads can wait on and hold resources).
+thread_waiter_hook: Callable[[], Waiter | None] | None = None
+
+
 class Registry:
     """All live entities of this process."""
 

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from . import _registry
 from ._config import STATE
 from ._registry import REGISTRY, Clock, Location, base_attrs, capture_location, new_id
 from .types import Edge, Node
@@ -167,6 +168,16 @@ def current_task_entity() -> TaskEntity | None:
     if entity is None:
         entity = register_task(task, task.get_name(), tracked=False, location=None, parent=None)
     return entity
+
+
+def current_waiter() -> Any:
+    """The entity that is about to wait or hold: the running task, else the
+    calling thread (when thread tracking is on), else ``None``."""
+    entity = current_task_entity()
+    if entity is not None:
+        return entity
+    hook = _registry.thread_waiter_hook
+    return hook() if hook is not None else None
 
 
 def spawn_tracked(
