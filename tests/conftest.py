@@ -1,0 +1,59 @@
+"""Shared fixtures: a real peeps-web on free ports, real example processes, and
+a check that every test leaves the library's global state clean."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import peeps
+from peeps import _collector
+from peeps._config import STATE
+
+from support import ExampleProcess, PeepsServer
+
+
+@pytest.fixture
+def peeps_server(tmp_path: Path) -> Iterator[PeepsServer]:
+    server = PeepsServer(tmp_path / "peeps.sqlite").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def run_example(peeps_server: PeepsServer) -> Iterator[type[ExampleProcess]]:
+    started: list[ExampleProcess] = []
+
+    class _Started(ExampleProcess):
+        def __init__(self, target: str, **kw: object) -> None:
+            kw.setdefault("dashboard", peeps_server.dashboard)
+            super().__init__(target, **kw)  # type: ignore[arg-type]
+            started.append(self)
+
+    try:
+        yield _Started
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _library_state_is_clean() -> Iterator[None]:
+    """Every test starts and ends with peeps enabled, no collector and no
+    peeps thread left running."""
+    assert STATE.enabled, "a previous test left peeps disabled"
+    yield
+    leftover = _collector.current_collector()
+    peeps.shutdown()
+    STATE.enabled = True
+    gc.collect()
+    assert leftover is None, "test left the collector running (call peeps.shutdown())"
+    stray = [t.name for t in threading.enumerate()
+             if t.name.startswith("peeps-") and t.is_alive()]
+    assert not stray, f"test left peeps threads running: {stray}"
