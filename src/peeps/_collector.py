@@ -103,9 +103,9 @@ class Collector:
                 self._set_state("unreachable", exc)
             else:
                 self._sock = sock
+                answered_before = self.snapshots_answered
                 try:
                     self._serve(sock)
-                    backoff = BACKOFF_INITIAL_S
                 except _Closed as exc:
                     self._set_state("disconnected", exc)
                 except (OSError, FrameError) as exc:
@@ -118,6 +118,10 @@ class Collector:
                         sock.close()
                     except OSError:
                         pass
+                # A link that answered snapshots was healthy: retry promptly.  One that
+                # never did (refused, garbage) keeps backing off.
+                if self.snapshots_answered > answered_before:
+                    backoff = BACKOFF_INITIAL_S
             # Full jitter keeps a fleet of restarted services from reconnecting in step.
             self._stop.wait(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
