@@ -69,7 +69,11 @@ class PeepsServer:
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
+        with proc.stdout:
+            self._read_lines(proc.stdout)
+
+    def _read_lines(self, stream: Any) -> None:
+        for line in stream:
             self.output.append(line)
             if m := _INGEST_RE.search(line):
                 self.ingest_host, self.ingest_port = m.group(1), int(m.group(2))
@@ -162,8 +166,9 @@ class ExampleProcess:
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.output.append(line)
 
     def wait_for_output(self, text: str, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
