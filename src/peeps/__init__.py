@@ -13,10 +13,12 @@ from ._api import shutdown as shutdown
 from ._channel import Channel as Channel
 from ._channel import channel as channel
 from ._peep import peep as peep
+from ._redact import DEFAULT_PATTERNS as DEFAULT_REDACT_PATTERNS
 from ._snapshot import collect_graph as collect_graph
 from ._timers import sleep as sleep
 
 __all__ = [
+    "DEFAULT_REDACT_PATTERNS",
     "Channel",
     "__version__",
     "channel",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from . import _collector
+from . import _collector, _redact
 from ._config import ENV_DASHBOARD, ENV_MAX_FRAME_BYTES, ENV_TOKEN, STATE
 from .types import DEFAULT_MAX_FRAME_BYTES
 
@@ -18,6 +18,7 @@ def init(
     *,
     dashboard: str | None = None,
     enabled: bool | None = None,
+    redact: list[str] | tuple[str, ...] | None = None,
 ) -> None:
     """Name this process and, if a dashboard is configured, connect to it.
 
@@ -28,12 +29,18 @@ def init(
         wrappers still work.
     :param enabled: ``False`` turns peeps off: wrappers created afterwards are
         plain standard primitives.  Defaults to on unless ``PEEPS_DISABLE=1``.
+    :param redact: regexes (case-insensitive, matched anywhere in an attribute
+        key) whose values are replaced by ``[redacted]`` before anything leaves
+        the process.  Defaults to ``peeps.DEFAULT_REDACT_PATTERNS`` plus
+        ``PEEPS_REDACT``; pass ``()`` to turn redaction off.
 
     Never raises for a dashboard problem: an unreachable dashboard is retried in
     the background.  A malformed ``dashboard`` address raises ``ValueError``.
     """
     if enabled is not None:
         STATE.enabled = enabled
+    if redact is not None:
+        _redact.set_patterns(tuple(redact))
     if name:
         STATE.process_name = name
     STATE.pid = os.getpid()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _redact
 from ._config import STATE
 from ._registry import REGISTRY, Clock
 from .types import Edge, Event, GraphSnapshot, Node
@@ -39,6 +40,13 @@ def collect_graph() -> GraphSnapshot:
             break
     _describe_all([t for t in finished if (t.finished_mono_ns or 0) >= cutoff], now, nodes, edges)
 
+    redactor = _redact.REDACTOR
+    for node in nodes:
+        node["attrs"] = redactor.scrub(node["attrs"])
+    for edge in edges:
+        if edge["attrs"]:
+            edge["attrs"] = redactor.scrub(edge["attrs"])
+
     node_ids = {n["id"] for n in nodes}
     edges = [e for e in edges if e["src"] in node_ids and e["dst"] in node_ids]
     proc_key = STATE.proc_key
@@ -50,7 +58,7 @@ def collect_graph() -> GraphSnapshot:
             "entity_id": entity_id,
             "name": name,
             "parent_entity_id": parent,
-            "attrs": attrs,
+            "attrs": redactor.scrub(attrs) if attrs else attrs,
         }
         for (event_id, ts_ns, entity_id, name, parent, attrs) in list(REGISTRY.events)
     ]
