@@ -162,11 +162,11 @@ class IngestServer:
             pass
         except asyncio.IncompleteReadError:
             kind, reason = "frame_error", "connection closed in the middle of a frame"
-        except (ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc}"
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # before OSError, its base class
             kind, reason = "refused", str(exc) or "timed out"
             self._refuse(conn, reason, record=False)
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection lost: {exc}"
         except (FrameError, ProtocolError) as exc:
             kind, reason = ("frame_error" if isinstance(exc, FrameError) else "refused"), str(exc)
             self._refuse(conn, reason, record=False)

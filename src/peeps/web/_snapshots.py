@@ -137,9 +137,10 @@ class SnapshotCoordinator:
         assert proc_key is not None
         if (flight is None or snapshot_id != flight.snapshot_id or isinstance(snapshot_id, bool)
                 or flight.asked.get(proc_key) is not conn or proc_key not in flight.pending):
-            self.store.record_ingest_event(
-                "late_reply", proc_key=proc_key, peer=conn.peer,
-                detail=f"reply for snapshot {str(snapshot_id)[:32]} that is not awaited from it")
+            detail = f"ignored a reply for snapshot {str(snapshot_id)[:32]} not awaited from it"
+            log.info("ingest %s (%s): %s", conn.peer, proc_key, detail)
+            self.store.record_ingest_event("late_reply", proc_key=proc_key, peer=conn.peer,
+                                           detail=detail)
             return
         graph = message.get("graph")
         try:

@@ -1,0 +1,54 @@
+"""Fixtures for the server tests: real ``peeps-web`` processes on free ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The suite imports in importlib mode with only tests/ on sys.path; the server
+# tests' helpers live beside them.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from web_support import FakeProcess, WebServer  # noqa: E402
+
+StartServer = Callable[..., WebServer]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start ``peeps-web`` with extra flags; every server is stopped afterwards."""
+    servers: list[WebServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, db: Path | None = None,
+              workdir: Path | None = None) -> WebServer:
+        server = WebServer(workdir or tmp_path, args=list(args), env=env, db=db)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: StartServer) -> WebServer:
+    return start_server("--snapshot-timeout-ms", "1000")
+
+
+@pytest.fixture
+def fake(server: WebServer) -> Iterator[Callable[..., FakeProcess]]:
+    """Make fake processes connected to ``server``; all are closed afterwards."""
+    made: list[FakeProcess] = []
+
+    def make(proc_key: str = "fake-1", **kw: Any) -> FakeProcess:
+        proc = FakeProcess(server, proc_key, **kw)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.close()
