@@ -13,7 +13,6 @@ import pytest
 import peeps
 from peeps import _collector
 from peeps._config import STATE
-
 from support import ExampleProcess, PeepsServer
 
 

@@ -52,7 +52,7 @@ def test_blocked_send_is_a_needs_edge_to_the_full_channel() -> None:
     assert channel["attrs"]["blocked_senders"] == 1
     sender = nodes["t.sender"]
     needs = edges_of(graph, "needs")
-    [(src, dst, attrs)] = [e for e in needs if e[1] == channel["id"]]
+    [(src, _dst, attrs)] = [e for e in needs if e[1] == channel["id"]]
     assert src == sender["id"]
     assert attrs["op"] == "send"
     assert attrs["waited_ns"] > 0

@@ -7,16 +7,21 @@ with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import contextlib
+
+# getaddrinfo imports this codec lazily; in a child forked while another thread
+# held the import machinery that import can fail ("unknown encoding: idna").
+import encodings.idna  # noqa: F401
 import logging
 import os
 import random
 import socket
 import threading
-import time
 from typing import Any
 
 from . import __version__
 from ._config import STATE
+from ._registry import REGISTRY
 from ._snapshot import collect_graph
 from .types import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -72,10 +77,8 @@ class Collector:
         self._stop.set()
         sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -99,7 +102,7 @@ class Collector:
         while not self._stop.is_set():
             try:
                 sock = socket.create_connection(self.address, timeout=CONNECT_TIMEOUT_S)
-            except OSError as exc:
+            except Exception as exc:  # OSError mostly; anything else must not end the thread
                 self._set_state("unreachable", exc)
             else:
                 self._sock = sock
@@ -114,10 +117,8 @@ class Collector:
                     self._set_state("disconnected", f"internal error: {exc!r}")
                 finally:
                     self._sock = None
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.close()
-                    except OSError:
-                        pass
                 # A link that answered snapshots was healthy: retry promptly.  One that
                 # never did (refused, garbage) keeps backing off.
                 if self.snapshots_answered > answered_before:
@@ -246,13 +247,15 @@ def _after_fork_in_child() -> None:
     _COLLECTOR = None
     _LOCK = threading.Lock()
     STATE.pid = os.getpid()
+    # The parent's tasks belong to its event loop, which does not run here.
+    REGISTRY.tasks.clear()
+    REGISTRY.finished.clear()
+    REGISTRY.events.clear()
     if old is not None:
         # Close our copy of the parent's socket; shutdown() would cut the parent's link.
         if old._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 old._sock.close()
-            except OSError:
-                pass
         try:
             start_collector(f"{old.address[0]}:{old.address[1]}", token=old.token,
                             max_frame_bytes=old.max_frame_bytes)
