@@ -7,6 +7,7 @@ from typing import Any
 
 from . import _redact
 from ._config import STATE
+from ._providers import collect_providers
 from ._registry import REGISTRY, Clock
 from .types import Edge, Event, GraphSnapshot, Node
 
@@ -39,6 +40,10 @@ def collect_graph() -> GraphSnapshot:
         except IndexError:
             break
     _describe_all([t for t in finished if (t.finished_mono_ns or 0) >= cutoff], now, nodes, edges)
+    try:  # diagnostic providers: each bounded by its own deadline (see _providers.py)
+        collect_providers(now, nodes, edges)
+    except Exception as exc:
+        REGISTRY.part_failed("diagnostic providers", exc)
 
     redactor = _redact.REDACTOR
     for node in nodes:
