@@ -10,6 +10,7 @@ which processes have a segment attached.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import weakref
 from multiprocessing import shared_memory as _mp_shm
@@ -20,18 +21,30 @@ from ._providers import _register
 from ._registry import Clock, Location, base_attrs, capture_location, guard, new_id
 from .types import Edge, Node
 
+_HAS_TRACK = sys.version_info >= (3, 13)
+
 
 class SharedMemory(_mp_shm.SharedMemory):
     """A ``multiprocessing.shared_memory.SharedMemory`` that appears in the graph
     as a ``shm_segment`` node.  Same constructor and methods; ``peeps_meta``
-    becomes node metadata.
+    becomes node metadata; ``track`` (3.13+ in the standard library) works on
+    3.11 and 3.12 too.
     """
 
     # No __slots__: the subclass gains __weakref__, which the base lacks.
 
     def __init__(self, name: str | None = None, create: bool = False, size: int = 0,
-                 *, peeps_meta: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(name, create, size, **kwargs)
+                 *, track: bool = True, peeps_meta: dict[str, Any] | None = None) -> None:
+        if _HAS_TRACK:
+            super().__init__(name, create, size, track=track)  # type: ignore[call-arg,unused-ignore]
+        else:
+            super().__init__(name, create, size)
+            if not track and os.name == "posix":
+                # ``track=False`` (3.13+) backported: an attaching process must
+                # not let its resource tracker unlink the segment at exit.
+                from multiprocessing import resource_tracker
+
+                resource_tracker.unregister(self._name, "shared_memory")  # type: ignore[attr-defined]
         self._peeps_id = new_id("shm_segment")
         self._peeps_created = bool(create)
         self._peeps_location: Location | None = capture_location()
@@ -90,16 +103,20 @@ def _describe_segments(now: Clock) -> dict[str, Any]:
 _register("shared_memory", _describe_segments, timeout_s=1.0, builtin=True)
 
 
-def shm(name: str | None = None, *, create: bool = False, size: int = 0,
-        **kwargs: Any) -> _mp_shm.SharedMemory:
+def shm(name: str | None = None, *, create: bool = False, size: int = 0, track: bool = True,
+        **meta: Any) -> _mp_shm.SharedMemory:
     """Create (``create=True``, with ``size``) or attach to (by ``name``) a
-    shared-memory segment that appears in the graph.
+    shared-memory segment that appears in the graph; ``meta`` becomes node
+    metadata.
 
-    Extra keyword arguments go to ``SharedMemory`` (``track`` on 3.13+,
-    ``peeps_meta``).  With peeps disabled, returns a plain
-    ``multiprocessing.shared_memory.SharedMemory``.
+    ``track=False`` keeps this process's resource tracker from unlinking the
+    segment when the process exits (the 3.13 standard-library flag, honoured on
+    3.11 and 3.12 too): use it when attaching to a segment another process owns.
+    With peeps disabled, returns a plain ``multiprocessing.shared_memory.SharedMemory``
+    (``track`` then needs 3.13).
     """
     if not STATE.enabled:
-        kwargs.pop("peeps_meta", None)
-        return _mp_shm.SharedMemory(name, create, size, **kwargs)
-    return SharedMemory(name, create, size, **kwargs)
+        if _HAS_TRACK:
+            return _mp_shm.SharedMemory(name, create, size, track=track)  # type: ignore[call-arg,unused-ignore]
+        return _mp_shm.SharedMemory(name, create, size)
+    return SharedMemory(name, create, size, track=track, peeps_meta=meta or None)
