@@ -16,6 +16,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
 from ._config import STATE
@@ -40,7 +41,7 @@ def capture_location() -> Location | None:
 
     Walks a handful of frames at most: creation sites must stay cheap.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(12):
         if frame is None:
             return None
