@@ -1,0 +1,127 @@
+// Entry point: lays out the page, wires the views to the app state and the
+// URL hash, and starts polling and the ticking clock.
+
+import "./style.css";
+import { App, VIEWS, type ViewName, parseHash } from "./app";
+import { h, replace } from "./dom";
+import { GraphView } from "./graph/view";
+import { Header } from "./views/header";
+import { Inspector } from "./views/inspector";
+import { ProcessesView } from "./views/processes";
+import { RequestsView } from "./views/requests";
+import { SqlView } from "./views/sql";
+import { SuspectsView } from "./views/suspects";
+import { ThreadsView } from "./views/threads";
+import { tickAll } from "./views/widgets";
+
+interface View {
+  el: HTMLElement;
+  focus?: () => void;
+}
+
+function boot(root: HTMLElement): void {
+  const app = new App();
+  const header = new Header(app);
+  const graph = new GraphView(app);
+  const views: Record<ViewName, View> = {
+    suspects: new SuspectsView(app),
+    graph,
+    requests: new RequestsView(app),
+    threads: new ThreadsView(app),
+    processes: new ProcessesView(app),
+    sql: new SqlView(app),
+  };
+  const inspector = new Inspector(app);
+  const banner = h("div", { class: "banner", attrs: { "data-testid": "banner" } });
+  const tabs = h(
+    "nav",
+    { class: "tabs", attrs: { role: "tablist" } },
+    VIEWS.map((v) =>
+      h(
+        "button",
+        {
+          class: "tab",
+          dataset: { view: v.name },
+          title: `${v.title} (${v.key})`,
+          attrs: { role: "tab", "data-testid": `tab-${v.name}` },
+          onclick: () => app.setView(v.name),
+        },
+        v.title,
+        v.name === "suspects" ? h("span", { class: "tab-count", dataset: { count: "suspects" } }) : null,
+      ),
+    ),
+  );
+  const viewHost = h("div", { class: "view-host" }, Object.values(views).map((v) => v.el));
+  replace(
+    root,
+    header.el,
+    h("div", { class: "workspace" }, h("div", { class: "main-col" }, tabs, banner, viewHost), inspector.el),
+  );
+
+  app.subscribe((changes) => {
+    if (changes.has("view")) {
+      for (const [name, v] of Object.entries(views)) v.el.hidden = name !== app.view;
+      for (const t of tabs.querySelectorAll<HTMLElement>(".tab")) {
+        const on = t.dataset["view"] === app.view;
+        t.classList.toggle("active", on);
+        t.setAttribute("aria-selected", String(on));
+      }
+      graph.setActive(app.view === "graph");
+    }
+    if (changes.has("data") || changes.has("status")) {
+      const count = tabs.querySelector<HTMLElement>("[data-count=suspects]");
+      if (count) count.textContent = app.suspects?.length ? String(app.suspects.length) : "";
+    }
+    if (changes.has("status") || changes.has("selection") || changes.has("data")) {
+      const msg = app.error && app.graph ? app.error : app.notice;
+      banner.hidden = !msg;
+      banner.textContent = msg ?? "";
+      banner.classList.toggle("error", !!app.error);
+    }
+    document.title = app.snapshotId ? `peeps · #${app.snapshotId}` : "peeps";
+  });
+
+  window.addEventListener("hashchange", () => {
+    const r = parseHash(location.hash);
+    const cur = app.route();
+    if (
+      r.snapshotId === cur.snapshotId &&
+      r.nodeId === cur.nodeId &&
+      r.view === cur.view &&
+      r.live === cur.live &&
+      r.focusDepth === cur.focusDepth
+    )
+      return;
+    void app.applyRoute(r);
+  });
+
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target as HTMLElement | null;
+    const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable);
+    if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const v = VIEWS.find((x) => x.key === ev.key);
+    if (v) {
+      app.setView(v.name);
+      queueMicrotask(() => views[v.name].focus?.());
+      ev.preventDefault();
+    } else if (ev.key === "[") app.step(-1);
+    else if (ev.key === "]") app.step(1);
+    else if (ev.key === "/" && app.view === "graph") {
+      ev.preventDefault();
+      graph.focusSearch();
+    } else if (ev.key === "Escape") {
+      if (app.selected) app.select(null);
+      else if (app.focus) app.setFocus(null);
+    }
+  });
+
+  window.setInterval(tickAll, 500);
+  app.startPolling(2000);
+  void app.applyRoute(parseHash(location.hash)).then(() => {
+    const v = views[app.view];
+    v.focus?.();
+  });
+}
+
+const root = document.getElementById("app");
+if (root) boot(root);

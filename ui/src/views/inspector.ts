@@ -1,0 +1,416 @@
+// Inspector: everything about the selected node — kind-specific state,
+// who it waits on and who waits on it (with live durations), where it was
+// created, its current stack, its edges and its runtime events.
+
+import { type App, type Change, errorText, formatHash } from "../app";
+import { type Child, h, replace } from "../dom";
+import { fmtAttr, fmtClock, fmtCount, fmtDuration } from "../format";
+import { edgeStyle, kindStyle } from "../kinds";
+import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, location as creationSite, meta, num, stack, str, userFrame } from "../model";
+import { depthText, isFull } from "../summary";
+import type { Attrs, Event } from "../types";
+import { frameEl, kv, nodeChip, tickSpan } from "./widgets";
+
+/** Attributes shown in their own sections, left out of the generic table. */
+const HANDLED = new Set(["meta", "stack", "dominant_frames", "ghost"]);
+
+export class Inspector {
+  readonly el: HTMLElement;
+  private readonly body = h("div", { class: "insp-body" });
+  private shownKey = "";
+
+  constructor(private readonly app: App) {
+    this.el = h("aside", { class: "inspector", attrs: { "data-testid": "inspector" } }, this.body);
+    app.subscribe((c) => this.update(c));
+  }
+
+  update(changes: Set<Change>): void {
+    if (!changes.has("selection") && !changes.has("data")) return;
+    const app = this.app;
+    const key = `${app.snapshotId}|${app.selected}|${app.graph ? "g" : ""}|${app.notice ?? ""}`;
+    if (key === this.shownKey && !changes.has("data")) return;
+    this.shownKey = key;
+    const g = app.graph;
+    const id = app.selected;
+    this.el.classList.toggle("open", !!id);
+    if (!g || !id) {
+      replace(this.body, h("div", { class: "insp-empty" }, "Select a suspect, a node in the graph or a row to inspect it."));
+      return;
+    }
+    const n = g.nodes.get(id);
+    if (!n) {
+      replace(
+        this.body,
+        this.closeBtn(),
+        h("div", { class: "insp-empty" }, h("div", { class: "mono" }, id), app.notice ?? "This node is not in the current snapshot."),
+      );
+      return;
+    }
+    replace(this.body, this.render(g, n));
+  }
+
+  private closeBtn(): HTMLElement {
+    return h("button", { class: "btn icon close", title: "Close (Esc)", onclick: () => this.app.select(null) }, "×");
+  }
+
+  private render(g: GraphIndex, n: GNode): Child[] {
+    const st = kindStyle(n.kind);
+    const app = this.app;
+    const link = window.location.href.split("#")[0] + formatHash({ ...app.route(), nodeId: n.id });
+    const header = h(
+      "div",
+      { class: "insp-head" },
+      this.closeBtn(),
+      h(
+        "div",
+        { class: "insp-title" },
+        h("span", { class: "glyph big", style: `--kc:${st.color}` }, st.glyph),
+        h("div", null, h("div", { class: "insp-label", attrs: { "data-testid": "inspector-label" } }, n.label), h("div", { class: "insp-sub" }, h("span", { class: "kind" }, n.kind), h("span", { class: "mono" }, n.id), h("span", { class: "muted" }, n.proc_key))),
+      ),
+      h(
+        "div",
+        { class: "insp-actions" },
+        n.ghost ? h("span", { class: "badge ghost", title: "The other side of this entity is not in the snapshot" }, "ghost") : null,
+        h("button", { class: "btn small", onclick: () => app.showInGraph([n.id]) }, "focus in graph"),
+        h(
+          "button",
+          {
+            class: "btn small",
+            title: "Copy a deep link to this node in this snapshot",
+            onclick: (ev: MouseEvent) => {
+              void navigator.clipboard?.writeText(link).catch(() => undefined);
+              (ev.currentTarget as HTMLElement).textContent = "copied";
+            },
+          },
+          "copy link",
+        ),
+      ),
+    );
+    const sections: Child[] = [header];
+    sections.push(this.kindSection(g, n));
+    sections.push(this.waitsSection(g, n));
+    sections.push(this.locationSection(n));
+    sections.push(this.edgesSection(g, n));
+    sections.push(this.attrsSection(n));
+    sections.push(this.eventsSection(g, n));
+    return sections;
+  }
+
+  // ---- kind-specific summary ----------------------------------------------
+
+  private kindSection(g: GraphIndex, n: GNode): Child {
+    const a = n.attrs;
+    const rows: [string, Child][] = [];
+    let hero: Child = null;
+    switch (n.kind) {
+      case "channel":
+      case "oneshot":
+      case "watch": {
+        const d = depthText(a);
+        if (d) {
+          const depth = num(a["depth"]) ?? 0;
+          const cap = num(a["capacity"]);
+          const pct = cap ? Math.min(100, (100 * depth) / cap) : 0;
+          hero = h(
+            "div",
+            { class: `hero${isFull(a) ? " full" : ""}` },
+            h("div", { class: "hero-label" }, "depth / capacity"),
+            h("div", { class: "hero-value", attrs: { "data-testid": "channel-depth" } }, d),
+            cap ? h("div", { class: "bar" }, h("span", { style: `width:${pct}%` })) : null,
+            isFull(a) ? h("div", { class: "hero-note" }, "full — senders block until a receiver takes an item") : null,
+          );
+        }
+        rows.push(["sent / received", `${fmtCount(a["sent"])} / ${fmtCount(a["received"])}`]);
+        rows.push(["blocked senders", fmtCount(a["blocked_senders"] ?? g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "send").length)]);
+        rows.push(["blocked receivers", fmtCount(a["blocked_receivers"] ?? g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "recv").length)]);
+        if (a["closed"] !== undefined) rows.push(["closed", fmtAttr("closed", a["closed"])]);
+        break;
+      }
+      case "task":
+      case "future": {
+        rows.push(["state", h("span", { class: `state st-${str(a["state"]) ?? ""}` }, str(a["state"]) ?? "—")]);
+        if (a["coro"]) rows.push(["coroutine", h("span", { class: "mono" }, String(a["coro"]))]);
+        if (a["tracked"] !== undefined) rows.push(["tracked", fmtAttr("tracked", a["tracked"])]);
+        if (a["outcome"]) rows.push(["outcome", String(a["outcome"])]);
+        if (a["exception_type"]) rows.push(["exception", h("span", { class: "err" }, String(a["exception_type"]))]);
+        break;
+      }
+      case "lock":
+      case "rwlock":
+      case "thread_lock":
+      case "semaphore":
+      case "condition":
+      case "once_cell": {
+        const holders = g.inOf(n.id, "holds");
+        const waiters = g.inOf(n.id, "needs");
+        if (n.kind === "semaphore") {
+          const avail = num(a["available"]) ?? num(a["value"]);
+          const permits = num(a["permits"]) ?? num(a["initial"]);
+          if (avail !== null || permits !== null)
+            hero = h(
+              "div",
+              { class: `hero${avail === 0 ? " full" : ""}` },
+              h("div", { class: "hero-label" }, "permits free / total"),
+              h("div", { class: "hero-value" }, `${avail ?? "?"} / ${permits ?? "?"}`),
+            );
+        }
+        rows.push([
+          holders.length > 1 ? "holders" : "holder",
+          holders.length
+            ? h("div", { class: "chips" }, holders.map((e) => nodeChip(this.app, e.src)))
+            : str(a["holder"]) ?? h("span", { class: "muted" }, "none"),
+        ]);
+        rows.push(["waiters", String(waiters.length || (num(a["waiters"]) ?? 0))]);
+        break;
+      }
+      case "sleep":
+      case "timeout":
+      case "interval": {
+        for (const k of ["duration_ns", "remaining_ns", "deadline_at_ns", "period_ns"]) {
+          if (a[k] !== undefined) rows.push([k.replace(/_(at_)?ns$/, ""), fmtAttr(k, a[k])]);
+        }
+        break;
+      }
+      case "thread": {
+        if (a["verdict"]) rows.push(["verdict", h("span", { class: `verdict v-${String(a["verdict"])}` }, String(a["verdict"]))]);
+        const frames = dominantFrames(a);
+        if (frames.length)
+          rows.push([
+            "dominant frames",
+            h(
+              "div",
+              { class: "frames" },
+              frames.map((f) =>
+                h("div", { class: "dom-frame" }, h("span", { class: "share" }, `${Math.round(f.share * 100)}%`), frameEl(f.frame)),
+              ),
+            ),
+          ]);
+        break;
+      }
+    }
+    // Step timings and other durations a provider reports (keys ending _ns).
+    const age = num(a["age_ns"]);
+    if (age !== null) rows.push(["age", tickSpan(age, g.capturedAtNs)]);
+    if (!hero && rows.length === 0) return null;
+    return h("section", { class: "insp-sec" }, hero, rows.length ? kv(rows) : null);
+  }
+
+  // ---- waits ----------------------------------------------------------------
+
+  private waitsSection(g: GraphIndex, n: GNode): Child {
+    const cap = g.capturedAtNs;
+    const needs = g.outOf(n.id, "needs");
+    const waiters = g.inOf(n.id, "needs");
+    const holds = g.outOf(n.id, "holds");
+    const parts: Child[] = [];
+    if (needs.length) {
+      parts.push(
+        h("h3", null, "Waiting on"),
+        h(
+          "div",
+          { class: "waits", attrs: { "data-testid": "waiting-on" } },
+          needs.map((e) => this.waitRow(e, e.dst, cap, false)),
+        ),
+      );
+    }
+    if (waiters.length) {
+      parts.push(
+        h("h3", null, `Waited on by ${waiters.length}`),
+        h(
+          "div",
+          { class: "waits", attrs: { "data-testid": "waiters" } },
+          waiters.map((e) => this.waitRow(e, e.src, cap, true)),
+        ),
+      );
+    }
+    if (holds.length) {
+      parts.push(
+        h("h3", null, "Holds"),
+        h(
+          "div",
+          { class: "waits" },
+          holds.map((e) => {
+            const held = num(e.attrs["held_ns"]);
+            return h("div", { class: "wait-row" }, nodeChip(this.app, e.dst, { summary: true }), held !== null ? h("span", { class: "wait-dur holds" }, "held ", tickSpan(held, cap)) : null);
+          }),
+        ),
+      );
+    }
+    return parts.length ? h("section", { class: "insp-sec" }, parts) : null;
+  }
+
+  private waitRow(e: GEdge, other: string, capturedAtNs: number, showLocation: boolean): HTMLElement {
+    const waited = num(e.attrs["waited_ns"]);
+    const op = str(e.attrs["op"]);
+    const peer = this.app.graph?.nodes.get(other);
+    let where: string | null = null;
+    if (showLocation && peer) {
+      where = userFrame(peer);
+    }
+    return h(
+      "div",
+      { class: "wait-row", attrs: { "data-testid": "wait-row" } },
+      h(
+        "div",
+        { class: "wait-main" },
+        op ? h("span", { class: "op" }, op) : null,
+        nodeChip(this.app, other, { summary: true }),
+        waited !== null ? h("span", { class: "wait-dur", title: "waiting since" }, tickSpan(waited, capturedAtNs)) : null,
+      ),
+      where ? frameEl(where, "wait-loc") : null,
+    );
+  }
+
+  // ---- location and stack ---------------------------------------------------
+
+  private locationSection(n: GNode): Child {
+    const loc = creationSite(n);
+    const frames = stack(n);
+    if (!loc && frames.length === 0) return null;
+    const stuckAt = userFrame(n);
+    return h(
+      "section",
+      { class: "insp-sec" },
+      loc ? [h("h3", null, "Created at"), h("div", { attrs: { "data-testid": "created-at" } }, frameEl(loc))] : null,
+      frames.length
+        ? [
+            h("h3", null, "Current stack ", h("span", { class: "muted" }, "(innermost last)")),
+            h(
+              "div",
+              { class: "stack", attrs: { "data-testid": "stack" } },
+              frames.map((f) => frameEl(f, f === stuckAt ? "innermost" : isLibraryFrame(f) ? "lib" : "")),
+            ),
+          ]
+        : null,
+    );
+  }
+
+  // ---- edges ----------------------------------------------------------------
+
+  private edgesSection(g: GraphIndex, n: GNode): Child {
+    const out = g.outOf(n.id);
+    const inc = g.inOf(n.id);
+    if (!out.length && !inc.length) return null;
+    const list = (edges: GEdge[], dir: "out" | "in") =>
+      h(
+        "div",
+        { class: "edge-list" },
+        edges.map((e) => {
+          const es = edgeStyle(e.kind);
+          const extra = Object.entries(e.attrs)
+            .filter(([k]) => k !== "op")
+            .map(([k, v]) => `${k.replace(/_ns$/, "")}=${fmtAttr(k, v)}`)
+            .join(" ");
+          return h(
+            "div",
+            { class: "edge-row" },
+            h("span", { class: "edge-kind", style: `--ec:${es.color}` }, dir === "out" ? `${e.kind} →` : `← ${e.kind}`),
+            nodeChip(this.app, dir === "out" ? e.dst : e.src),
+            e.attrs["op"] ? h("span", { class: "op" }, String(e.attrs["op"])) : null,
+            extra ? h("div", { class: "edge-extra muted small" }, extra) : null,
+          );
+        }),
+      );
+    return h(
+      "section",
+      { class: "insp-sec" },
+      out.length ? [h("h3", null, `Outgoing edges (${out.length})`), list(out, "out")] : null,
+      inc.length ? [h("h3", null, `Incoming edges (${inc.length})`), list(inc, "in")] : null,
+    );
+  }
+
+  // ---- attributes -----------------------------------------------------------
+
+  private attrsSection(n: GNode): Child {
+    const rows: [string, Child][] = [];
+    for (const [k, v] of Object.entries(n.attrs).sort(([a], [b]) => a.localeCompare(b))) {
+      if (HANDLED.has(k)) continue;
+      rows.push([k, attrValue(k, v)]);
+    }
+    const m = meta(n);
+    const metaRows: [string, Child][] = Object.entries(m)
+      .filter(([k]) => k !== "ctx.location")
+      .map(([k, v]) => [k, attrValue(k, v)]);
+    return h(
+      "section",
+      { class: "insp-sec" },
+      h("h3", null, "Attributes"),
+      rows.length ? kv(rows) : h("div", { class: "muted" }, "none"),
+      metaRows.length ? [h("h3", null, "Metadata"), kv(metaRows)] : null,
+    );
+  }
+
+  // ---- events ---------------------------------------------------------------
+
+  private eventsSection(g: GraphIndex, n: GNode): Child {
+    const box = h("div", { class: "events", attrs: { "data-testid": "events" } }, h("span", { class: "muted" }, "loading events…"));
+    const key = this.shownKey;
+    this.app
+      .events(n.id)
+      .then((events) => {
+        if (key !== this.shownKey) return;
+        replace(box, renderEvents(this.app, events, g.capturedAtNs));
+      })
+      .catch((err: unknown) => {
+        if (key !== this.shownKey) return;
+        replace(box, h("pre", { class: "error" }, errorText(err)));
+      });
+    return h("section", { class: "insp-sec" }, h("h3", null, "Events"), box);
+  }
+}
+
+function renderEvents(app: App, events: Event[], capturedAtNs: number): Child {
+  if (events.length === 0) return h("span", { class: "muted" }, "No events for this entity in the snapshot's ring buffer.");
+  const sorted = events.slice().sort((a, b) => a.ts_ns - b.ts_ns);
+  return h(
+    "ol",
+    { class: "timeline-list" },
+    sorted.map((ev) => {
+      const parts = ev.name.split(".");
+      const outcome = parts.length > 3 ? parts[parts.length - 1] : "";
+      const attrs = Object.entries(ev.attrs ?? {})
+        .map(([k, v]) => `${k}=${fmtAttr(k, v)}`)
+        .join("  ");
+      return h(
+        "li",
+        { class: `ev ev-${outcome}` },
+        h("span", { class: "ev-time", title: fmtClock(ev.ts_ns) }, `−${fmtDuration(Math.max(0, capturedAtNs - ev.ts_ns))}`),
+        h("span", { class: "ev-dot" }),
+        h(
+          "div",
+          { class: "ev-body" },
+          h("span", { class: "ev-name" }, ev.name),
+          ev.parent_entity_id ? h("span", { class: "ev-parent" }, " ← ", nodeChip(app, ev.parent_entity_id)) : null,
+          attrs ? h("div", { class: "ev-attrs" }, attrs) : null,
+        ),
+      );
+    }),
+  );
+}
+
+function attrValue(key: string, v: unknown): Child {
+  if (v !== null && typeof v === "object") {
+    return h("pre", { class: "json" }, JSON.stringify(v, null, 1));
+  }
+  const text = fmtAttr(key, v);
+  if (typeof v === "number" && key.endsWith("_ns")) return h("span", { title: `${v} ns` }, text);
+  return text;
+}
+
+export interface DominantFrame {
+  frame: string;
+  share: number;
+}
+
+export function dominantFrames(a: Attrs): DominantFrame[] {
+  const raw = a["dominant_frames"];
+  if (!Array.isArray(raw)) return [];
+  const out: DominantFrame[] = [];
+  for (const f of raw) {
+    if (f && typeof f === "object" && typeof (f as DominantFrame).frame === "string") {
+      const share = Number((f as DominantFrame).share);
+      out.push({ frame: (f as DominantFrame).frame, share: Number.isFinite(share) ? share : 0 });
+    } else if (typeof f === "string") out.push({ frame: f, share: 0 });
+  }
+  return out;
+}

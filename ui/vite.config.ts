@@ -1,0 +1,32 @@
+// Builds the UI into the Python package (src/peeps/web/static/), committed like
+// pyinstrument's HTML renderer bundle so `pip install peeps` never needs Node.
+// File names carry no content hash: the bundle must rebuild byte-for-byte so
+// scripts/check-ui-bundle can diff it against the committed copy.
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "vite";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const outDir = process.env.PEEPS_UI_OUT_DIR
+  ? resolve(process.env.PEEPS_UI_OUT_DIR)
+  : resolve(here, "../src/peeps/web/static");
+
+export default defineConfig({
+  root: here,
+  base: "./",
+  build: {
+    outDir,
+    emptyOutDir: true,
+    sourcemap: false,
+    target: "es2022",
+    assetsInlineLimit: 0,
+    modulePreload: { polyfill: false },
+    rolldownOptions: {
+      output: {
+        entryFileNames: "assets/[name].js",
+        chunkFileNames: "assets/[name].js",
+        assetFileNames: "assets/[name][extname]",
+      },
+    },
+  },
+});
