@@ -208,7 +208,7 @@ def test_join_links_request_to_response_across_processes() -> None:
     nodes = [
         _node("client-1", "task:1:1", "task"),
         _node("client-1", "request:1:2", "request", span_id="s1", chain_id="s1",
-              method="GET /", target="http://srv"),
+              method="GET /", target="http://srv", elapsed_ns=5_000, started_at_ns=10),
         _node("server-2", "response:2:1", "response", span_id="s1", chain_id="s1",
               propagated=True),
         _node("server-2", "task:2:2", "task"),
@@ -221,6 +221,7 @@ def test_join_links_request_to_response_across_processes() -> None:
     assert (join["src"], join["dst"], join["kind"]) == ("request:1:2", "response:2:1", "needs")
     assert join["attrs"]["cross_process"] is True and join["proc_key"] == "client-1"
     assert join["attrs"]["dst_proc_key"] == "server-2"
+    assert (join["attrs"]["waited_ns"], join["attrs"]["since_ns"]) == (5_000, 10)
     # Idempotent, and the input is untouched.
     again_nodes, again_edges = join_cross_process(out_nodes, out_edges)
     assert len(again_nodes) == 4 and len(again_edges) == 3

@@ -4,6 +4,7 @@ Pure functions over plain node/edge dictionaries (standard library only), shared
 by the server (``/api/snapshots/{id}/suspects``), the CLI and the pytest plugin.
 """
 
+from ._crossproc import join_cross_process as join_cross_process
 from ._format import describe_node as describe_node
 from ._format import format_arc as format_arc
 from ._format import format_chain as format_chain

@@ -69,9 +69,16 @@ def _ghost(kind: str, span_id: str, other: Mapping[str, Any], expected_peer: Any
 
 def _join_edge(src: Mapping[str, Any], dst: Mapping[str, Any], span_id: str) -> _Dict:
     cross = src.get("proc_key") != dst.get("proc_key")
+    attrs: _Dict = {"op": "rpc", "cross_process": cross, "span_id": span_id, "joined": True,
+                    "dst_proc_key": dst.get("proc_key")}
+    # The caller's view of the wait (the only clock both sides need not share).
+    timed = src if not _attrs(src).get("ghost") else dst
+    for key, attr in (("waited_ns", "elapsed_ns"), ("since_ns", "started_at_ns")):
+        value = _attrs(timed).get(attr)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attrs[key] = value
     return {"proc_key": src.get("proc_key"), "src": src["id"], "dst": dst["id"], "kind": "needs",
-            "attrs": {"op": "rpc", "cross_process": cross, "span_id": span_id, "joined": True,
-                      "dst_proc_key": dst.get("proc_key")}}
+            "attrs": attrs}
 
 
 def join_cross_process(
