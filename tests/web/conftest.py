@@ -13,7 +13,7 @@ import pytest
 # tests' helpers live beside them.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from web_support import FakeProcess, WebServer  # noqa: E402
+from web_support import FakeProcess, WebServer
 
 StartServer = Callable[..., WebServer]
 

@@ -14,6 +14,7 @@ Enforcement is SQLite's, not string matching:
 from __future__ import annotations
 
 import base64
+import secrets
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -22,31 +23,31 @@ from typing import Any, Final
 
 from ._store import Store
 
-#: View name -> its definition; ``{sid}`` is the (integer) snapshot id.
-VIEWS: Final[dict[str, str]] = {
-    "nodes": (
+#: Public view name -> (main table it reads, definition); ``{sid}`` is the snapshot id.
+VIEWS: Final[dict[str, tuple[str, str]]] = {
+    "nodes": ("nodes", (
         "SELECT proc_key, id, kind, label, attrs_json AS attrs, "
         "coalesce(json_extract(attrs_json, '$.meta.\"ctx.location\"'), "
         "json_extract(attrs_json, '$.meta.ctx.location')) AS location "
         "FROM main.nodes WHERE snapshot_id = {sid}"
-    ),
-    "edges": (
+    )),
+    "edges": ("edges", (
         "SELECT proc_key, src, dst, kind, attrs_json AS attrs "
         "FROM main.edges WHERE snapshot_id = {sid}"
-    ),
-    "events": (
+    )),
+    "events": ("events", (
         "SELECT proc_key, id, ts_ns, entity_id, name, parent_entity_id, attrs_json AS attrs "
         "FROM main.events WHERE snapshot_id = {sid}"
-    ),
-    "snapshot_processes": (
+    )),
+    "snapshot_processes": ("snapshot_processes", (
         "SELECT proc_key, process_name, pid, status, error, responded_at_ns, captured_at_ns, "
         "node_count, edge_count, event_count FROM main.snapshot_processes WHERE snapshot_id = {sid}"
-    ),
-    "snapshot": (
+    )),
+    "snapshot": ("snapshots", (
         "SELECT snapshot_id, requested_at_ns, captured_at_ns, completed_at_ns, status, trigger, "
         "requested, responded, timed_out, disconnected, errored "
         "FROM main.snapshots WHERE snapshot_id = {sid}"
-    ),
+    )),
 }
 
 #: Functions that reach outside the database or change its behaviour.
@@ -55,7 +56,6 @@ DENIED_FUNCTIONS: Final = frozenset({
     "sqlite_dbpage", "zipfile", "sqlar_compress", "sqlar_uncompress",
 })
 
-_MAIN_TABLES: Final = frozenset({"nodes", "edges", "events", "snapshot_processes", "snapshots"})
 
 
 class SqlError(Exception):
@@ -75,7 +75,18 @@ class SqlLimits:
 
 
 class _Authorizer:
-    def __init__(self) -> None:
+    """Allow SELECT, harmless functions, recursion, and reads through our views only.
+
+    SQLite reports the innermost view (or CTE!) performing a read, so a user CTE
+    named ``nodes`` would look like our view.  Each query therefore reads the main
+    tables through *inner* views with a random per-query name the user cannot
+    know; the public views select from those.
+    """
+
+    def __init__(self, inner_views: dict[str, str]) -> None:
+        #: secret inner view name -> the main table it may read
+        self.inner_views = inner_views
+        self.temp_views = frozenset(VIEWS) | frozenset(inner_views)
         self.denied: list[str] = []
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None,
@@ -83,10 +94,18 @@ class _Authorizer:
         if action == sqlite3.SQLITE_SELECT or action == sqlite3.SQLITE_RECURSIVE:
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
-            # arg1 = table, db_name = its schema, source = innermost view doing the read.
-            if db_name == "main" and arg1 in _MAIN_TABLES and source in VIEWS:
+            # arg1 = table, db_name = its schema (None for CTEs and subqueries, whose own
+            # reads are checked separately), source = innermost view or CTE doing the read.
+            if db_name is None:
                 return sqlite3.SQLITE_OK
-            if db_name == "temp" and arg1 in VIEWS:
+            if db_name == "main" and source is not None and self.inner_views.get(source) == arg1:
+                return sqlite3.SQLITE_OK
+            if db_name == "temp" and arg1 in self.temp_views:
+                return sqlite3.SQLITE_OK
+            if db_name == "main" and arg1 == "snapshots" and arg2 == "":
+                # A query touching only the rowid (snapshot_id) of our ``snapshot`` view
+                # is reported as a column-less read without its view.  It reveals no
+                # column, and every snapshot record is public via /api/snapshots anyway.
                 return sqlite3.SQLITE_OK
             self.denied.append(f"reading {db_name}.{arg1} directly "
                                "(query the views: nodes, edges, events, snapshot_processes, "
@@ -98,16 +117,29 @@ class _Authorizer:
                 self.denied.append(f"function {name}()")
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
-        self.denied.append(_ACTION_NAMES.get(action, f"action {action}"))
+        what = _ACTION_NAMES.get(action, f"action {action}")
+        target = arg1 if action != sqlite3.SQLITE_PRAGMA or arg2 is None else f"{arg1}={arg2}"
+        self.denied.append(f"{what} {target}" if target else what)
         return sqlite3.SQLITE_DENY
 
 
+_ACTIONS: Final = (
+    "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_TABLE",
+    "CREATE_TEMP_TRIGGER", "CREATE_TEMP_VIEW", "CREATE_TRIGGER", "CREATE_VIEW", "DELETE",
+    "DROP_INDEX", "DROP_TABLE", "DROP_TEMP_INDEX", "DROP_TEMP_TABLE", "DROP_TEMP_TRIGGER",
+    "DROP_TEMP_VIEW", "DROP_TRIGGER", "DROP_VIEW", "INSERT", "PRAGMA", "READ", "SELECT",
+    "TRANSACTION", "UPDATE", "ATTACH", "DETACH", "ALTER_TABLE", "REINDEX", "ANALYZE",
+    "CREATE_VTABLE", "DROP_VTABLE", "FUNCTION", "SAVEPOINT", "RECURSIVE",
+)
+# Authorizer action codes share values with result codes in the sqlite3 module, so
+# the names are listed rather than discovered.
 _ACTION_NAMES: Final[dict[int, str]] = {
-    getattr(sqlite3, name): name.removeprefix("SQLITE_").lower().replace("_", " ")
-    for name in dir(sqlite3)
-    if name.startswith("SQLITE_") and name not in ("SQLITE_OK", "SQLITE_DENY", "SQLITE_IGNORE")
-    and not name.startswith("SQLITE_LIMIT") and isinstance(getattr(sqlite3, name), int)
+    getattr(sqlite3, f"SQLITE_{name}"): name.lower().replace("_", " ")
+    for name in _ACTIONS if hasattr(sqlite3, f"SQLITE_{name}")
 }
+#: SQLite's own refusals of writes that reach views (before the authorizer says no).
+_WRITE_REFUSALS: Final = ("cannot modify", "may not be indexed", "cannot create", "readonly",
+                          "read-only")
 
 
 def _check_params(params: object) -> Sequence[Any] | Mapping[str, Any]:
@@ -148,9 +180,14 @@ def run_query(store: Store, snapshot_id: int, sql: str, params: object,
         if conn.execute("SELECT 1 FROM main.snapshots WHERE snapshot_id = ?",
                         (snapshot_id,)).fetchone() is None:
             raise SqlError(404, f"snapshot {snapshot_id} does not exist")
-        for name, body in VIEWS.items():
-            conn.execute(f"CREATE TEMP VIEW {name} AS {body.format(sid=int(snapshot_id))}")
-        authorizer = _Authorizer()
+        secret = secrets.token_hex(16)
+        inner_views: dict[str, str] = {}
+        for name, (table, body) in VIEWS.items():
+            inner = f"scope_{secret}_{name}"
+            inner_views[inner] = table
+            conn.execute(f"CREATE TEMP VIEW {inner} AS {body.format(sid=int(snapshot_id))}")
+            conn.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM temp.{inner}")
+        authorizer = _Authorizer(inner_views)
         conn.set_authorizer(authorizer)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_bytes)
         conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 100_000)
@@ -199,6 +236,8 @@ def run_query(store: Store, snapshot_id: int, sql: str, params: object,
                 what = ", ".join(dict.fromkeys(authorizer.denied)) or message
                 raise SqlError(403, f"only SELECT statements are allowed: not permitted: {what}"
                                ) from None
+            if any(word in message for word in _WRITE_REFUSALS):
+                raise SqlError(403, f"only SELECT statements are allowed: {message}") from None
             if "too big" in message:
                 raise SqlError(413, f"a value exceeds the {limits.max_bytes} byte limit: {message}"
                                ) from None
