@@ -12,12 +12,21 @@ from ._api import init as init
 from ._api import init_named as init_named
 from ._api import is_enabled as is_enabled
 from ._api import shutdown as shutdown
+from ._autotrack import install_task_factory as install_task_factory
+from ._autotrack import uninstall_task_factory as uninstall_task_factory
 from ._channel import Channel as Channel
+from ._channel import ChannelClosed as ChannelClosed
+from ._channel import OneshotClosed as OneshotClosed
+from ._channel import Watch as Watch
 from ._channel import channel as channel
+from ._channel import oneshot as oneshot
+from ._channel import watch as watch
 from ._connections import open_connection as open_connection
 from ._connections import open_unix_connection as open_unix_connection
 from ._connections import start_server as start_server
 from ._connections import start_unix_server as start_unix_server
+from ._patch import patch as patch
+from ._patch import unpatch as unpatch
 from ._peep import peep as peep
 from ._providers import providers as providers
 from ._providers import register_provider as register_provider
@@ -25,19 +34,44 @@ from ._providers import unregister_provider as unregister_provider
 from ._redact import DEFAULT_PATTERNS as DEFAULT_REDACT_PATTERNS
 from ._shm import shm as shm
 from ._snapshot import collect_graph as collect_graph
+from ._sync import BoundedSemaphore as BoundedSemaphore
+from ._sync import Condition as Condition
+from ._sync import Event as Event
+from ._sync import Lock as Lock
+from ._sync import Notify as Notify
+from ._sync import OnceCell as OnceCell
+from ._sync import RWLock as RWLock
+from ._sync import Semaphore as Semaphore
+from ._timers import interval as interval
 from ._timers import sleep as sleep
+from ._timers import timeout as timeout
 
 __all__ = [
     "DEFAULT_REDACT_PATTERNS",
+    "BoundedSemaphore",
     "Channel",
+    "ChannelClosed",
+    "Condition",
+    "Event",
+    "Lock",
+    "Notify",
+    "OnceCell",
+    "OneshotClosed",
+    "RWLock",
+    "Semaphore",
+    "Watch",
     "__version__",
     "channel",
     "collect_graph",
     "init",
     "init_named",
+    "install_task_factory",
+    "interval",
     "is_enabled",
+    "oneshot",
     "open_connection",
     "open_unix_connection",
+    "patch",
     "peep",
     "providers",
     "register_provider",
@@ -49,5 +83,9 @@ __all__ = [
     "start_server",
     "start_unix_server",
     "tasks",
+    "timeout",
+    "uninstall_task_factory",
+    "unpatch",
     "unregister_provider",
+    "watch",
 ]

@@ -7,7 +7,7 @@ import logging
 import os
 
 from . import _collector, _redact
-from ._config import ENV_DASHBOARD, ENV_MAX_FRAME_BYTES, ENV_TOKEN, STATE
+from ._config import ENV_AUTO, ENV_DASHBOARD, ENV_MAX_FRAME_BYTES, ENV_TOKEN, STATE, env_flag
 from .types import DEFAULT_MAX_FRAME_BYTES
 
 log = logging.getLogger("peeps")
@@ -29,6 +29,9 @@ def init(
         wrappers still work.
     :param enabled: ``False`` turns peeps off: wrappers created afterwards are
         plain standard primitives.  Defaults to on unless ``PEEPS_DISABLE=1``.
+    :param auto: ``True`` tracks every asyncio task (a chaining task factory on
+        the running loop and on loops created later; see docs/asyncio.md).
+        Defaults to ``PEEPS_AUTO``; ``PEEPS_STEP_STATS=1`` adds per-step stats.
     :param redact: regexes (case-insensitive, matched anywhere in an attribute
         key) whose values are replaced by ``[redacted]`` before anything leaves
         the process.  Defaults to ``peeps.DEFAULT_REDACT_PATTERNS`` plus
@@ -45,6 +48,10 @@ def init(
         STATE.process_name = name
     STATE.pid = os.getpid()
     STATE.initialized = True
+    if STATE.enabled and (auto if auto is not None else env_flag(ENV_AUTO)):
+        from ._autotrack import enable_auto
+
+        enable_auto(step_stats=env_flag("PEEPS_STEP_STATS"))
     address = dashboard if dashboard is not None else os.environ.get(ENV_DASHBOARD, "")
     if not STATE.enabled or not address.strip():
         return

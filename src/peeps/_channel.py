@@ -1,46 +1,150 @@
-"""Channels: instrumented ``asyncio.Queue`` subclasses that show depth, capacity
-and who is blocked sending or receiving."""
+"""Channels: instrumented ``asyncio.Queue`` subclasses that show depth, capacity,
+who is blocked sending, receiving or in ``join()``, and how a channel closed;
+plus ``oneshot`` (one value, one receiver) and ``watch`` (latest value)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._config import STATE
-from ._registry import REGISTRY, Clock, WaitSet, base_attrs, capture_location, new_id
-from ._tasks import current_task_entity
+from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
+from ._tasks import _await_frames, current_task_entity, current_waiter
 from .types import Edge, Node
 
 T = TypeVar("T")
 
+_StdQueue = asyncio.Queue
+_HAS_SHUTDOWN = hasattr(asyncio.Queue, "shutdown")  # 3.13+
 
-class PlainChannel(asyncio.Queue[T], Generic[T]):
+if _HAS_SHUTDOWN:
+    #: Raised by ``put`` on a closed channel and by ``get`` on a closed, drained
+    #: one.  On 3.13+ it *is* ``asyncio.QueueShutDown``.
+    ChannelClosed: type[Exception] = asyncio.QueueShutDown  # type: ignore[attr-defined]
+else:
+    class ChannelClosed(Exception):  # type: ignore[no-redef]
+        """Raised by ``put`` on a closed channel and by ``get`` on a closed,
+        drained one (``asyncio.QueueShutDown`` on 3.13+)."""
+
+
+def _id_of(entity: Any) -> str | None:
+    return entity.id if entity is not None else None
+
+
+class _Closable(asyncio.Queue[T]):
+    """``close()`` for every Python version: ``shutdown()`` where it exists,
+    our own equivalent before 3.13 (waiting putters and getters are woken with
+    :class:`ChannelClosed`)."""
+
+    _closed_flag = False
+    _close_cause: str | None = None
+
+    def close(self, cause: str | None = None) -> None:
+        """Close the channel: later sends raise :class:`ChannelClosed`; receivers
+        drain what is left, then get :class:`ChannelClosed`."""
+        if self._closed_flag:
+            return
+        self._closed_flag = True
+        self._close_cause = cause
+        if _HAS_SHUTDOWN:
+            asyncio.Queue.shutdown(self)  # type: ignore[attr-defined]
+            return
+        for waiters in (self._putters, self._getters):  # type: ignore[attr-defined]
+            for fut in list(waiters):
+                if not fut.done():
+                    fut.set_exception(ChannelClosed(cause or "channel closed"))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_flag or bool(getattr(self, "_is_shutdown", False))
+
+    if _HAS_SHUTDOWN:
+        def shutdown(self, immediate: bool = False) -> None:
+            if not self._closed_flag:
+                self._closed_flag = True
+                self._close_cause = "shutdown(immediate=True)" if immediate else "shutdown"
+            super().shutdown(immediate)  # type: ignore[misc]
+    else:
+        def put_nowait(self, item: T) -> None:
+            if self._closed_flag:
+                raise ChannelClosed(self._close_cause or "channel closed")
+            super().put_nowait(item)
+
+        def get_nowait(self) -> T:
+            if self._closed_flag and self.empty():
+                raise ChannelClosed(self._close_cause or "channel closed")
+            return super().get_nowait()
+
+        async def put(self, item: T) -> None:
+            if self._closed_flag:
+                raise ChannelClosed(self._close_cause or "channel closed")
+            return await super().put(item)
+
+        async def get(self) -> T:
+            if self._closed_flag and self.empty():
+                raise ChannelClosed(self._close_cause or "channel closed")
+            return await super().get()
+
+
+class PlainChannel(_Closable[T], Generic[T]):
     """What ``channel()`` returns with peeps disabled: a plain queue plus the
-    ``send``/``recv`` names, with no bookkeeping at all."""
+    ``send``/``recv`` names and ``close()``, with no bookkeeping at all."""
 
-    send = asyncio.Queue.put
-    recv = asyncio.Queue.get
-    send_nowait = asyncio.Queue.put_nowait
-    recv_nowait = asyncio.Queue.get_nowait
+    send = _Closable.put
+    recv = _Closable.get
+    send_nowait = _Closable.put_nowait
+    recv_nowait = _Closable.get_nowait
 
 
-class Channel(asyncio.Queue[T], Generic[T]):
+@dataclass(frozen=True)
+class ChannelStatistics:
+    """``Channel.statistics()``."""
+
+    capacity: int | None
+    depth: int
+    sent: int
+    received: int
+    blocked_senders: int
+    blocked_receivers: int
+    blocked_joiners: int
+    unfinished_tasks: int
+    tasks_done: int
+    closed: bool
+    close_cause: str | None
+    closed_by: str | None
+
+
+class Channel(_Closable[T], Generic[T]):
     """A bounded or unbounded queue that describes itself in the graph.
 
-    Drop-in for ``asyncio.Queue`` (``put``/``get`` and friends) with ``send``/``recv``
-    aliases.  Blocked senders and receivers become ``needs`` edges.
+    Drop-in for ``asyncio.Queue`` (``put``/``get``/``task_done``/``join`` and
+    friends) with ``send``/``recv`` aliases and ``close()``.  Blocked senders,
+    receivers and joiners become ``needs`` edges (op ``send``/``recv``/``join``).
+    Events: ``channel.send.blocked``/``unblocked``, ``channel.recv.blocked``,
+    ``channel.join.blocked``, ``channel.closed``.
     """
 
-    def __init__(self, name: str, capacity: int | None = None, **meta: Any) -> None:
+    def __init__(self, name: str | None = None, capacity: int | None = None,
+                 **meta: Any) -> None:
+        # ``maxsize`` keeps ``Channel(maxsize=n)`` working as a drop-in Queue.
+        maxsize = meta.pop("maxsize", None)
+        if capacity is None and maxsize:
+            capacity = int(maxsize)
         super().__init__(maxsize=capacity or 0)
         self._peeps_id = new_id("channel")
-        self._peeps_name = name
-        self._peeps_meta = meta or None
         self._peeps_location = capture_location()
+        self._peeps_name = name if name is not None else _default_label(self._peeps_location)
+        self._peeps_meta = meta or None
         self._peeps_created_mono_ns = time.monotonic_ns()
         self._peeps_sent = 0
         self._peeps_received = 0
+        self._peeps_tasks_done = 0
+        self._peeps_closed_by: str | None = None
+        self._peeps_closed_mono_ns: int | None = None
         self._peeps_waiters = WaitSet()
         REGISTRY.track(self)
 
@@ -58,22 +162,21 @@ class Channel(asyncio.Queue[T], Generic[T]):
         return item
 
     async def put(self, item: T) -> None:
-        if not self.full():
+        if not self.full() or self.closed:
             return self.put_nowait(item)
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "send")
         REGISTRY.emit(self._peeps_id, "channel.send.blocked", {"depth": self.qsize()},
-                      waiter.id if waiter else None)
+                      _id_of(waiter))
         try:
             await super().put(item)
         finally:
             self._peeps_waiters.remove(waiter)
-        REGISTRY.emit(self._peeps_id, "channel.send.unblocked", None,
-                      waiter.id if waiter else None)
+        REGISTRY.emit(self._peeps_id, "channel.send.unblocked", None, _id_of(waiter))
         return None
 
     async def get(self) -> T:
-        if not self.empty():
+        if not self.empty() or self.closed:
             return self.get_nowait()
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "recv")
@@ -82,37 +185,496 @@ class Channel(asyncio.Queue[T], Generic[T]):
         finally:
             self._peeps_waiters.remove(waiter)
 
+    def task_done(self) -> None:
+        super().task_done()
+        self._peeps_tasks_done += 1
+
+    async def join(self) -> None:
+        if not self._unfinished_tasks:  # type: ignore[attr-defined]
+            return
+        waiter = current_waiter()
+        self._peeps_waiters.add(waiter, "join")
+        REGISTRY.emit(self._peeps_id, "channel.join.blocked",
+                      {"unfinished_tasks": self._unfinished_tasks},  # type: ignore[attr-defined]
+                      _id_of(waiter))
+        try:
+            await super().join()
+        finally:
+            self._peeps_waiters.remove(waiter)
+
+    def close(self, cause: str | None = None) -> None:
+        if not self.closed:
+            self._record_close(cause or "close")
+        super().close(cause)
+
+    if _HAS_SHUTDOWN:
+        def shutdown(self, immediate: bool = False) -> None:
+            if not self.closed:
+                self._record_close("shutdown(immediate=True)" if immediate else "shutdown")
+            super().shutdown(immediate)
+
+    def _record_close(self, cause: str) -> None:
+        closer = current_waiter()
+        self._peeps_closed_by = _id_of(closer)
+        self._peeps_closed_mono_ns = time.monotonic_ns()
+        REGISTRY.emit(self._peeps_id, "channel.closed",
+                      {"cause": cause, "depth": self.qsize()}, self._peeps_closed_by)
+
     send = put
     recv = get
     send_nowait = put_nowait
     recv_nowait = get_nowait
 
-    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
-        attrs = base_attrs(self._peeps_created_mono_ns, self._peeps_location,
-                           self._peeps_meta, now)
-        attrs.update(
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
             capacity=self.maxsize or None,
             depth=self.qsize(),
             sent=self._peeps_sent,
             received=self._peeps_received,
             blocked_senders=self._peeps_waiters.count("send"),
             blocked_receivers=self._peeps_waiters.count("recv"),
-            unfinished_tasks=getattr(self, "_unfinished_tasks", None),
-            closed=bool(getattr(self, "_is_shutdown", False)),
+            blocked_joiners=self._peeps_waiters.count("join"),
+            unfinished_tasks=int(self._unfinished_tasks),  # type: ignore[attr-defined]
+            tasks_done=self._peeps_tasks_done,
+            closed=self.closed,
+            close_cause=self._close_cause,
+            closed_by=self._peeps_closed_by,
         )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        attrs = base_attrs(self._peeps_created_mono_ns, self._peeps_location,
+                           self._peeps_meta, now)
+        stats = self.statistics()
+        attrs.update(
+            capacity=stats.capacity,
+            depth=stats.depth,
+            sent=stats.sent,
+            received=stats.received,
+            blocked_senders=stats.blocked_senders,
+            blocked_receivers=stats.blocked_receivers,
+            blocked_joiners=stats.blocked_joiners,
+            unfinished_tasks=stats.unfinished_tasks,
+            tasks_done=stats.tasks_done,
+            closed=stats.closed,
+        )
+        if stats.closed:
+            attrs["close_cause"] = stats.close_cause
+            attrs["closed_by"] = stats.closed_by
+            if self._peeps_closed_mono_ns is not None:
+                attrs["closed_at_ns"] = now.wall_of(self._peeps_closed_mono_ns)
         node: Node = {"id": self._peeps_id, "kind": "channel", "label": self._peeps_name,
                       "attrs": attrs}
-        return node, self._peeps_waiters.needs_edges(self._peeps_id, now)
+        edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
+        for edge in edges:
+            if edge["attrs"]["op"] == "join":
+                edge["attrs"]["unfinished_tasks"] = stats.unfinished_tasks
+        return node, edges
+
+
+def _default_label(location: Location | None) -> str:
+    if location is None:
+        return "channel"
+    return f"channel@{location[0].rsplit('/', 1)[-1]}:{location[1]}"
 
 
 def channel(name: str, capacity: int | None = None, **meta: Any) -> asyncio.Queue[Any]:
     """A named queue: bounded when ``capacity`` is given, unbounded otherwise.
 
     Returns a :class:`Channel` (``PlainChannel`` when peeps is disabled); both are
-    ``asyncio.Queue`` subclasses with ``send``/``recv`` aliases.
+    ``asyncio.Queue`` subclasses with ``send``/``recv`` aliases and ``close()``.
     """
     if capacity is not None and capacity <= 0:
         raise ValueError(f"channel capacity must be positive or None, got {capacity!r}")
     if not STATE.enabled:
         return PlainChannel(maxsize=capacity or 0)
     return Channel(name, capacity, **meta)
+
+
+class Queue(Channel[T], Generic[T]):
+    """``asyncio.Queue(maxsize=0)``-compatible constructor for :func:`peeps.patch`:
+    an unnamed :class:`Channel` (plain ``asyncio.Queue`` when disabled)."""
+
+    def __new__(cls, maxsize: int = 0, **meta: Any) -> Queue[T]:
+        if cls is Queue and not STATE.enabled:
+            return _StdQueue(maxsize)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, maxsize: int = 0, **meta: Any) -> None:
+        name = meta.pop("name", None)
+        super().__init__(name, maxsize or None, **meta)
+
+
+# -- oneshot -----------------------------------------------------------------------
+
+
+class OneshotClosed(Exception):
+    """The oneshot will never get a value: its sender was closed or dropped."""
+
+
+@dataclass(frozen=True)
+class OneshotStatistics:
+    """``OneshotReceiver.statistics()``."""
+
+    state: str
+    sender_alive: bool
+    receiver_waiting: bool
+    close_cause: str | None
+
+
+class _OneshotCore:
+    """The shared state of one oneshot pair (uninstrumented)."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.state = "pending"  # pending | sent | received | closed
+        self.close_cause: str | None = None
+        self.fut: asyncio.Future[None] | None = None
+        self.sender_ref: weakref.ref[OneshotSender[Any]] | None = None
+
+    def _wake(self) -> None:
+        fut = self.fut
+        if fut is None or fut.done():
+            return
+        try:
+            if fut.get_loop() is _running_loop():
+                fut.set_result(None)
+            else:
+                fut.get_loop().call_soon_threadsafe(_set_if_pending, fut)
+        except RuntimeError:  # the loop is closed: nobody can be waiting any more
+            pass
+
+    def closed_by_drop(self) -> None:
+        if self.state == "pending":
+            self.state = "closed"
+            self.close_cause = "sender_dropped"
+            self._wake()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _set_if_pending(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class OneshotSender(Generic[T]):
+    """The sending half: ``send(value)`` once, or ``close()``.  Dropping it
+    unresolved closes the oneshot (the receiver gets :class:`OneshotClosed`)."""
+
+    __slots__ = ("__weakref__", "_core")
+
+    def __init__(self, core: _OneshotCore) -> None:
+        self._core = core
+
+    def send(self, value: T) -> bool:
+        """Deliver ``value``; ``False`` if the oneshot was already used or closed."""
+        core = self._core
+        if core.state != "pending":
+            return False
+        core.value = value
+        core.state = "sent"
+        if isinstance(core, _TrackedOneshot):
+            core.on_send()
+        core._wake()
+        return True
+
+    def close(self, cause: str = "closed") -> None:
+        core = self._core
+        if core.state == "pending":
+            core.state = "closed"
+            core.close_cause = cause
+            if isinstance(core, _TrackedOneshot):
+                core.on_close(cause)
+            core._wake()
+
+    def is_closed(self) -> bool:
+        return self._core.state != "pending"
+
+    def __del__(self) -> None:
+        try:
+            core = self._core
+            if core.state == "pending":
+                if isinstance(core, _TrackedOneshot):
+                    core.on_close("sender_dropped")
+                core.closed_by_drop()
+        except Exception:  # never raise from a finalizer
+            pass
+
+
+class OneshotReceiver(Generic[T]):
+    """The receiving half: ``await rx`` (or ``await rx.recv()``) for the value."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _OneshotCore) -> None:
+        self._core = core
+
+    async def recv(self) -> T:
+        core = self._core
+        if core.state == "pending":
+            if core.fut is not None and not core.fut.done():
+                raise RuntimeError("oneshot already has a waiting receiver")
+            core.fut = asyncio.get_running_loop().create_future()
+            tracked = isinstance(core, _TrackedOneshot)
+            waiter = current_waiter() if tracked else None
+            if tracked:
+                core.waiters.add(waiter, "recv")  # type: ignore[attr-defined]
+            try:
+                await core.fut
+            finally:
+                core.fut = None
+                if tracked:
+                    core.waiters.remove(waiter)  # type: ignore[attr-defined]
+        if core.state == "closed":
+            raise OneshotClosed(core.close_cause or "closed")
+        if core.state == "received":
+            raise RuntimeError("oneshot value already received")
+        core.state = "received"
+        value: T = core.value
+        core.value = None
+        return value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.recv().__await__()
+
+    def try_recv(self) -> T | None:
+        """The value if it was sent (consuming it), else ``None``."""
+        core = self._core
+        if core.state != "sent":
+            return None
+        core.state = "received"
+        value: T = core.value
+        core.value = None
+        return value
+
+    def statistics(self) -> OneshotStatistics:
+        core = self._core
+        sender = core.sender_ref() if core.sender_ref is not None else None
+        return OneshotStatistics(
+            state=core.state, sender_alive=sender is not None,
+            receiver_waiting=core.fut is not None and not core.fut.done(),
+            close_cause=core.close_cause,
+        )
+
+
+class _TrackedOneshot(_OneshotCore):
+    """A oneshot's shared state, in the graph as a ``oneshot`` node."""
+
+    def __init__(self, name: str, location: Location | None, meta: dict[str, Any] | None) -> None:
+        super().__init__()
+        self._peeps_id = new_id("oneshot")
+        self.name = name
+        self.location = location
+        self.meta = meta
+        self.created_mono_ns = time.monotonic_ns()
+        self.creator = _id_of(current_task_entity())
+        self.waiters = WaitSet()
+        self.sent_by: str | None = None
+        self.closed_by: str | None = None
+        self.finished_mono_ns: int | None = None
+
+    def on_send(self) -> None:
+        self.sent_by = _id_of(current_waiter())
+        self.finished_mono_ns = time.monotonic_ns()
+        REGISTRY.emit(self._peeps_id, "oneshot.send", None, self.sent_by)
+
+    def on_close(self, cause: str) -> None:
+        # A dropped sender is finalized in the context of whoever dropped it
+        # (usually the task whose frame held it, as it finishes).
+        try:
+            self.closed_by = _id_of(current_task_entity())
+        except Exception:
+            self.closed_by = None
+        self.finished_mono_ns = time.monotonic_ns()
+        REGISTRY.emit(self._peeps_id, f"oneshot.{cause}", None, self.closed_by)
+
+    def _holders(self, sender: Any) -> list[str]:
+        """Live tasks whose await-chain frames reference the sender directly."""
+        held: list[str] = []
+        for entity in list(REGISTRY.tasks.copy().values()):
+            task_ref = getattr(entity, "task_ref", None)
+            task = task_ref() if task_ref is not None else None
+            if task is None or not isinstance(task, asyncio.Task) or task.done():
+                continue
+            for frame in _await_frames(task.get_coro()):
+                if any(v is sender for v in list(frame.f_locals.values())):
+                    held.append(entity.id)
+                    break
+        return held
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
+        sender = self.sender_ref() if self.sender_ref is not None else None
+        waiting = self.fut is not None and not self.fut.done()
+        held_by: list[str] | None = None
+        if sender is not None and self.state == "pending":
+            held_by = self._holders(sender) or None
+        resolvable = self.state == "sent" or (self.state == "pending" and held_by is not None)
+        attrs.update(
+            state=self.state,
+            sender_alive=sender is not None,
+            sender_held_by=held_by,
+            resolvable=resolvable,
+            receiver_waiting=waiting,
+            close_cause=self.close_cause,
+            sent_by=self.sent_by,
+            created_by=self.creator,
+        )
+        node: Node = {"id": self._peeps_id, "kind": "oneshot", "label": self.name,
+                      "attrs": attrs}
+        edges = self.waiters.needs_edges(self._peeps_id, now)
+        if self.state == "closed" and self.closed_by is not None:
+            edges.append({"src": self._peeps_id, "dst": self.closed_by, "kind": "closed_by",
+                          "attrs": {"cause": self.close_cause}})
+        return node, edges
+
+
+def oneshot(name: str | None = None, **meta: Any) -> tuple[OneshotSender[Any], OneshotReceiver[Any]]:
+    """A single-value channel: ``tx.send(v)`` once, ``await rx`` once.
+
+    In the graph (kind ``oneshot``) the waiting receiver ``needs`` it; attrs
+    say whether the sender is still alive, which live tasks' frames hold it
+    (``sender_held_by``) and whether anyone can still resolve it
+    (``resolvable``).  A sender garbage-collected unresolved closes it
+    (``close_cause: sender_dropped``) and the receiver gets :class:`OneshotClosed`.
+    """
+    core: _OneshotCore
+    if STATE.enabled:
+        location = capture_location()
+        label = name or (f"oneshot@{location[0].rsplit('/', 1)[-1]}:{location[1]}"
+                         if location else "oneshot")
+        core = _TrackedOneshot(label, location, meta or None)
+    else:
+        core = _OneshotCore()
+    sender: OneshotSender[Any] = OneshotSender(core)
+    core.sender_ref = weakref.ref(sender)
+    if isinstance(core, _TrackedOneshot):
+        REGISTRY.track(core)
+    return sender, OneshotReceiver(core)
+
+
+# -- watch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchStatistics:
+    """``Watch.statistics()``."""
+
+    version: int
+    receivers: int
+    waiting: int
+    closed: bool
+
+
+class Watch(Generic[T]):
+    """A latest-value channel (tokio's ``watch``): ``send(v)`` replaces the value
+    and wakes every receiver; ``rx = w.subscribe()``; ``await rx.changed()``
+    waits for a version the receiver has not seen; ``rx.borrow()`` reads it."""
+
+    def __init__(self, initial: T, name: str | None = None, **meta: Any) -> None:
+        self._value = initial
+        self._version = 0
+        self._closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._receivers: weakref.WeakSet[WatchReceiver[T]] = weakref.WeakSet()
+        self._tracked = STATE.enabled
+        if self._tracked:
+            self._peeps_id = new_id("watch")
+            self._location = capture_location()
+            self._name = name or "watch"
+            self._meta = meta or None
+            self._created_mono_ns = time.monotonic_ns()
+            self._waitset = WaitSet()
+            self._last_sent_by: str | None = None
+            REGISTRY.track(self)
+
+    @property
+    def value(self) -> T:
+        return self._value
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def send(self, value: T) -> None:
+        if self._closed:
+            raise ChannelClosed("watch closed")
+        self._value = value
+        self._version += 1
+        if self._tracked:
+            self._last_sent_by = _id_of(current_waiter())
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def subscribe(self) -> WatchReceiver[T]:
+        rx = WatchReceiver(self)
+        self._receivers.add(rx)
+        return rx
+
+    def statistics(self) -> WatchStatistics:
+        return WatchStatistics(version=self._version, receivers=len(self._receivers),
+                               waiting=len(self._waiters), closed=self._closed)
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        attrs = base_attrs(self._created_mono_ns, self._location, self._meta, now)
+        stats = self.statistics()
+        attrs.update(version=stats.version, receivers=stats.receivers,
+                     waiting=stats.waiting, closed=stats.closed,
+                     last_sent_by=self._last_sent_by)
+        node: Node = {"id": self._peeps_id, "kind": "watch", "label": self._name,
+                      "attrs": attrs}
+        return node, self._waitset.needs_edges(self._peeps_id, now)
+
+
+class WatchReceiver(Generic[T]):
+    """One subscriber of a :class:`Watch`."""
+
+    __slots__ = ("__weakref__", "_seen", "_watch")
+
+    def __init__(self, watch: Watch[T]) -> None:
+        self._watch = watch
+        self._seen = watch._version
+
+    def borrow(self) -> T:
+        """The latest value (marks it seen)."""
+        self._seen = self._watch._version
+        return self._watch._value
+
+    async def changed(self) -> T:
+        """Wait until a value this receiver has not seen is sent; return it.
+        Raises :class:`ChannelClosed` once the watch is closed."""
+        watch = self._watch
+        while self._seen == watch._version:
+            if watch._closed:
+                raise ChannelClosed("watch closed")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            watch._waiters.append(fut)
+            waiter = current_waiter() if watch._tracked else None
+            if watch._tracked:
+                watch._waitset.add(waiter, "changed")
+            try:
+                await fut
+            finally:
+                if watch._tracked:
+                    watch._waitset.remove(waiter)
+        return self.borrow()
+
+
+def watch(initial: T, name: str | None = None, **meta: Any) -> Watch[T]:
+    """A latest-value channel; see :class:`Watch`."""
+    return Watch(initial, name, **meta)
+

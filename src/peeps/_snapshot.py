@@ -15,12 +15,16 @@ from .types import Edge, Event, GraphSnapshot, Node
 def _describe_all(objs: list[Any], now: Clock, nodes: list[Node], edges: list[Edge]) -> None:
     for obj in objs:
         try:
-            node, obj_edges = obj._peeps_describe(now)
+            # (node, edges) or (node, edges, extra_nodes): a task blocked on a
+            # gather/wait future describes that future node too.
+            described = obj._peeps_describe(now)
         except Exception as exc:  # one broken entity must not cost the snapshot
             REGISTRY.part_failed(f"describing {type(obj).__name__}", exc)
             continue
-        nodes.append(node)
-        edges.extend(obj_edges)
+        nodes.append(described[0])
+        edges.extend(described[1])
+        if len(described) > 2:
+            nodes.extend(described[2])
 
 
 def collect_graph() -> GraphSnapshot:

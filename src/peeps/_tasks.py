@@ -1,11 +1,21 @@
-"""Task entities: named tasks (``spawn_tracked``), lineage, state, await stacks."""
+"""Task entities: named tasks (``spawn_tracked``), lineage, state, step statistics,
+await stacks, and the ``needs`` edges a blocked task's await chain implies.
+
+Everything expensive (await stacks, what a task is blocked on) is computed at
+snapshot time from the task object; the hot path only creates the entity and,
+when step statistics are on, bumps counters in place.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import sys
 import time
 import weakref
 from collections.abc import Coroutine
+from types import FrameType
 from typing import Any, TypeVar
 
 from . import _registry
@@ -15,77 +25,128 @@ from .types import Edge, Node
 
 T = TypeVar("T")
 
-#: Task object -> its entity.  Weak on the task so peeps never keeps one alive.
-_ENTITIES: weakref.WeakKeyDictionary[asyncio.Future[Any], TaskEntity] = weakref.WeakKeyDictionary()
+#: ``id(task)`` -> its entity.  The entity drops its entry when the task is
+#: garbage collected (a weakref callback), so an id is never reused while mapped;
+#: lookups still verify identity.  A plain dict keyed by int is the cheapest
+#: lookup on the hot path (``WeakKeyDictionary.get`` allocates a weakref).
+_BY_TASK_ID: dict[int, TaskEntity] = {}
 
 STACK_LIMIT = 24
 
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+_PKG_DIR = _registry._PKG_DIR
+_PEEP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_peep.py")
+
 
 class TaskEntity:
-    """What peeps knows about one asyncio task."""
+    """What peeps knows about one asyncio task.
 
-    __slots__ = (
-        "__weakref__",
-        "coro_name",
-        "created_mono_ns",
-        "exception_type",
-        "finished_mono_ns",
-        "id",
-        "location",
-        "meta",
-        "name",
-        "outcome",
-        "parent_id",
-        "task_ref",
-        "tracked",
-    )
+    Created for every task in automatic mode, so construction is kept minimal:
+    rarely-set fields are class-level defaults, the id and coroutine name are
+    computed on first use.
+    """
+
+    # Class-level defaults: only tasks that fail, get cancelled or are measured
+    # pay for these attributes.
+    meta: dict[str, Any] | None = None
+    finished_mono_ns: int | None = None
+    outcome: str | None = None
+    exception_type: str | None = None
+    cancelled_by: str | None = None
+    cancel_requested_mono_ns: int | None = None
+    steps = 0
+    busy_ns = 0
+    longest_step_ns = 0
+    last_resumed_mono_ns = 0
+    last_yield_mono_ns = 0
+    _id: str | None = None
+    _coro_name: str | None = None
 
     def __init__(
         self,
         task: asyncio.Future[Any],
-        name: str,
+        name: str | None,
         *,
         tracked: bool,
         location: Location | None,
         parent_id: str | None,
         meta: dict[str, Any] | None = None,
+        source: str = "first_sight",
     ) -> None:
-        self.id = new_id("task")
         self.name = name
         self.tracked = tracked
+        self.source = "spawn_tracked" if tracked else source
         self.location = location
         self.parent_id = parent_id
-        self.meta = meta
+        if meta:
+            self.meta = meta
         self.created_mono_ns = time.monotonic_ns()
-        self.finished_mono_ns: int | None = None
-        self.outcome: str | None = None
-        self.exception_type: str | None = None
-        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
-        self.coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+        self.task_id = id(task)
         self.task_ref: weakref.ref[asyncio.Future[Any]] = weakref.ref(task, self._collected)
 
-    # Runs in whichever thread drops the last reference to a never-finished task.
+    @property
+    def id(self) -> str:
+        node_id = self._id
+        if node_id is None:
+            node_id = self._id = new_id("task")
+        return node_id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
+    @property
+    def coro_name(self) -> str:
+        name = self._coro_name
+        if name is None:
+            task = self.task_ref()
+            get_coro = getattr(task, "get_coro", None)
+            coro = get_coro() if get_coro is not None else None
+            name = getattr(coro, "__qualname__", None) or type(coro).__name__
+            self._coro_name = name
+        return name
+
+    # Runs in whichever thread drops the last reference to the task.
     def _collected(self, _ref: object) -> None:
+        if _BY_TASK_ID.get(self.task_id) is self:
+            _BY_TASK_ID.pop(self.task_id, None)
         if self.finished_mono_ns is None:
-            REGISTRY.tasks.pop(self.id, None)
+            REGISTRY.tasks.pop(self.task_id, None)  # type: ignore[call-overload]
 
     def _on_done(self, task: asyncio.Future[Any]) -> None:
-        self.finished_mono_ns = time.monotonic_ns()
-        if task.cancelled():
-            self.outcome = "cancelled"
-        else:
-            # Read the private slot: Task.exception() would mark the exception as
-            # retrieved and silence asyncio's own "never retrieved" report.
-            exc = getattr(task, "_exception", None)
-            if exc is not None:
-                self.outcome = "failed"
-                self.exception_type = type(exc).__qualname__
+        try:
+            self.finished_mono_ns = time.monotonic_ns()
+            _ = self.coro_name  # keep the name past the task's life
+            if task.cancelled():
+                self.outcome = "cancelled"
             else:
-                self.outcome = "done"
-        REGISTRY.tasks.pop(self.id, None)
-        REGISTRY.finished.append(self)
-        REGISTRY.emit(self.id, f"task.run.{self.outcome}",
-                      {"exception_type": self.exception_type} if self.exception_type else None)
+                # Read the private slot: Task.exception() would mark the exception as
+                # retrieved and silence asyncio's own "never retrieved" report.
+                exc = getattr(task, "_exception", None)
+                if exc is not None:
+                    self.outcome = "failed"
+                    self.exception_type = type(exc).__qualname__
+                else:
+                    self.outcome = "done"
+            REGISTRY.tasks.pop(self.task_id, None)  # type: ignore[call-overload]
+            REGISTRY.finished.append(self)
+            # Plain completions are not events (they would flood the ring buffer).
+            if self.outcome == "failed":
+                REGISTRY.emit(self.id, "task.run.failed", {"exception_type": self.exception_type})
+            elif self.outcome == "cancelled":
+                REGISTRY.emit(self.id, "task.run.cancelled",
+                              {"cancelled_by": self.cancelled_by} if self.cancelled_by else None)
+        except Exception as exc:
+            REGISTRY.part_failed("task completion", exc)
+
+    def label(self, task: asyncio.Future[Any] | None) -> str:
+        if self.name is not None:
+            return self.name
+        if task is not None and isinstance(task, asyncio.Task):
+            task_name = task.get_name()
+            if not task_name.startswith("Task-"):
+                return task_name
+        return self.coro_name
 
     def state(self) -> str:
         if self.outcome is not None:
@@ -106,54 +167,255 @@ class TaskEntity:
         task = self.task_ref()
         if task is None or self.outcome is not None or not isinstance(task, asyncio.Task):
             return []
-        try:
-            frames = task.get_stack(limit=STACK_LIMIT)
-        except Exception:
-            return []
-        return [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in frames]
+        return [
+            f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+            for f in _await_frames(task.get_coro())
+        ]
 
-    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge], list[Node]]:
+        task = self.task_ref()
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
+        state = self.state()
         attrs.update(
-            state=self.state(),
-            name=self.name,
+            state=state,
+            name=self.label(task),
             coro=self.coro_name,
             tracked=self.tracked,
+            source=self.source,
             stack=self.stack(),
         )
+        if self.steps:
+            attrs.update(
+                steps=self.steps,
+                busy_ns=self.busy_ns,
+                longest_step_ns=self.longest_step_ns,
+                last_resumed_at_ns=now.wall_of(self.last_resumed_mono_ns),
+                since_resumed_ns=max(0, now.mono_ns - self.last_resumed_mono_ns),
+            )
+            if state == "pending" and self.last_yield_mono_ns:
+                attrs["waiting_since_ns"] = now.wall_of(self.last_yield_mono_ns)
+                attrs["waiting_ns"] = max(0, now.mono_ns - self.last_yield_mono_ns)
+        if self.cancel_requested_mono_ns is not None:
+            attrs["cancel_requested_at_ns"] = now.wall_of(self.cancel_requested_mono_ns)
+            attrs["cancelled_by"] = self.cancelled_by
         if self.finished_mono_ns is not None:
             attrs["finished_at_ns"] = now.wall_of(self.finished_mono_ns)
             attrs["outcome"] = self.outcome
             if self.exception_type:
                 attrs["exception_type"] = self.exception_type
-        node: Node = {"id": self.id, "kind": "task", "label": self.name, "attrs": attrs}
+        node: Node = {"id": self.id, "kind": "task", "label": attrs["name"], "attrs": attrs}
         edges: list[Edge] = []
+        extra: list[Node] = []
         if self.parent_id is not None:
             edges.append({"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}})
-        return node, edges
+        if task is not None and self.outcome is None:
+            try:
+                _await_edges(self.id, task, now, edges, extra)
+            except Exception as exc:
+                REGISTRY.part_failed("describing a task's await chain", exc)
+        return node, edges, extra
+
+
+# -- await chains ----------------------------------------------------------------
+
+
+def _await_frames(coro: Any) -> list[FrameType]:
+    """The frames of a suspended coroutine chain, outermost first.
+
+    ``Task.get_stack`` only shows the outermost coroutine of a suspended task;
+    following ``cr_await`` gives the whole async stack down to the awaited future.
+    """
+    frames: list[FrameType] = []
+    while coro is not None and len(frames) < STACK_LIMIT:
+        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                 or getattr(coro, "ag_frame", None))
+        if frame is not None:
+            frames.append(frame)
+        nxt = getattr(coro, "cr_await", None)
+        if nxt is None:
+            nxt = getattr(coro, "gi_yieldfrom", None)
+        coro = nxt
+    return frames
+
+
+def _callback_targets(cb: Any) -> list[Any]:
+    """Futures a done-callback will complete (closures of gather/wait/shield,
+    ``functools.partial`` of wait_for, a TaskGroup's bound method)."""
+    found: list[Any] = []
+    if isinstance(cb, functools.partial):
+        found.extend(a for a in cb.args if isinstance(a, asyncio.Future))
+        cb = cb.func
+    owner = getattr(cb, "__self__", None)
+    if isinstance(owner, asyncio.TaskGroup):
+        found.append(owner)
+        return found
+    for cell in getattr(cb, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, asyncio.Future):
+            found.append(value)
+    return found
+
+
+class _CompleterIndex:
+    """Built once per snapshot: future id -> the live tasks whose completion
+    feeds it (gather children, ``wait`` sets, shielded tasks, TaskGroup members)."""
+
+    __slots__ = ("clock", "emitted", "feeds", "groups")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.feeds: dict[int, list[TaskEntity]] = {}
+        self.groups: dict[int, asyncio.TaskGroup] = {}
+        self.emitted: set[str] = set()
+        for entity in list(REGISTRY.tasks.copy().values()):
+            if not isinstance(entity, TaskEntity):
+                continue
+            task = entity.task_ref()
+            if task is None:
+                continue
+            for cb in list(getattr(task, "_callbacks", None) or ()):
+                if isinstance(cb, tuple):
+                    cb = cb[0]
+                for target in _callback_targets(cb):
+                    if isinstance(target, asyncio.TaskGroup):
+                        fut = getattr(target, "_on_completed_fut", None)
+                        if fut is None:
+                            continue
+                        self.groups[id(fut)] = target
+                        target = fut
+                    self.feeds.setdefault(id(target), []).append(entity)
+
+
+_index: _CompleterIndex | None = None
+
+
+def _completer_index(now: Clock) -> _CompleterIndex:
+    global _index
+    index = _index
+    if index is None or index.clock is not now:
+        index = _index = _CompleterIndex(now)
+    return index
+
+
+def _future_label(fut: Any, frames: list[FrameType]) -> tuple[str, str]:
+    """(kind, label) for a future a task is blocked on."""
+    name = type(fut).__name__
+    if name == "_GatheringFuture":
+        return "group", f"gather({len(getattr(fut, '_children', ()) or ())})"
+    if frames:
+        code = frames[-1].f_code
+        qual = getattr(code, "co_qualname", code.co_name)
+        return "future", f"future in {qual}"
+    return "future", name
+
+
+def _await_edges(
+    src_id: str, task: asyncio.Future[Any], now: Clock, edges: list[Edge], extra: list[Node]
+) -> None:
+    fut = getattr(task, "_fut_waiter", None)
+    if fut is None:
+        return
+    target = entity_for_task(fut) if isinstance(fut, asyncio.Task) else None
+    if target is not None:
+        edges.append({"src": src_id, "dst": target.id, "kind": "needs",
+                      "attrs": {"op": "await"}})
+        return
+    frames = _await_frames(task.get_coro()) if isinstance(task, asyncio.Task) else []
+    # A wait inside a peeps primitive (even when it delegates to the stdlib one
+    # it subclasses) is already a ``needs`` edge to that primitive.
+    for frame in reversed(frames):
+        filename = frame.f_code.co_filename
+        if filename.startswith(_ASYNCIO_DIR):
+            continue
+        if filename.startswith(_PKG_DIR) and filename != _PEEP_FILE:
+            return
+        break
+    index = _completer_index(now)
+    fut_id = f"future:{STATE.pid}:f{id(fut)}"
+    edges.append({"src": src_id, "dst": fut_id, "kind": "needs", "attrs": {"op": "await"}})
+    if fut_id in index.emitted:
+        return
+    index.emitted.add(fut_id)
+    kind, label = _future_label(fut, frames)
+    attrs_type = type(fut).__name__
+    children: list[TaskEntity] = []
+    group = index.groups.get(id(fut))
+    if group is not None:
+        kind, label = "group", "TaskGroup"
+        attrs_type = "TaskGroup"
+        children = [e for t in list(getattr(group, "_tasks", ()) or ())
+                    if (e := entity_for_task(t)) is not None]
+    elif kind == "group":
+        children = [e for t in list(getattr(fut, "_children", ()) or ())
+                    if isinstance(t, asyncio.Future) and not t.done()
+                    and (e := entity_for_task(t)) is not None]
+    else:
+        children = index.feeds.get(id(fut), [])
+        if children and label.startswith("future in "):
+            label = label[len("future in "):]
+    attrs: dict[str, Any] = {"meta": {}, "type": attrs_type,
+                             "children": len(children)}
+    if frames:
+        code = frames[-1].f_code
+        attrs["meta"]["ctx.location"] = f"{code.co_filename}:{frames[-1].f_lineno}"
+    extra.append({"id": fut_id, "kind": kind, "label": label, "attrs": attrs})
+    for child in children:
+        edges.append({"src": fut_id, "dst": child.id, "kind": "needs", "attrs": {"op": "await"}})
+
+
+# -- registration ----------------------------------------------------------------
+
+
+def creation_site() -> Location | None:
+    """The first caller frame outside peeps and asyncio (a few frames at most).
+
+    ``sys._getframe(depth)`` materializes only the frame it returns, where
+    walking ``f_back`` would materialize every frame on the way (3.11+).
+    """
+    for depth in range(2, 8):
+        try:
+            frame = sys._getframe(depth)
+        except ValueError:
+            return None
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PKG_DIR) and not filename.startswith(_ASYNCIO_DIR):
+            return (filename, frame.f_lineno)
+    return None
 
 
 def register_task(
     task: asyncio.Future[Any],
-    name: str,
+    name: str | None,
     *,
     tracked: bool,
     location: Location | None,
     parent: TaskEntity | None,
     meta: dict[str, Any] | None = None,
+    source: str = "first_sight",
 ) -> TaskEntity:
     entity = TaskEntity(
         task, name, tracked=tracked, location=location,
-        parent_id=parent.id if parent is not None else None, meta=meta,
+        parent_id=parent.id if parent is not None else None, meta=meta, source=source,
     )
-    _ENTITIES[task] = entity
-    REGISTRY.tasks[entity.id] = entity
-    task.add_done_callback(entity._on_done)
+    _BY_TASK_ID[entity.task_id] = entity
+    # Keyed by ``id(task)``: formatting the string node id costs more than the
+    # rest of the registration; it is made on first use.
+    REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
+    if task.done():  # an eager task that finished inside its factory
+        entity._on_done(task)
+    else:
+        task.add_done_callback(entity._on_done)
     return entity
 
 
-def entity_for_task(task: asyncio.Future[Any]) -> TaskEntity | None:
-    return _ENTITIES.get(task)
+def entity_for_task(task: Any) -> TaskEntity | None:
+    entity = _BY_TASK_ID.get(id(task))
+    if entity is not None and entity.task_ref() is task:
+        return entity
+    return None
 
 
 def current_task_entity() -> TaskEntity | None:
@@ -164,10 +426,10 @@ def current_task_entity() -> TaskEntity | None:
         return None
     if task is None:
         return None
-    entity = _ENTITIES.get(task)
-    if entity is None:
-        entity = register_task(task, task.get_name(), tracked=False, location=None, parent=None)
-    return entity
+    entity = _BY_TASK_ID.get(id(task))
+    if entity is not None and entity.task_ref() is task:
+        return entity
+    return register_task(task, None, tracked=False, location=None, parent=None)
 
 
 def current_waiter() -> Any:
@@ -196,7 +458,7 @@ def spawn_tracked(
     location = capture_location()
     parent = current_task_entity()
     task = loop.create_task(coro, name=name)
-    entity = _ENTITIES.get(task)
+    entity = entity_for_task(task)
     if entity is None:
         register_task(task, name, tracked=True, location=location, parent=parent,
                       meta=meta or None)
@@ -204,6 +466,7 @@ def spawn_tracked(
         # An automatic task factory saw it first; give it the caller's name.
         entity.name = name
         entity.tracked = True
+        entity.source = "spawn_tracked"
         entity.location = location
         if meta:
             entity.meta = meta
@@ -211,4 +474,4 @@ def spawn_tracked(
 
 
 def _forget_all() -> None:
-    _ENTITIES.clear()
+    _BY_TASK_ID.clear()

@@ -1,0 +1,285 @@
+"""Automatic mode: a task factory that tracks every asyncio task, and opt-in
+per-step statistics.
+
+The factory chains to whatever factory the loop already had (including
+``asyncio.eager_task_factory``) and is removed by restoring that factory.  For
+loops that do not exist yet, two light hooks install it as loops appear:
+``asyncio.new_event_loop`` (so ``asyncio.run``'s main task is tracked) and
+``asyncio.events._set_running_loop`` (any loop that starts running, however
+it was created).  Step statistics wrap ``asyncio.events.Handle._run``, the one
+place every task step passes through on the standard loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events as _events
+import asyncio.tasks as _asyncio_tasks
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ._config import STATE
+from ._registry import REGISTRY
+from ._tasks import (
+    _BY_TASK_ID,
+    TaskEntity,
+    creation_site,
+    current_waiter,
+    entity_for_task,
+    register_task,
+)
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+#: loop -> its running task; the dict ``asyncio.current_task`` reads (3.11-3.13).
+_current_tasks: dict[Any, Any] = getattr(_asyncio_tasks, "_current_tasks", None) or {}
+
+
+class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
+    """The task class the automatic factory creates when no other factory is
+    installed.  Identical to ``asyncio.Task`` except that ``cancel()`` records
+    who asked (the running task or thread, else ``"loop"``)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        entity = _BY_TASK_ID.get(id(self))
+        if entity is not None and entity.cancel_requested_mono_ns is None:
+            try:
+                by = current_waiter()
+                entity.cancelled_by = by.id if by is not None else "loop"
+                entity.cancel_requested_mono_ns = time.monotonic_ns()
+            except Exception as exc:
+                REGISTRY.part_failed("recording a cancel", exc)
+        return super().cancel(msg)
+
+
+class PeepsTaskFactory:
+    """A loop task factory that registers every task it creates.
+
+    ``previous`` is the factory that was installed before (``None`` = the
+    loop's default); it is called to create the task, so eager factories and
+    custom task classes keep working.
+    """
+
+    __slots__ = ("active", "previous")
+
+    def __init__(self, previous: TaskFactory | None) -> None:
+        self.previous = previous
+        #: False once uninstalled while another factory still chains to us.
+        self.active = True
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        previous = self.previous
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        elif _cancel_tracking:
+            task = TrackedTask(coro, loop=loop, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        if STATE.enabled and self.active:
+            try:
+                if entity_for_task(task) is None:
+                    parent = _spawning_entity(loop, task)
+                    register_task(task, kwargs.get("name"), tracked=False,
+                                  location=creation_site(), parent=parent, source="auto")
+            except Exception as exc:
+                REGISTRY.part_failed("automatic task tracking", exc)
+        return task
+
+
+def _spawning_entity(loop: asyncio.AbstractEventLoop, task: Any) -> TaskEntity | None:
+    current = _current_tasks.get(loop)
+    if current is None or current is task:  # an eager task is current during its first step
+        return None
+    entity = _BY_TASK_ID.get(id(current))
+    if entity is not None and entity.task_ref() is current:
+        return entity
+    return register_task(current, None, tracked=False, location=None, parent=None)
+
+
+# -- per-loop install ------------------------------------------------------------
+
+#: Loops we installed on (weakly): uninstall visits them.
+_INSTALLED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_OURS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[PeepsTaskFactory]] = (
+    weakref.WeakKeyDictionary()
+)
+_step_stats_on = False
+#: Create ``TrackedTask`` (records who cancelled) rather than ``asyncio.Task``.
+_cancel_tracking = False
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
+    """Install the tracking factory on ``loop`` (default: the running loop),
+    chaining to the factory already there.  Tasks that exist already are
+    registered too.  Returns ``False`` when it was installed already."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    current = loop.get_task_factory()
+    if isinstance(current, PeepsTaskFactory):
+        return False
+    factory = PeepsTaskFactory(current)
+    loop.set_task_factory(factory)
+    _INSTALLED.add(loop)
+    _OURS.setdefault(loop, []).append(factory)
+    _register_existing(loop)
+    return True
+
+
+def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Restore the previous factory on ``loop`` (default: every loop peeps
+    installed on) and remove the hooks for future loops and step statistics."""
+    loops = [loop] if loop is not None else list(_INSTALLED)
+    for each in loops:
+        current = each.get_task_factory()
+        if isinstance(current, PeepsTaskFactory):
+            current.active = False
+            each.set_task_factory(current.previous)
+        else:
+            # Someone installed a factory on top of ours (maybe chaining to it):
+            # leave theirs in place; ours, if still called, just passes through.
+            for factory in _OURS.get(each, ()):
+                factory.active = False
+        _INSTALLED.discard(each)
+    if loop is None:
+        global _cancel_tracking
+        _cancel_tracking = False
+        _remove_loop_hooks()
+        disable_step_stats()
+
+
+def _register_existing(loop: asyncio.AbstractEventLoop) -> None:
+    if not STATE.enabled:
+        return
+    try:
+        for task in list(asyncio.all_tasks(loop)):
+            if entity_for_task(task) is None:
+                register_task(task, None, tracked=False, location=None, parent=None,
+                              source="auto")
+    except Exception as exc:
+        REGISTRY.part_failed("registering existing tasks", exc)
+
+
+# -- hooks for loops that do not exist yet ---------------------------------------
+
+_orig_new_event_loop: Callable[[], asyncio.AbstractEventLoop] | None = None
+_orig_set_running_loop: Callable[[asyncio.AbstractEventLoop | None], None] | None = None
+
+
+def _hooked_new_event_loop() -> asyncio.AbstractEventLoop:
+    assert _orig_new_event_loop is not None
+    loop = _orig_new_event_loop()
+    try:
+        install_task_factory(loop)
+    except Exception as exc:
+        REGISTRY.part_failed("installing the task factory", exc)
+    return loop
+
+
+def _hooked_set_running_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    assert _orig_set_running_loop is not None
+    _orig_set_running_loop(loop)
+    if loop is not None and not isinstance(loop.get_task_factory(), PeepsTaskFactory):
+        try:
+            install_task_factory(loop)
+        except Exception as exc:
+            REGISTRY.part_failed("installing the task factory", exc)
+
+
+def install_loop_hooks() -> None:
+    """Make loops created or started from now on get the tracking factory."""
+    global _orig_new_event_loop, _orig_set_running_loop
+    if _orig_new_event_loop is None:
+        _orig_new_event_loop = _events.new_event_loop
+        _events.new_event_loop = _hooked_new_event_loop
+        asyncio.new_event_loop = _hooked_new_event_loop
+    if _orig_set_running_loop is None:
+        _orig_set_running_loop = _events._set_running_loop
+        _events._set_running_loop = _hooked_set_running_loop
+
+
+def _remove_loop_hooks() -> None:
+    global _orig_new_event_loop, _orig_set_running_loop
+    if _orig_new_event_loop is not None:
+        _events.new_event_loop = _orig_new_event_loop
+        asyncio.new_event_loop = _orig_new_event_loop
+        _orig_new_event_loop = None
+    if _orig_set_running_loop is not None:
+        _events._set_running_loop = _orig_set_running_loop
+        _orig_set_running_loop = None
+
+
+def loop_hooks_installed() -> bool:
+    return _orig_new_event_loop is not None
+
+
+def enable_auto(*, step_stats: bool = False) -> None:
+    """Track every task: on the running loop now (if any) and on later loops.
+
+    ``step_stats`` also turns on per-step statistics and cancel attribution
+    (tasks become ``TrackedTask``); both cost measurable time per task.
+    """
+    global _cancel_tracking
+    _cancel_tracking = step_stats
+    install_loop_hooks()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        install_task_factory(loop)
+    if step_stats:
+        enable_step_stats()
+
+
+# -- step statistics (opt-in) ------------------------------------------------------
+
+_orig_handle_run: Callable[[asyncio.Handle], None] | None = None
+
+
+def _timed_handle_run(self: asyncio.Handle) -> None:
+    assert _orig_handle_run is not None
+    task = getattr(self._callback, "__self__", None)  # type: ignore[attr-defined]
+    entity = _BY_TASK_ID.get(id(task)) if task is not None else None
+    if entity is None:
+        return _orig_handle_run(self)
+    start = time.monotonic_ns()
+    entity.last_resumed_mono_ns = start
+    try:
+        return _orig_handle_run(self)
+    finally:
+        end = time.monotonic_ns()
+        step = end - start
+        entity.steps += 1
+        entity.busy_ns += step
+        entity.last_yield_mono_ns = end
+        if step > entity.longest_step_ns:
+            entity.longest_step_ns = step
+
+
+def enable_step_stats() -> None:
+    """Count steps, busy time and the longest step of every tracked task.
+
+    Wraps ``asyncio.events.Handle._run`` process-wide (every callback on every
+    standard loop pays a ``getattr`` and a dict lookup).  Loops that do not use
+    ``asyncio.Handle`` (uvloop) are not measured.
+    """
+    global _orig_handle_run, _step_stats_on
+    if _orig_handle_run is None:
+        _orig_handle_run = _events.Handle._run
+        _events.Handle._run = _timed_handle_run  # type: ignore[method-assign]
+    _step_stats_on = True
+
+
+def disable_step_stats() -> None:
+    global _orig_handle_run, _step_stats_on
+    if _orig_handle_run is not None:
+        _events.Handle._run = _orig_handle_run  # type: ignore[method-assign,assignment]
+        _orig_handle_run = None
+    _step_stats_on = False
+
+
+def step_stats_enabled() -> bool:
+    return _step_stats_on
+

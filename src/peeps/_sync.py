@@ -1,0 +1,936 @@
+"""Synchronization primitives that put themselves in the wait-for graph.
+
+``Lock``, ``Semaphore``, ``BoundedSemaphore``, ``Event`` and ``Condition`` are
+subclasses of their ``asyncio`` counterparts (same API, ``isinstance`` holds);
+``RWLock``, ``Notify`` and ``OnceCell`` have no stdlib counterpart.  Holders
+become ``holds`` edges, waiters ``needs`` edges.  Each has ``statistics()``
+returning a frozen record.
+
+With peeps disabled when one is created, ``Lock()`` etc. return the plain
+stdlib object (no registry work at all); the non-stdlib ones return their
+uninstrumented base class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from ._config import STATE
+from ._registry import (
+    REGISTRY,
+    Clock,
+    HoldSet,
+    Location,
+    WaitSet,
+    base_attrs,
+    capture_location,
+    format_location,
+    new_id,
+)
+from ._tasks import current_waiter
+from .types import Edge, Node
+
+T = TypeVar("T")
+
+# The originals, captured before ``peeps.patch()`` can replace the asyncio names.
+_StdLock = asyncio.Lock
+_StdSemaphore = asyncio.Semaphore
+_StdBoundedSemaphore = asyncio.BoundedSemaphore
+_StdEvent = asyncio.Event
+_StdCondition = asyncio.Condition
+
+_monotonic_ns = time.monotonic_ns
+
+
+class _Identity:
+    """Id, label, creation site and metadata shared by every primitive."""
+
+    _peeps_id: str
+    _peeps_kind: str
+    _peeps_name: str | None
+    _peeps_meta: dict[str, Any] | None
+    _peeps_location: Location | None
+    _peeps_created_mono_ns: int
+
+    def _peeps_identity(self, kind: str, name: str | None, meta: dict[str, Any]) -> None:
+        self._peeps_id = new_id(kind)
+        self._peeps_kind = kind
+        self._peeps_name = name
+        self._peeps_meta = meta or None
+        self._peeps_location = capture_location()
+        self._peeps_created_mono_ns = _monotonic_ns()
+
+    @property
+    def name(self) -> str:
+        """The label in the graph: the given name, else ``kind@file:line``."""
+        if self._peeps_name is not None:
+            return self._peeps_name
+        loc = format_location(self._peeps_location)
+        if loc is None:
+            return self._peeps_kind
+        return f"{self._peeps_kind}@{loc.rsplit('/', 1)[-1]}"
+
+    def _peeps_node(self, now: Clock, **attrs: Any) -> Node:
+        full = base_attrs(self._peeps_created_mono_ns, self._peeps_location,
+                          self._peeps_meta, now)
+        full.update(attrs)
+        return {"id": self._peeps_id, "kind": self._peeps_kind, "label": self.name,
+                "attrs": full}
+
+
+def _id_of(entity: Any) -> str | None:
+    return entity.id if entity is not None else None
+
+
+# -- Lock ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockStatistics:
+    """``Lock.statistics()``: a point-in-time record.  Times in ns."""
+
+    locked: bool
+    #: Node id of the holding task/thread, if known.
+    holder: str | None
+    held_ns: int
+    waiters: int
+    acquisitions: int
+    contentions: int
+    total_wait_ns: int
+    max_wait_ns: int
+    total_hold_ns: int
+    max_hold_ns: int
+
+
+class Lock(asyncio.Lock, _Identity):
+    """``asyncio.Lock`` in the graph: the holder ``holds`` it, waiters ``need`` it.
+
+    ``Lock(name=None, **meta)``; counts acquisitions, contention, wait and hold
+    times.  Emits ``lock.acquire.contended`` when an acquire has to wait.
+    """
+
+    def __new__(cls, name: str | None = None, **meta: Any) -> Lock:
+        if cls is Lock and not STATE.enabled:
+            return _StdLock()  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        super().__init__()
+        self._peeps_identity("lock", name, meta)
+        self._peeps_holder: Any = None
+        self._peeps_held_since = 0
+        self._peeps_waiters = WaitSet()
+        self._peeps_acquisitions = 0
+        self._peeps_contentions = 0
+        self._peeps_total_wait_ns = 0
+        self._peeps_max_wait_ns = 0
+        self._peeps_total_hold_ns = 0
+        self._peeps_max_hold_ns = 0
+        REGISTRY.track(self)
+
+    async def acquire(self) -> Literal[True]:
+        if not self.locked() and not self._waiters:
+            # Uncontended: the stdlib's own fast path, without its extra await.
+            self._locked = True
+            self._peeps_holder = current_waiter()
+            self._peeps_held_since = _monotonic_ns()
+            self._peeps_acquisitions += 1
+            return True
+        me = current_waiter()
+        self._peeps_contentions += 1
+        REGISTRY.emit(self._peeps_id, "lock.acquire.contended",
+                      {"holder": _id_of(self._peeps_holder)}, _id_of(me))
+        self._peeps_waiters.add(me, "acquire")
+        start = _monotonic_ns()
+        try:
+            await super().acquire()
+        finally:
+            self._peeps_waiters.remove(me)
+        now = _monotonic_ns()
+        waited = now - start
+        self._peeps_total_wait_ns += waited
+        if waited > self._peeps_max_wait_ns:
+            self._peeps_max_wait_ns = waited
+        self._peeps_holder = me
+        self._peeps_held_since = now
+        self._peeps_acquisitions += 1
+        return True
+
+    def release(self) -> None:
+        super().release()
+        held = _monotonic_ns() - self._peeps_held_since
+        self._peeps_total_hold_ns += held
+        if held > self._peeps_max_hold_ns:
+            self._peeps_max_hold_ns = held
+        self._peeps_holder = None
+
+    def statistics(self) -> LockStatistics:
+        locked = self.locked()
+        return LockStatistics(
+            locked=locked,
+            holder=_id_of(self._peeps_holder),
+            held_ns=_monotonic_ns() - self._peeps_held_since if locked else 0,
+            waiters=len(self._peeps_waiters),
+            acquisitions=self._peeps_acquisitions,
+            contentions=self._peeps_contentions,
+            total_wait_ns=self._peeps_total_wait_ns,
+            max_wait_ns=self._peeps_max_wait_ns,
+            total_hold_ns=self._peeps_total_hold_ns,
+            max_hold_ns=self._peeps_max_hold_ns,
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        holder = self._peeps_holder
+        since = self._peeps_held_since
+        locked = self.locked()
+        node = self._peeps_node(
+            now,
+            locked=locked,
+            holder=_id_of(holder) if locked else None,
+            held_ns=max(0, now.mono_ns - since) if locked else 0,
+            waiters=len(self._peeps_waiters),
+            acquisitions=self._peeps_acquisitions,
+            contentions=self._peeps_contentions,
+            total_wait_ns=self._peeps_total_wait_ns,
+            max_wait_ns=self._peeps_max_wait_ns,
+            total_hold_ns=self._peeps_total_hold_ns,
+            max_hold_ns=self._peeps_max_hold_ns,
+        )
+        edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
+        if locked and holder is not None:
+            edges.append({"src": holder.id, "dst": self._peeps_id, "kind": "holds",
+                          "attrs": {"since_ns": now.wall_of(since),
+                                    "held_ns": max(0, now.mono_ns - since)}})
+        return node, edges
+
+
+# -- Semaphore ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SemaphoreStatistics:
+    """``Semaphore.statistics()``."""
+
+    permits_total: int
+    permits_available: int
+    #: Node ids of the tasks/threads holding permits (acquire without release).
+    holders: tuple[str, ...]
+    waiters: int
+    acquisitions: int
+    contentions: int
+    total_wait_ns: int
+    max_wait_ns: int
+
+
+class Semaphore(asyncio.Semaphore, _Identity):
+    """``asyncio.Semaphore`` in the graph: permit holders ``hold`` it, waiters
+    ``need`` it.  ``Semaphore(value=1, name=None, **meta)``.
+
+    asyncio permits are not owned: a release by a task that did not acquire
+    drops the oldest holder record.  Emits ``semaphore.acquire.contended``.
+    """
+
+    _peeps_kind_name = "semaphore"
+
+    def __new__(cls, value: int = 1, name: str | None = None, **meta: Any) -> Semaphore:
+        if not STATE.enabled:
+            if cls is Semaphore:
+                return _StdSemaphore(value)  # type: ignore[return-value]
+            if cls is BoundedSemaphore:
+                return _StdBoundedSemaphore(value)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, value: int = 1, name: str | None = None, **meta: Any) -> None:
+        super().__init__(value)
+        self._peeps_identity("semaphore", name, meta)
+        self._peeps_total = value
+        self._peeps_holders = HoldSet()
+        self._peeps_waiters = WaitSet()
+        self._peeps_acquisitions = 0
+        self._peeps_contentions = 0
+        self._peeps_total_wait_ns = 0
+        self._peeps_max_wait_ns = 0
+        REGISTRY.track(self)
+
+    async def acquire(self) -> Literal[True]:
+        me = current_waiter()
+        if not self.locked():
+            await super().acquire()
+        else:
+            self._peeps_contentions += 1
+            REGISTRY.emit(self._peeps_id, "semaphore.acquire.contended",
+                          {"available": self._value}, _id_of(me))
+            self._peeps_waiters.add(me, "acquire")
+            start = _monotonic_ns()
+            try:
+                await super().acquire()
+            finally:
+                self._peeps_waiters.remove(me)
+            waited = _monotonic_ns() - start
+            self._peeps_total_wait_ns += waited
+            if waited > self._peeps_max_wait_ns:
+                self._peeps_max_wait_ns = waited
+        self._peeps_holders.add(me)
+        self._peeps_acquisitions += 1
+        return True
+
+    def release(self) -> None:
+        super().release()
+        me = current_waiter()
+        holders = self._peeps_holders
+        if me is None or me not in holders._holding:
+            current = holders.holders()
+            me = current[0] if current else None
+        holders.remove(me)
+
+    def _permits_available(self) -> int:
+        return max(0, int(self._value))
+
+    def statistics(self) -> SemaphoreStatistics:
+        return SemaphoreStatistics(
+            permits_total=self._peeps_total,
+            permits_available=self._permits_available(),
+            holders=tuple(h.id for h in self._peeps_holders.holders()),
+            waiters=len(self._peeps_waiters),
+            acquisitions=self._peeps_acquisitions,
+            contentions=self._peeps_contentions,
+            total_wait_ns=self._peeps_total_wait_ns,
+            max_wait_ns=self._peeps_max_wait_ns,
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        node = self._peeps_node(
+            now,
+            permits_total=self._peeps_total,
+            permits_available=self._permits_available(),
+            bounded=isinstance(self, asyncio.BoundedSemaphore),
+            holders=len(self._peeps_holders),
+            waiters=len(self._peeps_waiters),
+            acquisitions=self._peeps_acquisitions,
+            contentions=self._peeps_contentions,
+            total_wait_ns=self._peeps_total_wait_ns,
+            max_wait_ns=self._peeps_max_wait_ns,
+        )
+        edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
+        edges.extend(self._peeps_holders.holds_edges(self._peeps_id, now))
+        return node, edges
+
+
+class BoundedSemaphore(Semaphore, asyncio.BoundedSemaphore):
+    """``asyncio.BoundedSemaphore`` in the graph (see :class:`Semaphore`)."""
+
+
+# -- Event -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventStatistics:
+    """``Event.statistics()``."""
+
+    is_set: bool
+    waiters: int
+    sets: int
+    last_set_by: str | None
+
+
+class Event(asyncio.Event, _Identity):
+    """``asyncio.Event`` in the graph: waiters ``need`` it; records who set it."""
+
+    def __new__(cls, name: str | None = None, **meta: Any) -> Event:
+        if cls is Event and not STATE.enabled:
+            return _StdEvent()  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        super().__init__()
+        self._peeps_identity("event", name, meta)
+        self._peeps_waiters = WaitSet()
+        self._peeps_sets = 0
+        self._peeps_last_set_by: str | None = None
+        self._peeps_last_set_mono_ns: int | None = None
+        REGISTRY.track(self)
+
+    async def wait(self) -> Literal[True]:
+        if self._value:  # type: ignore[attr-defined]
+            return True
+        me = current_waiter()
+        self._peeps_waiters.add(me, "wait")
+        try:
+            return await super().wait()
+        finally:
+            self._peeps_waiters.remove(me)
+
+    def set(self) -> None:
+        if not self._value:  # type: ignore[attr-defined]
+            self._peeps_sets += 1
+            self._peeps_last_set_by = _id_of(current_waiter())
+            self._peeps_last_set_mono_ns = _monotonic_ns()
+        super().set()
+
+    def statistics(self) -> EventStatistics:
+        return EventStatistics(is_set=self.is_set(), waiters=len(self._peeps_waiters),
+                               sets=self._peeps_sets, last_set_by=self._peeps_last_set_by)
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        last = self._peeps_last_set_mono_ns
+        node = self._peeps_node(
+            now,
+            is_set=self.is_set(),
+            waiters=len(self._peeps_waiters),
+            sets=self._peeps_sets,
+            last_set_by=self._peeps_last_set_by,
+            last_set_at_ns=now.wall_of(last) if last is not None else None,
+        )
+        return node, self._peeps_waiters.needs_edges(self._peeps_id, now)
+
+
+# -- Condition ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConditionStatistics:
+    """``Condition.statistics()``."""
+
+    waiters: int
+    notifies: int
+    last_notified_by: str | None
+    lock: str | None
+
+
+class Condition(asyncio.Condition, _Identity):
+    """``asyncio.Condition`` in the graph: waiters ``need`` it; records the last
+    ``notify`` and by whom.  Without a ``lock`` argument it creates an
+    instrumented :class:`Lock` named ``<name>.lock``."""
+
+    def __new__(cls, lock: asyncio.Lock | None = None, name: str | None = None,
+                **meta: Any) -> Condition:
+        if cls is Condition and not STATE.enabled:
+            return _StdCondition(lock)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(self, lock: asyncio.Lock | None = None, name: str | None = None,
+                 **meta: Any) -> None:
+        self._peeps_identity("condition", name, meta)
+        if lock is None:
+            lock = Lock(f"{self.name}.lock")
+        super().__init__(lock)
+        self._peeps_waiters = WaitSet()
+        self._peeps_notifies = 0
+        self._peeps_last_notified_by: str | None = None
+        self._peeps_last_notified_mono_ns: int | None = None
+        REGISTRY.track(self)
+
+    async def wait(self) -> Literal[True]:
+        me = current_waiter()
+        self._peeps_waiters.add(me, "wait")
+        try:
+            return await super().wait()
+        finally:
+            self._peeps_waiters.remove(me)
+
+    def notify(self, n: int = 1) -> None:
+        self._peeps_notifies += 1
+        self._peeps_last_notified_by = _id_of(current_waiter())
+        self._peeps_last_notified_mono_ns = _monotonic_ns()
+        super().notify(n)
+
+    def statistics(self) -> ConditionStatistics:
+        lock = self._lock  # type: ignore[attr-defined]
+        return ConditionStatistics(
+            waiters=len(self._peeps_waiters), notifies=self._peeps_notifies,
+            last_notified_by=self._peeps_last_notified_by,
+            lock=getattr(lock, "_peeps_id", None),
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        last = self._peeps_last_notified_mono_ns
+        lock = self._lock  # type: ignore[attr-defined]
+        node = self._peeps_node(
+            now,
+            waiters=len(self._peeps_waiters),
+            notifies=self._peeps_notifies,
+            last_notified_by=self._peeps_last_notified_by,
+            last_notified_at_ns=now.wall_of(last) if last is not None else None,
+            lock=getattr(lock, "_peeps_id", None),
+            locked=self.locked(),
+        )
+        edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
+        lock_id = getattr(lock, "_peeps_id", None)
+        if lock_id is not None:
+            edges.append({"src": self._peeps_id, "dst": lock_id, "kind": "touches",
+                          "attrs": {"role": "lock"}})
+        return node, edges
+
+
+# -- Notify (tokio-style) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotifyStatistics:
+    """``Notify.statistics()``."""
+
+    waiters: int
+    permit_stored: bool
+    notify_one_calls: int
+    notify_waiters_calls: int
+    last_notified_by: str | None
+
+
+class PlainNotify:
+    """Wake-one / wake-all notification (tokio's ``Notify``), uninstrumented.
+
+    ``await notify.notified()`` waits.  ``notify_one()`` wakes one waiter, or
+    stores a single permit that the next ``notified()`` consumes at once.
+    ``notify_waiters()`` wakes every current waiter and stores nothing.
+    """
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._permit = False
+        self._notify_one_calls = 0
+        self._notify_waiters_calls = 0
+
+    async def notified(self) -> None:
+        if self._permit:
+            self._permit = False
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Woken and cancelled at once: pass the wake-up on.
+                self.notify_one()
+            raise
+        finally:
+            with suppress(ValueError):
+                self._waiters.remove(fut)
+
+    def notify_one(self) -> None:
+        self._notify_one_calls += 1
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._permit = True
+
+    def notify_waiters(self) -> None:
+        self._notify_waiters_calls += 1
+        waiters, self._waiters = self._waiters, collections.deque()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class Notify(PlainNotify, _Identity):
+    """:class:`PlainNotify` in the graph: waiters ``need`` it."""
+
+    def __new__(cls, name: str | None = None, **meta: Any) -> PlainNotify:  # type: ignore[misc]
+        if cls is Notify and not STATE.enabled:
+            return PlainNotify()
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        super().__init__()
+        self._peeps_identity("notify", name, meta)
+        self._peeps_waitset = WaitSet()
+        self._peeps_last_notified_by: str | None = None
+        self._peeps_last_notified_mono_ns: int | None = None
+        REGISTRY.track(self)
+
+    async def notified(self) -> None:
+        if self._permit:
+            self._permit = False
+            return
+        me = current_waiter()
+        self._peeps_waitset.add(me, "notified")
+        try:
+            await super().notified()
+        finally:
+            self._peeps_waitset.remove(me)
+
+    def _record(self) -> None:
+        self._peeps_last_notified_by = _id_of(current_waiter())
+        self._peeps_last_notified_mono_ns = _monotonic_ns()
+
+    def notify_one(self) -> None:
+        self._record()
+        super().notify_one()
+
+    def notify_waiters(self) -> None:
+        self._record()
+        super().notify_waiters()
+
+    def statistics(self) -> NotifyStatistics:
+        return NotifyStatistics(
+            waiters=len(self._peeps_waitset), permit_stored=self._permit,
+            notify_one_calls=self._notify_one_calls,
+            notify_waiters_calls=self._notify_waiters_calls,
+            last_notified_by=self._peeps_last_notified_by,
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        last = self._peeps_last_notified_mono_ns
+        node = self._peeps_node(
+            now,
+            waiters=len(self._peeps_waitset),
+            permit_stored=self._permit,
+            notify_one_calls=self._notify_one_calls,
+            notify_waiters_calls=self._notify_waiters_calls,
+            last_notified_by=self._peeps_last_notified_by,
+            last_notified_at_ns=now.wall_of(last) if last is not None else None,
+        )
+        return node, self._peeps_waitset.needs_edges(self._peeps_id, now)
+
+
+# -- RWLock ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RWLockStatistics:
+    """``RWLock.statistics()``."""
+
+    readers: int
+    writer: str | None
+    reader_holders: tuple[str, ...]
+    waiting_readers: int
+    waiting_writers: int
+    read_acquisitions: int
+    write_acquisitions: int
+    contentions: int
+
+
+class PlainRWLock:
+    """An asyncio reader-writer lock, uninstrumented.  FIFO-fair: once anyone
+    waits, new readers queue behind them, so writers are not starved.
+
+    ``async with rw.read(): ...`` / ``async with rw.write(): ...``, or the
+    ``acquire_read``/``release_read``/``acquire_write``/``release_write`` pairs.
+    """
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        self._readers = 0
+        self._writer = False
+        self._queue: collections.deque[tuple[asyncio.Future[None], bool]] = collections.deque()
+        self._read_acquisitions = 0
+        self._write_acquisitions = 0
+        self._contentions = 0
+
+    def _grant(self) -> None:
+        queue = self._queue
+        while queue:
+            fut, is_write = queue[0]
+            if fut.done():
+                queue.popleft()
+                continue
+            if is_write:
+                if self._readers == 0 and not self._writer:
+                    queue.popleft()
+                    self._writer = True
+                    fut.set_result(None)
+                return
+            if self._writer:
+                return
+            queue.popleft()
+            self._readers += 1
+            fut.set_result(None)
+
+    async def _wait_turn(self, is_write: bool) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (fut, is_write)
+        self._queue.append(entry)
+        self._contentions += 1
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Granted, then cancelled before running: give it back.
+                if is_write:
+                    self._writer = False
+                else:
+                    self._readers -= 1
+            else:
+                with suppress(ValueError):
+                    self._queue.remove(entry)
+            self._grant()
+            raise
+
+    async def acquire_read(self) -> None:
+        if not self._writer and not self._queue:
+            self._readers += 1
+        else:
+            await self._wait_turn(False)
+        self._read_acquisitions += 1
+
+    def release_read(self) -> None:
+        if self._readers <= 0:
+            raise RuntimeError("RWLock.release_read() without a read hold")
+        self._readers -= 1
+        self._grant()
+
+    async def acquire_write(self) -> None:
+        if not self._writer and self._readers == 0 and not self._queue:
+            self._writer = True
+        else:
+            await self._wait_turn(True)
+        self._write_acquisitions += 1
+
+    def release_write(self) -> None:
+        if not self._writer:
+            raise RuntimeError("RWLock.release_write() without the write hold")
+        self._writer = False
+        self._grant()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        await self.acquire_read()
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        await self.acquire_write()
+        try:
+            yield
+        finally:
+            self.release_write()
+
+    def locked(self) -> bool:
+        """True when a writer holds it (readers can still share it otherwise)."""
+        return self._writer
+
+
+class RWLock(PlainRWLock, _Identity):
+    """:class:`PlainRWLock` in the graph: readers and the writer ``hold`` it
+    (edge attr ``mode``), waiters ``need`` it with op ``read``/``write``."""
+
+    def __new__(cls, name: str | None = None, **meta: Any) -> PlainRWLock:  # type: ignore[misc]
+        if cls is RWLock and not STATE.enabled:
+            return PlainRWLock()
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        super().__init__()
+        self._peeps_identity("rwlock", name, meta)
+        self._peeps_readers = HoldSet()
+        self._peeps_writer = HoldSet()
+        self._peeps_waitset = WaitSet()
+        REGISTRY.track(self)
+
+    async def _wait_turn(self, is_write: bool) -> None:
+        me = current_waiter()
+        REGISTRY.emit(self._peeps_id, "rwlock.acquire.contended",
+                      {"mode": "write" if is_write else "read"}, _id_of(me))
+        self._peeps_waitset.add(me, "write" if is_write else "read")
+        try:
+            await super()._wait_turn(is_write)
+        finally:
+            self._peeps_waitset.remove(me)
+
+    async def acquire_read(self) -> None:
+        await super().acquire_read()
+        self._peeps_readers.add(current_waiter())
+
+    def release_read(self) -> None:
+        super().release_read()
+        _drop_holder(self._peeps_readers)
+
+    async def acquire_write(self) -> None:
+        await super().acquire_write()
+        self._peeps_writer.add(current_waiter())
+
+    def release_write(self) -> None:
+        super().release_write()
+        _drop_holder(self._peeps_writer)
+
+    def statistics(self) -> RWLockStatistics:
+        queue = list(self._queue)
+        writers = self._peeps_writer.holders()
+        return RWLockStatistics(
+            readers=self._readers,
+            writer=writers[0].id if writers else None,
+            reader_holders=tuple(h.id for h in self._peeps_readers.holders()),
+            waiting_readers=sum(1 for _, w in queue if not w),
+            waiting_writers=sum(1 for _, w in queue if w),
+            read_acquisitions=self._read_acquisitions,
+            write_acquisitions=self._write_acquisitions,
+            contentions=self._contentions,
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        stats = self.statistics()
+        node = self._peeps_node(
+            now,
+            readers=stats.readers,
+            writer=stats.writer,
+            write_locked=self._writer,
+            waiting_readers=stats.waiting_readers,
+            waiting_writers=stats.waiting_writers,
+            read_acquisitions=stats.read_acquisitions,
+            write_acquisitions=stats.write_acquisitions,
+            contentions=stats.contentions,
+        )
+        edges = self._peeps_waitset.needs_edges(self._peeps_id, now)
+        for mode, holds in (("read", self._peeps_readers), ("write", self._peeps_writer)):
+            for edge in holds.holds_edges(self._peeps_id, now):
+                edge["attrs"]["mode"] = mode
+                edges.append(edge)
+        return node, edges
+
+
+def _drop_holder(holds: HoldSet) -> None:
+    me = current_waiter()
+    if me is None or me not in holds._holding:
+        current = holds.holders()
+        me = current[0] if current else None
+    holds.remove(me)
+
+
+# -- OnceCell ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnceCellStatistics:
+    """``OnceCell.statistics()``."""
+
+    initialized: bool
+    initializing: str | None
+    waiters: int
+    init_ns: int | None
+    init_attempts: int
+
+
+class PlainOnceCell(Generic[T]):
+    """Async lazy initialization, uninstrumented: the first caller of
+    ``get_or_init(factory)`` runs ``await factory()``; concurrent callers wait
+    for it.  If it raises, the next waiter tries."""
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        self._value: T | None = None
+        self._initialized = False
+        self._initializing = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._init_attempts = 0
+        self._init_ns: int | None = None
+
+    def initialized(self) -> bool:
+        return self._initialized
+
+    def get(self) -> T | None:
+        """The value, or ``None`` before initialization."""
+        return self._value
+
+    def set(self, value: T) -> None:
+        """Set the value if not initialized yet (``RuntimeError`` otherwise)."""
+        if self._initialized or self._initializing:
+            raise RuntimeError("OnceCell is already initialized or initializing")
+        self._value = value
+        self._initialized = True
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    async def _run_init(self, factory: Callable[[], Awaitable[T]]) -> T:
+        return await factory()
+
+    async def get_or_init(self, factory: Callable[[], Awaitable[T]]) -> T:
+        while not self._initialized:
+            if self._initializing:
+                await self._wait()
+                continue
+            self._initializing = True
+            self._init_attempts += 1
+            start = _monotonic_ns()
+            try:
+                value = await self._run_init(factory)
+            except BaseException:
+                self._initializing = False
+                self._wake_all()  # someone else gets to try
+                raise
+            self._initializing = False
+            self._init_ns = _monotonic_ns() - start
+            self._value = value
+            self._initialized = True
+            self._wake_all()
+            return value
+        return self._value  # type: ignore[return-value]
+
+
+class OnceCell(PlainOnceCell[T], _Identity):
+    """:class:`PlainOnceCell` in the graph: the initializing task ``holds`` the
+    cell, callers waiting for the value ``need`` it (op ``init``)."""
+
+    def __new__(cls, name: str | None = None, **meta: Any) -> PlainOnceCell[T]:  # type: ignore[misc]
+        if cls is OnceCell and not STATE.enabled:
+            return PlainOnceCell()
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, **meta: Any) -> None:
+        super().__init__()
+        self._peeps_identity("once_cell", name, meta)
+        self._peeps_holder = HoldSet()
+        self._peeps_waitset = WaitSet()
+        REGISTRY.track(self)
+
+    async def _wait(self) -> None:
+        me = current_waiter()
+        self._peeps_waitset.add(me, "init")
+        try:
+            await super()._wait()
+        finally:
+            self._peeps_waitset.remove(me)
+
+    async def _run_init(self, factory: Callable[[], Awaitable[T]]) -> T:
+        me = current_waiter()
+        self._peeps_holder.add(me)
+        try:
+            return await super()._run_init(factory)
+        finally:
+            self._peeps_holder.remove(me)
+
+    def statistics(self) -> OnceCellStatistics:
+        holders = self._peeps_holder.holders()
+        return OnceCellStatistics(
+            initialized=self._initialized,
+            initializing=holders[0].id if holders else None,
+            waiters=len(self._peeps_waitset),
+            init_ns=self._init_ns,
+            init_attempts=self._init_attempts,
+        )
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        stats = self.statistics()
+        node = self._peeps_node(
+            now,
+            initialized=stats.initialized,
+            initializing=stats.initializing,
+            waiters=stats.waiters,
+            init_ns=stats.init_ns,
+            init_attempts=stats.init_attempts,
+        )
+        edges = self._peeps_waitset.needs_edges(self._peeps_id, now)
+        edges.extend(self._peeps_holder.holds_edges(self._peeps_id, now))
+        return node, edges
