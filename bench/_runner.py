@@ -1,0 +1,246 @@
+"""``bench/run``: run every benchmark, fold the results into one table.
+
+Each benchmark is a separate script run in its own process; it writes one JSON
+file into ``bench/results/`` (``--quick`` runs write into ``bench/results/quick/``):
+
+* pyperf JSON (``bench_micro.py`` and peers' pyperf scripts): benchmark names
+  ``<operation>:<variant>`` (``/`` also accepted); the ``plain`` variant is the
+  baseline, every other variant of the operation becomes a ratio row;
+* the rows format of ``bench/_common.py`` (everything else).
+
+Then ``latest.md`` (the table) and ``latest.json`` (all rows + machine) are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import RESULTS, ROOT, machine, row  # noqa: E402
+
+BENCH = ROOT / "bench"
+
+#: (name, script, section, owner note).  Peers' scripts are run when present.
+SUITE: list[tuple[str, str, str]] = [
+    ("micro", "bench_micro.py", "2. hot-path microbenchmarks"),
+    ("asyncio_micro", "bench_asyncio_micro.py", "2. hot-path microbenchmarks (asyncio primitives)"),
+    ("threads", "bench_threads.py", "5. threads and sampler"),
+    ("snapshot", "bench_snapshot.py", "3. snapshot cost"),
+    ("server", "bench_server.py", "4. server"),
+    ("service", "bench_service.py", "1. realistic service"),
+    ("ui", "bench_ui.py", "6. UI"),
+]
+
+#: Micro targets: operation -> (max ratio to plain, or None) / ns added per op.
+RATIO_TARGETS = {
+    "task_spawn": 1.3, "queue_put_get": 1.3,
+    "lock_uncontended": 1.5, "lock_contended": 1.5,
+    "semaphore_uncontended": 1.5, "semaphore_contended": 1.5,
+}
+NS_TARGETS = {"thread_lock": 250.0, "thread_lock_with": 250.0}
+#: Variants that are figures about other tools, reported for context only.
+PEER_VARIANTS = {"debug", "aiomonitor"}
+BASELINE_NAMES = ("plain", "asyncio", "stdlib", "threading", "baseline", "raw")
+
+
+def _pyperf_args(quick: bool) -> list[str]:
+    return ["--debug-single-value"] if quick else ["--fast", "--quiet"]
+
+
+def _command(name: str, script: Path, out: Path, quick: bool) -> list[str]:
+    source = script.read_text(errors="replace")
+    cmd = [sys.executable, str(script)]
+    if "pyperf" in source and "Runner(" in source:
+        return [*cmd, *_pyperf_args(quick), "-o", str(out)]
+    if "--output" in source or '"-o"' in source:
+        cmd += ["-o", str(out)]
+    if quick and "--quick" in source:
+        cmd.append("--quick")
+    return cmd
+
+
+def _split(name: str) -> tuple[str, str]:
+    for sep in (":", "/", "[", " "):
+        if sep in name:
+            op, _, variant = name.partition(sep)
+            return op.strip(), variant.strip("] ")
+    return name, ""
+
+
+def _fmt_time(seconds: float) -> tuple[float, str]:
+    if seconds < 1e-6:
+        return seconds * 1e9, "ns"
+    if seconds < 1e-3:
+        return seconds * 1e6, "µs"
+    return seconds * 1e3, "ms"
+
+
+def pyperf_rows(path: Path, section: str) -> list[dict[str, Any]]:
+    import pyperf
+
+    suite = pyperf.BenchmarkSuite.load(str(path))
+    by_op: dict[str, dict[str, Any]] = {}
+    for bench in suite.get_benchmarks():
+        op, variant = _split(bench.get_name())
+        by_op.setdefault(op, {})[variant] = bench
+    rows = []
+    for op, variants in by_op.items():
+        base_name = next((b for b in BASELINE_NAMES if b in variants), None)
+        base = variants.get(base_name) if base_name else None
+        for variant, bench in variants.items():
+            values = bench.get_values()
+            med = bench.median()
+            rsd = (bench.stdev() / bench.mean()) if len(values) > 1 and bench.mean() else 0.0
+            value, unit = _fmt_time(med)
+            if base is None or variant == base_name:
+                rows.append(row(section, f"{op}: {variant or 'value'}", value, unit,
+                                spread=f"±{rsd * 100:.0f}%" if rsd else None))
+                continue
+            bvals = base.get_values()
+            brsd = (base.stdev() / base.mean()) if len(bvals) > 1 and base.mean() else 0.0
+            ratio = med / base.median()
+            added_ns = (med - base.median()) * 1e9
+            spread = ratio * math.sqrt(rsd ** 2 + brsd ** 2)
+            target = ok = None
+            if variant not in PEER_VARIANTS and variant != "disabled":
+                if op in RATIO_TARGETS:
+                    target, ok = f"≤ {RATIO_TARGETS[op]}×", ratio <= RATIO_TARGETS[op]
+                if op in NS_TARGETS:
+                    target = f"≤ {NS_TARGETS[op]:.0f} ns added"
+                    ok = added_ns <= NS_TARGETS[op]
+            note = f"{value:.3g} {unit} vs {_fmt_time(base.median())[0]:.3g} " \
+                   f"{_fmt_time(base.median())[1]}; {added_ns:+.0f} ns/op"
+            if variant in PEER_VARIANTS:
+                note += " (peer figure, for context)"
+            rows.append(row(section, f"{op}: {variant} vs {base_name}", ratio, "×",
+                            spread=f"±{spread:.2f}" if spread else None, baseline=base_name,
+                            target=target, ok=ok, note=note))
+    return rows
+
+
+def load_rows(path: Path, section: str) -> list[dict[str, Any]]:
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "rows" in data:
+        return [dict(r, section=r.get("section", section)) for r in data["rows"]]
+    if isinstance(data, dict) and "benchmarks" in data:
+        return pyperf_rows(path, section)
+    raise ValueError(f"{path.name}: neither pyperf JSON nor a rows file")
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def render_markdown(rows: list[dict[str, Any]], info: dict[str, Any], *, quick: bool,
+                    durations: dict[str, float]) -> str:
+    lines = [
+        "# peeps overhead — latest run" + (" (QUICK: sizes and repeats cut, not for judging)"
+                                           if quick else ""),
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · commit {info['commit']} · "
+        f"{info['nproc']} CPUs, {info['cpu']} · Python {info['python']} · `bench/run"
+        + (" --quick" if quick else "") + "`",
+        "",
+        "Ratios are measured side by side in one run; *spread* is min–max over repeats "
+        "(services, snapshots) or ± the combined relative standard deviation (pyperf). "
+        "✅ meets the target, ❌ misses it, blank = not judged.",
+        "",
+    ]
+    section = None
+    for r in sorted(rows, key=lambda r: r["section"]):
+        if r["section"] != section:
+            section = r["section"]
+            lines += ["", f"### {section}", "",
+                      "| measure | value | spread | target | | note |", "|---|---|---|---|---|---|"]
+        ok = {True: "✅", False: "❌"}.get(r.get("ok"), "")
+        value = f"{_fmt_value(r.get('value'))} {r.get('unit', '')}".strip()
+        note = r.get("note", "")
+        if r.get("baseline") and "baseline" not in note and r.get("unit") != "×":
+            note = f"{note}; {r['baseline']}".strip("; ")
+        elif r.get("baseline") and r.get("unit") != "×":
+            pass
+        if r.get("baseline", "").startswith("idle"):
+            note = f"{note}; {r['baseline']}".strip("; ")
+        lines.append(f"| {r['name']} | {value} | {r.get('spread', '')} | {r.get('target', '')} "
+                     f"| {ok} | {note} |".replace("\n", " "))
+    lines += ["", "Benchmark wall times: " + ", ".join(f"{k} {v:.0f} s"
+                                                      for k, v in durations.items()), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="run the peeps benchmark suite")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke)")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--results", default=None, help="directory for the JSON + markdown")
+    args = parser.parse_args()
+    out_dir = Path(args.results) if args.results else (RESULTS / "quick" if args.quick
+                                                       else RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+
+    rows: list[dict[str, Any]] = []
+    durations: dict[str, float] = {}
+    failures = 0
+    for name, script_name, section in SUITE:
+        if only and name not in only:
+            continue
+        script = BENCH / script_name
+        if not script.exists():
+            rows.append(row(section, f"{script_name}", None, "", note="not landed in this tree"))
+            continue
+        out = out_dir / f"{name}.json"
+        out.unlink(missing_ok=True)
+        cmd = _command(name, script, out, args.quick)
+        print(f"bench/run: {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=900,
+                                  stdout=subprocess.PIPE, stderr=None, text=True)
+            durations[name] = time.monotonic() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"exit code {proc.returncode}")
+            if not out.exists():
+                raise RuntimeError("wrote no result file")
+            rows.extend(load_rows(out, section))
+        except Exception as exc:
+            failures += 1
+            durations.setdefault(name, time.monotonic() - t0)
+            print(f"bench/run: {name} FAILED: {exc}", file=sys.stderr, flush=True)
+            rows.append(row(section, f"{script_name}", None, "", ok=False,
+                            note=f"failed: {str(exc)[:200]}"))
+    info = machine()
+    payload = {"quick": args.quick, "machine": info, "rows": rows, "durations_s": durations,
+               "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (out_dir / "latest.json").write_text(json.dumps(payload, indent=1, default=repr) + "\n")
+    md = render_markdown(rows, info, quick=args.quick, durations=durations)
+    (out_dir / "latest.md").write_text(md)
+    print(md)
+    print(f"bench/run: wrote {out_dir / 'latest.md'} and latest.json", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
