@@ -19,6 +19,7 @@ def init(
     dashboard: str | None = None,
     enabled: bool | None = None,
     redact: list[str] | tuple[str, ...] | None = None,
+    auto: bool | None = None,
 ) -> None:
     """Name this process and, if a dashboard is configured, connect to it.
 
@@ -60,11 +61,12 @@ def init(
                                max_frame_bytes=max_frame)
 
 
-def init_named(name: str, *, dashboard: str | None = None, enabled: bool | None = None) -> None:
+def init_named(name: str, *, dashboard: str | None = None, enabled: bool | None = None,
+               auto: bool | None = None) -> None:
     """Like :func:`init` with a required process name."""
     if not name:
         raise ValueError("init_named needs a non-empty process name")
-    init(name, dashboard=dashboard, enabled=enabled)
+    init(name, dashboard=dashboard, enabled=enabled, auto=auto)
 
 
 def shutdown() -> None:
