@@ -1,0 +1,447 @@
+"""Each instrumented asyncio primitive under a real wait: the ``needs``/``holds``
+edges and attributes in ``collect_graph()``, the edges gone once the wait ends,
+the node gone once the primitive is garbage collected."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import Any
+
+import pytest
+
+import peeps
+from peeps._tasks import current_task_entity
+
+
+async def settle(rounds: int = 8) -> None:
+    """Let every runnable task run until it blocks (no sleeping and hoping)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def node(graph: Any, node_id: str) -> dict[str, Any]:
+    found = [n for n in graph["nodes"] if n["id"] == node_id]
+    assert found, f"{node_id} not in graph"
+    return found[0]  # type: ignore[no-any-return]
+
+
+def edges(graph: Any, kind: str, *, src: str | None = None,
+          dst: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in graph["edges"] if e["kind"] == kind
+            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]
+
+
+def ids(graph: Any) -> set[str]:
+    return {n["id"] for n in graph["nodes"]}
+
+
+def task_id(task: asyncio.Task[Any]) -> str:
+    from peeps._tasks import entity_for_task
+
+    entity = entity_for_task(task)
+    assert entity is not None
+    return entity.id
+
+
+def assert_collected(ref: weakref.ref[Any], node_id: str) -> None:
+    gc.collect()
+    assert ref() is None, "the primitive is still referenced"
+    assert node_id not in ids(peeps.collect_graph())
+
+
+async def cancel_all(*tasks: asyncio.Task[Any]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_lock_holder_holds_and_waiter_needs() -> None:
+    async def scenario() -> None:
+        lock = peeps.Lock("test.lock")
+        assert isinstance(lock, asyncio.Lock)
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with lock:
+                await release.wait()
+
+        async def waiter() -> None:
+            async with lock:
+                pass
+
+        h = peeps.tasks.spawn_tracked("holder", holder())
+        await settle()
+        w = peeps.tasks.spawn_tracked("waiter", waiter())
+        await settle()
+        g = peeps.collect_graph()
+        lock_id = lock._peeps_id
+        attrs = node(g, lock_id)["attrs"]
+        assert node(g, lock_id)["kind"] == "lock"
+        assert attrs["locked"] is True
+        assert attrs["holder"] == task_id(h)
+        assert attrs["waiters"] == 1
+        assert attrs["contentions"] == 1
+        assert attrs["meta"]["ctx.location"].endswith("test_asyncio_primitives.py:" +
+                                                      attrs["meta"]["ctx.location"].rsplit(":")[-1])
+        (holds,) = edges(g, "holds", dst=lock_id)
+        assert holds["src"] == task_id(h) and holds["attrs"]["held_ns"] >= 0
+        (needs,) = edges(g, "needs", dst=lock_id)
+        assert needs["src"] == task_id(w) and needs["attrs"]["op"] == "acquire"
+        assert any(e["name"] == "lock.acquire.contended" and e["entity_id"] == lock_id
+                   for e in g["events"])
+        stats = lock.statistics()
+        assert stats.locked and stats.holder == task_id(h) and stats.waiters == 1
+
+        release.set()
+        await asyncio.gather(h, w)
+        g = peeps.collect_graph()
+        assert not edges(g, "holds", dst=lock_id)
+        assert not edges(g, "needs", dst=lock_id)
+        stats = lock.statistics()
+        assert not stats.locked and stats.acquisitions == 2 and stats.max_wait_ns > 0
+        assert stats.total_hold_ns > 0
+
+        ref = weakref.ref(lock)
+        del lock, stats
+        assert_collected(ref, lock_id)
+
+    asyncio.run(scenario())
+
+
+def test_lock_release_by_unlocked_raises_like_stdlib() -> None:
+    async def scenario() -> None:
+        lock = peeps.Lock()
+        with pytest.raises(RuntimeError):
+            lock.release()
+        # Unnamed primitives are labelled by creation site.
+        g = peeps.collect_graph()
+        assert node(g, lock._peeps_id)["label"].startswith("lock@test_asyncio_primitives.py:")
+
+    asyncio.run(scenario())
+
+
+def test_lock_waiter_cancelled_leaves_no_edge() -> None:
+    async def scenario() -> None:
+        lock = peeps.Lock("cancel.lock")
+        await lock.acquire()
+        w = asyncio.create_task(lock.acquire())
+        await settle()
+        assert edges(peeps.collect_graph(), "needs", dst=lock._peeps_id)
+        await cancel_all(w)
+        assert not edges(peeps.collect_graph(), "needs", dst=lock._peeps_id)
+        lock.release()
+        assert not lock.locked()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("cls", [peeps.Semaphore, peeps.BoundedSemaphore])
+def test_semaphore_permits_holders_waiters(cls: Any) -> None:
+    async def scenario() -> None:
+        sem = cls(2, name="test.sem")
+        assert isinstance(sem, asyncio.Semaphore)
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with sem:
+                await release.wait()
+
+        holders = [peeps.tasks.spawn_tracked(f"holder{i}", holder()) for i in range(2)]
+        await settle()
+        waiter = peeps.tasks.spawn_tracked("waiter", holder())
+        await settle()
+        g = peeps.collect_graph()
+        attrs = node(g, sem._peeps_id)["attrs"]
+        assert node(g, sem._peeps_id)["kind"] == "semaphore"
+        assert attrs["permits_total"] == 2 and attrs["permits_available"] == 0
+        assert attrs["holders"] == 2 and attrs["waiters"] == 1
+        assert attrs["bounded"] is (cls is peeps.BoundedSemaphore)
+        assert {e["src"] for e in edges(g, "holds", dst=sem._peeps_id)} == {
+            task_id(t) for t in holders}
+        (needs,) = edges(g, "needs", dst=sem._peeps_id)
+        assert needs["src"] == task_id(waiter) and needs["attrs"]["op"] == "acquire"
+        stats = sem.statistics()
+        assert stats.permits_available == 0 and len(stats.holders) == 2
+
+        release.set()
+        await asyncio.gather(*holders, waiter)
+        g = peeps.collect_graph()
+        assert not edges(g, "holds", dst=sem._peeps_id)
+        assert not edges(g, "needs", dst=sem._peeps_id)
+        assert sem.statistics().permits_available == 2
+        if cls is peeps.BoundedSemaphore:
+            with pytest.raises(ValueError):
+                sem.release()
+        ref, sem_id = weakref.ref(sem), sem._peeps_id
+        del sem, stats
+        assert_collected(ref, sem_id)
+
+    asyncio.run(scenario())
+
+
+def test_event_waiters_and_setter() -> None:
+    async def scenario() -> None:
+        event = peeps.Event("test.event")
+        assert isinstance(event, asyncio.Event)
+        w = peeps.tasks.spawn_tracked("waiter", event.wait())
+        await settle()
+        g = peeps.collect_graph()
+        (needs,) = edges(g, "needs", dst=event._peeps_id)
+        assert needs["src"] == task_id(w) and needs["attrs"]["op"] == "wait"
+        assert node(g, event._peeps_id)["attrs"]["is_set"] is False
+
+        async def setter() -> None:
+            event.set()
+
+        s = peeps.tasks.spawn_tracked("setter", setter())
+        await asyncio.gather(w, s)
+        g = peeps.collect_graph()
+        assert not edges(g, "needs", dst=event._peeps_id)
+        attrs = node(g, event._peeps_id)["attrs"]
+        assert attrs["is_set"] is True and attrs["last_set_by"] == task_id(s)
+        assert event.statistics().sets == 1
+        assert await event.wait() is True  # set: returns at once
+
+    asyncio.run(scenario())
+
+
+def test_condition_waiters_and_notifier() -> None:
+    async def scenario() -> None:
+        cond = peeps.Condition(name="test.cond")
+        assert isinstance(cond, asyncio.Condition)
+        ready = False
+
+        async def waiter() -> None:
+            async with cond:
+                await cond.wait_for(lambda: ready)
+
+        w = peeps.tasks.spawn_tracked("waiter", waiter())
+        await settle()
+        g = peeps.collect_graph()
+        (needs,) = edges(g, "needs", dst=cond._peeps_id)
+        assert needs["src"] == task_id(w) and needs["attrs"]["op"] == "wait"
+        lock_id = cond.statistics().lock
+        assert lock_id is not None and node(g, lock_id)["label"] == "test.cond.lock"
+        assert not edges(g, "holds", dst=lock_id)  # wait() released the lock
+
+        async def notifier() -> None:
+            nonlocal ready
+            async with cond:
+                ready = True
+                cond.notify_all()
+
+        n = peeps.tasks.spawn_tracked("notifier", notifier())
+        await asyncio.gather(w, n)
+        g = peeps.collect_graph()
+        assert not edges(g, "needs", dst=cond._peeps_id)
+        attrs = node(g, cond._peeps_id)["attrs"]
+        assert attrs["notifies"] == 1 and attrs["last_notified_by"] == task_id(n)
+
+    asyncio.run(scenario())
+
+
+def test_notify_wake_one_wake_all_and_stored_permit() -> None:
+    async def scenario() -> None:
+        notify = peeps.Notify("test.notify")
+        woken: list[int] = []
+
+        async def waiter(i: int) -> None:
+            await notify.notified()
+            woken.append(i)
+
+        tasks = [peeps.tasks.spawn_tracked(f"w{i}", waiter(i)) for i in range(3)]
+        await settle()
+        g = peeps.collect_graph()
+        assert {e["src"] for e in edges(g, "needs", dst=notify._peeps_id)} == {
+            task_id(t) for t in tasks}
+        notify.notify_one()
+        await settle()
+        assert woken == [0]
+        assert len(edges(peeps.collect_graph(), "needs", dst=notify._peeps_id)) == 2
+        notify.notify_waiters()
+        await asyncio.gather(*tasks)
+        assert sorted(woken) == [0, 1, 2]
+        assert not edges(peeps.collect_graph(), "needs", dst=notify._peeps_id)
+        # notify_one with nobody waiting stores one permit.
+        notify.notify_one()
+        assert notify.statistics().permit_stored
+        await asyncio.wait_for(notify.notified(), 1)
+        assert not notify.statistics().permit_stored
+
+    asyncio.run(scenario())
+
+
+def test_rwlock_readers_share_writer_waits() -> None:
+    async def scenario() -> None:
+        rw = peeps.RWLock("test.rw")
+        release = asyncio.Event()
+
+        async def reader() -> None:
+            async with rw.read():
+                await release.wait()
+
+        async def writer() -> None:
+            async with rw.write():
+                pass
+
+        readers = [peeps.tasks.spawn_tracked(f"r{i}", reader()) for i in range(2)]
+        await settle()
+        w = peeps.tasks.spawn_tracked("writer", writer())
+        await settle()
+        late = peeps.tasks.spawn_tracked("late_reader", reader())  # queues behind the writer
+        await settle()
+        g = peeps.collect_graph()
+        holds = edges(g, "holds", dst=rw._peeps_id)
+        assert {e["src"] for e in holds} == {task_id(t) for t in readers}
+        assert {e["attrs"]["mode"] for e in holds} == {"read"}
+        ops = {e["src"]: e["attrs"]["op"] for e in edges(g, "needs", dst=rw._peeps_id)}
+        assert ops == {task_id(w): "write", task_id(late): "read"}
+        attrs = node(g, rw._peeps_id)["attrs"]
+        assert attrs["readers"] == 2 and attrs["waiting_writers"] == 1
+        release.set()
+        await asyncio.gather(*readers, w, late)
+        g = peeps.collect_graph()
+        assert not edges(g, "holds", dst=rw._peeps_id)
+        assert not edges(g, "needs", dst=rw._peeps_id)
+        stats = rw.statistics()
+        assert stats.read_acquisitions == 3 and stats.write_acquisitions == 1
+
+    asyncio.run(scenario())
+
+
+def test_rwlock_writer_holds_with_mode_write() -> None:
+    async def scenario() -> None:
+        rw = peeps.RWLock("test.rw2")
+        await rw.acquire_write()
+        me = current_task_entity()
+        assert me is not None
+        r = asyncio.create_task(rw.acquire_read())
+        await settle()
+        g = peeps.collect_graph()
+        (holds,) = edges(g, "holds", dst=rw._peeps_id)
+        assert holds["src"] == me.id and holds["attrs"]["mode"] == "write"
+        rw.release_write()
+        await r
+        rw.release_read()
+        with pytest.raises(RuntimeError):
+            rw.release_read()
+
+    asyncio.run(scenario())
+
+
+def test_once_cell_initializer_holds_waiters_need() -> None:
+    async def scenario() -> None:
+        cell: Any = peeps.OnceCell("test.cell")
+        gate = asyncio.Event()
+        calls = 0
+
+        async def init() -> str:
+            nonlocal calls
+            calls += 1
+            await gate.wait()
+            return "value"
+
+        first = peeps.tasks.spawn_tracked("first", cell.get_or_init(init))
+        await settle()
+        second = peeps.tasks.spawn_tracked("second", cell.get_or_init(init))
+        await settle()
+        g = peeps.collect_graph()
+        (holds,) = edges(g, "holds", dst=cell._peeps_id)
+        assert holds["src"] == task_id(first)
+        (needs,) = edges(g, "needs", dst=cell._peeps_id)
+        assert needs["src"] == task_id(second) and needs["attrs"]["op"] == "init"
+        assert node(g, cell._peeps_id)["attrs"]["initializing"] == task_id(first)
+        gate.set()
+        assert await asyncio.gather(first, second) == ["value", "value"]
+        assert calls == 1
+        g = peeps.collect_graph()
+        assert not edges(g, "holds", dst=cell._peeps_id)
+        attrs = node(g, cell._peeps_id)["attrs"]
+        assert attrs["initialized"] is True and attrs["init_ns"] > 0
+
+    asyncio.run(scenario())
+
+
+def test_once_cell_failed_init_lets_the_next_caller_try() -> None:
+    async def scenario() -> None:
+        cell: Any = peeps.OnceCell("test.cell2")
+        attempts = 0
+
+        async def flaky() -> int:
+            nonlocal attempts
+            attempts += 1
+            await asyncio.sleep(0)
+            if attempts == 1:
+                raise ValueError("first try fails")
+            return 7
+
+        results = await asyncio.gather(cell.get_or_init(flaky), cell.get_or_init(flaky),
+                                       return_exceptions=True)
+        assert isinstance(results[0], ValueError) and results[1] == 7
+        assert cell.get() == 7 and cell.statistics().init_attempts == 2
+
+    asyncio.run(scenario())
+
+
+def test_timeout_node_and_expiry() -> None:
+    async def scenario() -> None:
+        seen: dict[str, Any] = {}
+
+        async def bounded() -> None:
+            async with peeps.timeout(5, label="test.timeout") as scope:
+                g = peeps.collect_graph()
+                (n,) = [x for x in g["nodes"] if x["kind"] == "timeout"]
+                seen["node"] = n
+                seen["edges"] = edges(g, "touches", dst=n["id"])
+                seen["id"] = scope._peeps_id
+
+        t = peeps.tasks.spawn_tracked("bounded", bounded())
+        await t
+        attrs = seen["node"]["attrs"]
+        assert seen["node"]["label"] == "test.timeout"
+        assert 0 < attrs["remaining_ns"] <= 5_000_000_000 and attrs["delay_ns"] == 5_000_000_000
+        assert [e["src"] for e in seen["edges"]] == [task_id(t)]
+        assert seen["id"] not in ids(peeps.collect_graph())
+
+        with pytest.raises(TimeoutError):
+            async with peeps.timeout(0.01) as scope:
+                await asyncio.sleep(1)
+        assert scope.expired()
+        assert any(e["name"] == "timer.timeout.expired" for e in peeps.collect_graph()["events"])
+
+    asyncio.run(scenario())
+
+
+def test_interval_ticks_and_waiter_needs() -> None:
+    async def scenario() -> None:
+        ticker = peeps.interval(0.02, label="test.interval")
+        ticks = []
+        async for tick in ticker:
+            ticks.append(tick)
+            if tick == 2:
+                break
+        assert ticks == [0, 1, 2]
+        t = peeps.tasks.spawn_tracked("ticking", ticker.tick())
+        await settle()
+        g = peeps.collect_graph()
+        (needs,) = edges(g, "needs", dst=ticker._peeps_id)
+        assert needs["src"] == task_id(t) and needs["attrs"]["op"] == "tick"
+        assert node(g, ticker._peeps_id)["attrs"]["period_ns"] == 20_000_000
+        assert await t == 3
+
+    asyncio.run(scenario())
+
+
+def test_sleep_waiter_needs_sleep_node() -> None:
+    async def scenario() -> None:
+        t = peeps.tasks.spawn_tracked("sleeper", peeps.sleep(5, label="test.sleep"))
+        await settle()
+        g = peeps.collect_graph()
+        (n,) = [x for x in g["nodes"] if x["label"] == "test.sleep"]
+        assert edges(g, "needs", src=task_id(t), dst=n["id"])
+        await cancel_all(t)
+        assert n["id"] not in ids(peeps.collect_graph())
+
+    asyncio.run(scenario())
