@@ -110,10 +110,13 @@ class IngestServer:
             self._server.close()
         for conn in list(self._connections.values()):
             conn.abort("server shutting down")
-        for task in list(self._tasks):
-            task.cancel()
+        # Aborted transports end every reader; cancel only what is still stuck.
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _done, stuck = await asyncio.wait(list(self._tasks), timeout=2)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=2)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -136,6 +139,10 @@ class IngestServer:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # This task is ours and ends here; on 3.11 a cancelled connection task
+            # makes asyncio's stream callback log a spurious traceback.
+            pass
         finally:
             self._tasks.discard(task)
 

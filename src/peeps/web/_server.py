@@ -79,7 +79,8 @@ class PeepsWebServer:
         services = Services(self.config, self.store, self.ingest, self.coordinator,
                             asyncio.Semaphore(self.config.sql_max_concurrent), _version())
         app = build_app(services, (security_middleware(self.config),))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=3.0)
         await self._runner.setup()
         host, port = self.config.http_addr
         site = web.TCPSite(self._runner, host, port)

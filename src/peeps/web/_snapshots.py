@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -67,6 +68,7 @@ class SnapshotCoordinator:
         self._in_flight: _InFlight | None = None
         self.last_snapshot_id: int | None = None
         self._periodic: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[Any] | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class SnapshotCoordinator:
         loop = asyncio.get_running_loop()
         current: asyncio.Future[SnapshotResult] = loop.create_future()
         self._current = current
+        self._runner = asyncio.current_task()
         try:
             result = await self._run(trigger)
         except BaseException as exc:
@@ -107,6 +110,7 @@ class SnapshotCoordinator:
         finally:
             self._current = None
             self._in_flight = None
+            self._runner = None
 
     def start_periodic(self) -> None:
         if self.config.snapshot_interval_s > 0:
@@ -117,9 +121,13 @@ class SnapshotCoordinator:
             self._periodic.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._periodic
-        if self._current is not None:
+        current, runner = self._current, self._runner
+        if current is not None and runner is not None:
+            # Shutting down: do not wait out the snapshot timeout.  The snapshot is
+            # recorded as incomplete (see _run).
+            runner.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(self._current), 1)
+                await asyncio.wait_for(asyncio.shield(current), 5)
 
     # -- called by the ingest server ----------------------------------------------------
 
@@ -186,8 +194,13 @@ class SnapshotCoordinator:
             if conn.closing or not conn.send(request):
                 flight.settle(proc_key, "disconnected", conn.close_reason or "connection closed")
         if flight.pending:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(flight.all_answered.wait(), timeout_ms / 1000)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                await self._abandon(flight)
+                raise
         for proc_key in list(flight.pending):
             flight.settle(proc_key, "timeout", f"no reply within {timeout_ms} ms")
         self._in_flight = None
@@ -212,6 +225,25 @@ class SnapshotCoordinator:
             requested=counts["requested"], responded=counts["responded"],
             timed_out=counts["timeout"], disconnected=counts["disconnected"],
             errored=counts["error"])
+
+    async def _abandon(self, flight: _InFlight) -> None:
+        """Record a snapshot cut short by shutdown as ``incomplete``."""
+        self._in_flight = None
+        for job in flight.store_jobs:
+            with contextlib.suppress(Exception):
+                await job
+        snapshot_id = flight.snapshot_id
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE snapshot_processes SET status = 'incomplete', "
+                         "error = 'server stopped before this process answered' "
+                         "WHERE snapshot_id = ? AND status = 'pending'", (snapshot_id,))
+            conn.execute("UPDATE snapshots SET status = 'incomplete', completed_at_ns = ? "
+                         "WHERE snapshot_id = ?", (time.time_ns(), snapshot_id))
+
+        with contextlib.suppress(Exception):
+            await self.store.write(record)
+        log.warning("snapshot %d: interrupted by shutdown, recorded as incomplete", snapshot_id)
 
     async def _periodic_loop(self) -> None:
         while True:
