@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -37,28 +36,7 @@ from peeps.integrations.aiohttp import client_trace_config, middleware
 # -- the server process ------------------------------------------------------------
 
 
-def _new_semaphore() -> Any:
-    # peeps.Semaphore shows holders and waiters; a one-slot channel stands in
-    # where this peeps build does not have it yet.
-    semaphore = getattr(peeps, "Semaphore", None)
-    if semaphore is not None:
-        return semaphore(1, name="inventory.permits")
-    return _ChannelPermits()
-
-
-class _ChannelPermits:
-    def __init__(self) -> None:
-        self._permits = peeps.channel("inventory.permits", 1)
-        self._permits.put_nowait(None)
-
-    async def acquire(self) -> None:
-        await self._permits.get()
-
-    def release(self) -> None:
-        self._permits.put_nowait(None)
-
-
-async def inventory_janitor(permits: Any, held: asyncio.Event) -> None:
+async def inventory_janitor(permits: peeps.Semaphore, held: asyncio.Event) -> None:
     await permits.acquire()
     held.set()
     # The bug: the janitor parks while holding the permit and never releases it.
@@ -67,7 +45,7 @@ async def inventory_janitor(permits: Any, held: asyncio.Event) -> None:
 
 async def serve() -> None:
     peeps.init("rpc-stuck-server")
-    permits = _new_semaphore()
+    permits = peeps.Semaphore(1, name="inventory.permits")
     held = asyncio.Event()
     janitor = peeps.tasks.spawn_tracked("inventory_janitor", inventory_janitor(permits, held))
     await held.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import tempfile
@@ -42,10 +43,8 @@ def test_stream_connection_counts_bytes_and_shows_blocked_reader() -> None:
         await asyncio.sleep(0.02)
         graph = await asyncio.to_thread(peeps.collect_graph)
         server_done.set()
-        try:
+        with contextlib.suppress(asyncio.IncompleteReadError):
             await blocked
-        except asyncio.IncompleteReadError:
-            pass
         after = await asyncio.to_thread(peeps.collect_graph)
         writer.close()
         await writer.wait_closed()
