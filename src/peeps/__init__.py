@@ -28,6 +28,7 @@ from ._connections import start_unix_server as start_unix_server
 from ._patch import patch as patch
 from ._patch import unpatch as unpatch
 from ._peep import peep as peep
+from ._providers import current_node_id as current_node_id
 from ._providers import providers as providers
 from ._providers import register_provider as register_provider
 from ._providers import unregister_provider as unregister_provider
@@ -63,6 +64,7 @@ __all__ = [
     "__version__",
     "channel",
     "collect_graph",
+    "current_node_id",
     "init",
     "init_named",
     "install_task_factory",

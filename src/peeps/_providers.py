@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 
 from ._config import STATE
 from ._registry import REGISTRY, Clock
+from ._tasks import current_waiter
 from .types import Edge, Node
 
 ProviderFn = Callable[[], Any]
@@ -98,6 +99,13 @@ def unregister_provider(name: str) -> bool:
     """Stop calling provider ``name``; returns whether it was registered."""
     with _LOCK:
         return _PROVIDERS.pop(name, None) is not None
+
+
+def current_node_id() -> str | None:
+    """The graph node id of the running task (or tracked thread), for providers
+    that want to draw edges from the code that uses their resource."""
+    waiter = current_waiter()
+    return waiter.id if waiter is not None else None
 
 
 def providers() -> list[str]:
