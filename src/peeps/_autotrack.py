@@ -34,7 +34,9 @@ from ._tasks import (
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 #: loop -> its running task; the dict ``asyncio.current_task`` reads (3.11-3.13).
-_current_tasks: dict[Any, Any] = getattr(_asyncio_tasks, "_current_tasks", None) or {}
+#: (Checked with ``is None``: the dict is usually empty at import time.)
+_maybe_current_tasks: dict[Any, Any] | None = getattr(_asyncio_tasks, "_current_tasks", None)
+_current_tasks: dict[Any, Any] = _maybe_current_tasks if _maybe_current_tasks is not None else {}
 
 
 class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
@@ -82,7 +84,8 @@ class PeepsTaskFactory:
                 if entity_for_task(task) is None:
                     parent = _spawning_entity(loop, task)
                     register_task(task, kwargs.get("name"), tracked=False,
-                                  location=creation_site(), parent=parent, source="auto")
+                                  location=creation_site(), parent=parent, source="auto",
+                                  coro=coro)
             except Exception as exc:
                 REGISTRY.part_failed("automatic task tracking", exc)
         return task

@@ -100,11 +100,19 @@ class TaskEntity:
         name = self._coro_name
         if name is None:
             task = self.task_ref()
+            # Never ask a finished task for its coroutine: on 3.12.0/3.12.1 that
+            # crashes the interpreter for eager tasks (the slot is cleared).
+            if task is None or task.done():
+                return "?"
             get_coro = getattr(task, "get_coro", None)
             coro = get_coro() if get_coro is not None else None
             name = getattr(coro, "__qualname__", None) or type(coro).__name__
             self._coro_name = name
         return name
+
+    @coro_name.setter
+    def coro_name(self, value: str) -> None:
+        self._coro_name = value
 
     # Runs in whichever thread drops the last reference to the task.
     def _collected(self, _ref: object) -> None:
@@ -116,7 +124,6 @@ class TaskEntity:
     def _on_done(self, task: asyncio.Future[Any]) -> None:
         try:
             self.finished_mono_ns = time.monotonic_ns()
-            _ = self.coro_name  # keep the name past the task's life
             if task.cancelled():
                 self.outcome = "cancelled"
             else:
@@ -165,7 +172,8 @@ class TaskEntity:
 
     def stack(self) -> list[str]:
         task = self.task_ref()
-        if task is None or self.outcome is not None or not isinstance(task, asyncio.Task):
+        if (task is None or self.outcome is not None or not isinstance(task, asyncio.Task)
+                or task.done()):
             return []
         return [
             f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
@@ -395,11 +403,16 @@ def register_task(
     parent: TaskEntity | None,
     meta: dict[str, Any] | None = None,
     source: str = "first_sight",
+    coro: Any = None,
 ) -> TaskEntity:
     entity = TaskEntity(
         task, name, tracked=tracked, location=location,
         parent_id=parent.id if parent is not None else None, meta=meta, source=source,
     )
+    if coro is not None:
+        entity._coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
+    elif not task.done():
+        _ = entity.coro_name  # resolve it while the task still has its coroutine
     _BY_TASK_ID[entity.task_id] = entity
     # Keyed by ``id(task)``: formatting the string node id costs more than the
     # rest of the registration; it is made on first use.
@@ -461,7 +474,7 @@ def spawn_tracked(
     entity = entity_for_task(task)
     if entity is None:
         register_task(task, name, tracked=True, location=location, parent=parent,
-                      meta=meta or None)
+                      meta=meta or None, coro=coro)
     else:
         # An automatic task factory saw it first; give it the caller's name.
         entity.name = name

@@ -1,0 +1,428 @@
+"""Automatic task tracking: the chaining factory, hooks for later loops, tasks
+created by code that knows nothing of peeps, lineage, outcomes, step stats,
+cancel attribution, and the await-chain edges of gather/wait/shield/TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import peeps
+from peeps import _autotrack
+from peeps._config import STATE
+from peeps._registry import REGISTRY
+from peeps._tasks import current_task_entity, entity_for_task
+
+THIRD_PARTY = '''
+"""A library that knows nothing of peeps."""
+import asyncio
+
+async def _worker(n):
+    await asyncio.sleep(3600)
+    return n
+
+def start_workers(count):
+    return [asyncio.create_task(_worker(i)) for i in range(count)]
+
+def start_future():
+    return asyncio.ensure_future(_worker(99))
+'''
+
+
+@pytest.fixture(autouse=True)
+def _factory_restored() -> Iterator[None]:
+    yield
+    _autotrack.uninstall_task_factory()
+    assert not _autotrack.loop_hooks_installed()
+    assert not _autotrack.step_stats_enabled()
+
+
+@pytest.fixture
+def third_party(tmp_path: Path) -> Iterator[ModuleType]:
+    path = tmp_path / "thirdparty_lib.py"
+    path.write_text(textwrap.dedent(THIRD_PARTY))
+    spec = importlib.util.spec_from_file_location("thirdparty_lib", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["thirdparty_lib"] = module
+    yield module
+    sys.modules.pop("thirdparty_lib", None)
+
+
+async def settle(rounds: int = 8) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def node(graph: Any, node_id: str) -> dict[str, Any]:
+    found = [n for n in graph["nodes"] if n["id"] == node_id]
+    assert found, f"{node_id} not in graph"
+    return found[0]  # type: ignore[no-any-return]
+
+
+def edges(graph: Any, kind: str, *, src: str | None = None,
+          dst: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in graph["edges"] if e["kind"] == kind
+            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]
+
+
+def tid(task: Any) -> str:
+    entity = entity_for_task(task)
+    assert entity is not None, f"{task!r} is not tracked"
+    return entity.id
+
+
+async def cancel_all(tasks: list[Any]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_auto_tracks_tasks_of_a_library_that_knows_nothing_of_peeps(
+        third_party: ModuleType) -> None:
+    async def scenario() -> None:
+        assert peeps.install_task_factory() is True
+        me = current_task_entity()
+        assert me is not None
+        workers = third_party.start_workers(2)
+        fut = third_party.start_future()
+        await settle()
+        g = peeps.collect_graph()
+        for t in [*workers, fut]:
+            attrs = node(g, tid(t))["attrs"]
+            assert attrs["coro"] == "_worker"
+            assert attrs["source"] == "auto" and attrs["tracked"] is False
+            assert attrs["state"] == "pending"
+            assert "thirdparty_lib.py:" in attrs["meta"]["ctx.location"]
+            # The whole await chain, outermost first: _worker, then asyncio.sleep.
+            assert "in _worker" in attrs["stack"][0] and "in sleep" in attrs["stack"][-1]
+            assert edges(g, "spawned", src=me.id, dst=tid(t))
+            # Blocked in asyncio.sleep: the chain ends at the sleep's future.
+            (needs,) = edges(g, "needs", src=tid(t))
+            assert node(g, needs["dst"])["kind"] == "future"
+        await cancel_all([*workers, fut])
+
+    asyncio.run(scenario())
+
+
+def test_init_auto_before_the_loop_exists_tracks_the_main_task(
+        third_party: ModuleType) -> None:
+    peeps.init(auto=True)
+    assert _autotrack.loop_hooks_installed()
+
+    async def main() -> tuple[str, str | None]:
+        me = current_task_entity()
+        assert me is not None
+        workers = third_party.start_workers(1)
+        await settle()
+        parent = entity_for_task(workers[0])
+        await cancel_all(workers)
+        return me.source, parent.parent_id if parent else None
+
+    source, parent_id = asyncio.run(main())
+    assert source == "auto"
+    assert parent_id is not None
+
+
+def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
+    _autotrack.install_loop_hooks()
+    loop = asyncio.SelectorEventLoop()  # not through asyncio.new_event_loop
+    try:
+        async def main() -> bool:
+            t = asyncio.create_task(asyncio.sleep(0))
+            await t
+            return entity_for_task(t) is not None
+
+        assert loop.run_until_complete(main())
+        assert isinstance(loop.get_task_factory(), _autotrack.PeepsTaskFactory)
+    finally:
+        loop.close()
+
+
+def test_factory_chains_to_an_existing_factory_and_uninstall_restores_it() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        made: list[Any] = []
+
+        def user_factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+            made.append(task)
+            return task
+
+        loop.set_task_factory(user_factory)
+        peeps.install_task_factory()
+        assert peeps.install_task_factory() is False  # idempotent
+        t = asyncio.create_task(asyncio.sleep(0), name="chained")
+        await t
+        assert made == [t]
+        assert entity_for_task(t) is not None
+        assert node(peeps.collect_graph(), tid(t))["label"] == "chained"
+        peeps.uninstall_task_factory(loop)
+        assert loop.get_task_factory() is user_factory
+        loop.set_task_factory(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_eager_task_factory_keeps_working_and_is_tracked() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        peeps.install_task_factory()
+        ran_eagerly = False
+
+        async def quick() -> int:
+            nonlocal ran_eagerly
+            ran_eagerly = True
+            return 5
+
+        t = asyncio.create_task(quick())
+        assert ran_eagerly and t.done()  # eager: ran inside create_task
+        assert await t == 5
+        entity = entity_for_task(t)
+        assert entity is not None and entity.outcome == "done"
+
+        async def slow() -> None:
+            await asyncio.sleep(3600)
+
+        s = asyncio.create_task(slow())
+        g = peeps.collect_graph()
+        assert node(g, tid(s))["attrs"]["state"] == "pending"
+        await cancel_all([s])
+        peeps.uninstall_task_factory(loop)
+        assert loop.get_task_factory() is asyncio.eager_task_factory  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_spawn_tracked_names_tasks_the_factory_saw_first() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        t = peeps.tasks.spawn_tracked("named", asyncio.sleep(0), role="test")
+        entity = entity_for_task(t)
+        assert entity is not None
+        assert entity.name == "named" and entity.source == "spawn_tracked"
+        assert entity.meta == {"role": "test"}
+        await t
+
+    asyncio.run(scenario())
+
+
+def test_finished_tasks_keep_outcome_and_exception_type() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+
+        async def boom() -> None:
+            raise KeyError("x")
+
+        async def fine() -> int:
+            return 1
+
+        async def forever() -> None:
+            await asyncio.sleep(3600)
+
+        b = asyncio.create_task(boom())
+        f = asyncio.create_task(fine())
+        c = asyncio.create_task(forever())
+        await settle()
+        c.cancel()
+        await asyncio.gather(b, f, c, return_exceptions=True)
+        await settle()
+        g = peeps.collect_graph()
+        assert node(g, tid(b))["attrs"]["outcome"] == "failed"
+        assert node(g, tid(b))["attrs"]["exception_type"] == "KeyError"
+        assert node(g, tid(f))["attrs"]["state"] == "done"
+        assert node(g, tid(c))["attrs"]["state"] == "cancelled"
+        assert any(e["name"] == "task.run.failed" and e["entity_id"] == tid(b)
+                   for e in g["events"])
+
+    asyncio.run(scenario())
+
+
+def test_finished_task_retention_is_bounded_by_count_and_age() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        assert REGISTRY.finished.maxlen == STATE.finished_task_retention
+        for _ in range(REGISTRY.finished.maxlen + 10):  # type: ignore[operator]
+            await asyncio.create_task(asyncio.sleep(0))
+        assert len(REGISTRY.finished) == REGISTRY.finished.maxlen
+        old_age = STATE.finished_task_max_age_ns
+        STATE.finished_task_max_age_ns = 0
+        try:
+            g = peeps.collect_graph()
+        finally:
+            STATE.finished_task_max_age_ns = old_age
+        assert not [n for n in g["nodes"] if n["kind"] == "task"
+                    and n["attrs"].get("outcome") == "done"]
+
+    asyncio.run(scenario())
+
+
+def test_step_stats_and_cancel_attribution() -> None:
+    async def scenario() -> None:
+        _autotrack.enable_auto(step_stats=True)
+
+        async def stepper() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            await asyncio.sleep(3600)
+
+        t = asyncio.create_task(stepper())
+        await settle(12)
+        g = peeps.collect_graph()
+        attrs = node(g, tid(t))["attrs"]
+        assert attrs["steps"] >= 6
+        assert attrs["busy_ns"] > 0 and attrs["longest_step_ns"] > 0
+        assert attrs["waiting_ns"] >= 0 and attrs["since_resumed_ns"] >= 0
+        me = current_task_entity()
+        assert me is not None
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+        await settle()
+        attrs = node(peeps.collect_graph(), tid(t))["attrs"]
+        assert attrs["state"] == "cancelled" and attrs["cancelled_by"] == me.id
+
+    asyncio.run(scenario())
+
+
+def test_gather_becomes_a_group_node_with_needs_to_children() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+
+        async def child() -> None:
+            await asyncio.sleep(3600)
+
+        async def parent() -> None:
+            await asyncio.gather(child(), child())
+
+        p = asyncio.create_task(parent())
+        await settle()
+        g = peeps.collect_graph()
+        (needs,) = edges(g, "needs", src=tid(p))
+        group = node(g, needs["dst"])
+        assert group["kind"] == "group" and group["label"] == "gather(2)"
+        children = edges(g, "needs", src=group["id"])
+        assert len(children) == 2
+        assert all(node(g, e["dst"])["attrs"]["coro"].endswith(".child") for e in children)
+        await cancel_all([p])
+
+    asyncio.run(scenario())
+
+
+def test_taskgroup_wait_shield_and_wait_for_keep_the_chain() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        gate = asyncio.Event()
+
+        async def child() -> None:
+            await gate.wait()
+
+        async def with_taskgroup() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(child())
+                tg.create_task(child())
+
+        async def with_wait() -> None:
+            await asyncio.wait([asyncio.create_task(child())])
+
+        async def with_shield() -> None:
+            await asyncio.shield(asyncio.create_task(child()))
+
+        async def with_wait_for() -> None:
+            await asyncio.wait_for(asyncio.create_task(child()), 3600)
+
+        parents = {name: asyncio.create_task(fn(), name=name) for name, fn in [
+            ("tg", with_taskgroup), ("wait", with_wait), ("shield", with_shield),
+            ("wait_for", with_wait_for)]}
+        await settle()
+        g = peeps.collect_graph()
+        for name, p in parents.items():
+            # parent --needs--> (group/future) --needs--> child task(s), or directly
+            # to the child task (wait_for on 3.12+ awaits the task itself).
+            reached: set[str] = set()
+            frontier = [tid(p)]
+            while frontier:
+                src = frontier.pop()
+                for e in edges(g, "needs", src=src):
+                    if e["dst"] not in reached:
+                        reached.add(e["dst"])
+                        frontier.append(e["dst"])
+            kids = [n for n in g["nodes"] if n["id"] in reached and n["kind"] == "task"
+                    and n["attrs"]["coro"].endswith(".child")]
+            assert kids, f"{name}: the chain from the parent does not reach its children"
+            if name == "tg":
+                assert len(kids) == 2
+                assert any(n["label"] == "TaskGroup" for n in g["nodes"] if n["id"] in reached)
+        gate.set()
+        await asyncio.gather(*parents.values())
+
+    asyncio.run(scenario())
+
+
+def test_task_awaiting_a_task_needs_it_directly() -> None:
+    async def scenario() -> None:
+        inner = peeps.tasks.spawn_tracked("inner", asyncio.sleep(3600))
+
+        async def outer() -> None:
+            await inner
+
+        o = peeps.tasks.spawn_tracked("outer", outer())
+        await settle()
+        g = peeps.collect_graph()
+        assert edges(g, "needs", src=tid(o), dst=tid(inner))
+        await cancel_all([o, inner])
+
+    asyncio.run(scenario())
+
+
+def test_collected_pending_task_leaves_the_graph() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def stuck() -> None:
+            await fut
+
+        peeps.install_task_factory(loop)
+        t = loop.create_task(stuck())
+        loop.run_until_complete(asyncio.sleep(0))
+        task_node = tid(t)
+        assert task_node in {n["id"] for n in peeps.collect_graph()["nodes"]}
+        loop.set_exception_handler(lambda loop, ctx: None)  # "destroyed but pending"
+        del t, fut
+    finally:
+        loop.close()
+    gc.collect()
+    assert task_node not in {n["id"] for n in peeps.collect_graph()["nodes"]}
+
+
+def test_uninstall_when_another_factory_was_installed_on_top() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        peeps.install_task_factory()
+        ours = loop.get_task_factory()
+        assert isinstance(ours, _autotrack.PeepsTaskFactory)
+
+        def on_top(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            return ours(loop, coro, **kwargs)
+
+        loop.set_task_factory(on_top)
+        peeps.uninstall_task_factory(loop)
+        assert loop.get_task_factory() is on_top  # theirs is left alone
+        t = asyncio.create_task(asyncio.sleep(0))
+        await t
+        assert entity_for_task(t) is None  # ours now only passes through
+        loop.set_task_factory(None)
+
+    asyncio.run(scenario())
