@@ -15,6 +15,7 @@ or:   scripts/run-example oneshot-sender-lost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import peeps
@@ -53,7 +54,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

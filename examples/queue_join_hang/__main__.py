@@ -12,6 +12,7 @@ or:   scripts/run-example queue-join-hang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import peeps
 
@@ -43,7 +44,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

@@ -13,6 +13,7 @@ or:   scripts/run-example semaphore-starvation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import peeps
 
@@ -42,7 +43,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

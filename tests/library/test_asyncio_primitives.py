@@ -63,17 +63,17 @@ def test_lock_holder_holds_and_waiter_needs() -> None:
         assert isinstance(lock, asyncio.Lock)
         release = asyncio.Event()
 
-        async def holder() -> None:
+        async def holder(lock: asyncio.Lock) -> None:
             async with lock:
                 await release.wait()
 
-        async def waiter() -> None:
+        async def waiter(lock: asyncio.Lock) -> None:
             async with lock:
                 pass
 
-        h = peeps.tasks.spawn_tracked("holder", holder())
+        h = peeps.tasks.spawn_tracked("holder", holder(lock))
         await settle()
-        w = peeps.tasks.spawn_tracked("waiter", waiter())
+        w = peeps.tasks.spawn_tracked("waiter", waiter(lock))
         await settle()
         g = peeps.collect_graph()
         lock_id = lock._peeps_id
@@ -144,13 +144,13 @@ def test_semaphore_permits_holders_waiters(cls: Any) -> None:
         assert isinstance(sem, asyncio.Semaphore)
         release = asyncio.Event()
 
-        async def holder() -> None:
+        async def holder(sem: asyncio.Semaphore) -> None:
             async with sem:
                 await release.wait()
 
-        holders = [peeps.tasks.spawn_tracked(f"holder{i}", holder()) for i in range(2)]
+        holders = [peeps.tasks.spawn_tracked(f"holder{i}", holder(sem)) for i in range(2)]
         await settle()
-        waiter = peeps.tasks.spawn_tracked("waiter", holder())
+        waiter = peeps.tasks.spawn_tracked("waiter", holder(sem))
         await settle()
         g = peeps.collect_graph()
         attrs = node(g, sem._peeps_id)["attrs"]

@@ -391,11 +391,11 @@ def test_collected_pending_task_leaves_the_graph() -> None:
     try:
         fut = loop.create_future()
 
-        async def stuck() -> None:
+        async def stuck(fut: asyncio.Future[None]) -> None:
             await fut
 
         peeps.install_task_factory(loop)
-        t = loop.create_task(stuck())
+        t = loop.create_task(stuck(fut))
         loop.run_until_complete(asyncio.sleep(0))
         task_node = tid(t)
         assert task_node in {n["id"] for n in peeps.collect_graph()["nodes"]}
