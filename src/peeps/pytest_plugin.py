@@ -98,6 +98,7 @@ class HangWatch:
         self.fired: list[_Running] = []
         self.exitstatus: int = 0
         self._previous_handler: Any = None
+        self._handler_installed = False
         self._patched = False
 
     # -- session set-up and tear-down ------------------------------------------------
@@ -112,6 +113,7 @@ class HangWatch:
         self._patched = start_peeps(options, os.environ.get("PEEPS_PROCESS_NAME") or "pytest")
         if INTERRUPT_SIGNAL is not None and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(INTERRUPT_SIGNAL, self._on_interrupt)
+            self._handler_installed = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.exitstatus = int(exitstatus)
@@ -120,8 +122,9 @@ class HangWatch:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         from peeps._run import stop_peeps
 
-        if INTERRUPT_SIGNAL is not None and self._previous_handler is not None:
-            signal.signal(INTERRUPT_SIGNAL, self._previous_handler)
+        if INTERRUPT_SIGNAL is not None and self._handler_installed:
+            signal.signal(INTERRUPT_SIGNAL, self._previous_handler or signal.SIG_DFL)
+            self._handler_installed = False
         stop_peeps(patched=self._patched)
         stuck = [t for t in threading.enumerate()
                  if t is not threading.main_thread() and t.is_alive() and not t.daemon]
@@ -234,14 +237,16 @@ class HangWatch:
 
     def _stop(self, running: _Running) -> None:
         message = f"peeps: test ran past its {running.timeout_s:g}s peeps timeout"
+        cancelled = False
         for loop in _running_loops():
             try:
                 loop.call_soon_threadsafe(_cancel_all, loop, message)
+                cancelled = True
             except RuntimeError:  # closed meanwhile
                 continue
-        if running.done.wait(GRACE_S):
+        if cancelled and running.done.wait(GRACE_S):
             return
-        if INTERRUPT_SIGNAL is not None and self._previous_handler is not None:
+        if INTERRUPT_SIGNAL is not None and self._handler_installed:
             running.interrupt_pending = True
             signal.pthread_kill(threading.main_thread().ident or 0, INTERRUPT_SIGNAL)
             if running.done.wait(GRACE_S * 2):

@@ -103,7 +103,9 @@ def run_pytest(directory: Path, source: str, *args: str,
     (directory / "pytest.ini").write_text(PYTEST_INI)
     (directory / "test_generated.py").write_text(source)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
+        # hypothesis' plugin alone takes seconds to import and is not needed here.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+         "-q", "-rf",
          "test_generated.py", *args],
         cwd=directory, env=child_env(COLUMNS="200"), capture_output=True, text=True,
         timeout=timeout)
