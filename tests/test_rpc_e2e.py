@@ -77,6 +77,15 @@ def start_rpc_example(server: PeepsServer, processes: list[ExampleProcess]) -> t
     return example, server_pid
 
 
+def stop_process(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until the kernel reports it stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "Tt":
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.01)
+
+
 def wait_for_stuck_handler(server: PeepsServer) -> dict[str, Any]:
     """Snapshots until the handler is seen waiting (the HTTP call takes a moment)."""
     deadline = time.monotonic() + 15
@@ -142,7 +151,7 @@ def test_a_stopped_server_leaves_a_ghost_response(
         server: PeepsServer, processes: list[ExampleProcess]) -> None:
     _, server_pid = start_rpc_example(server, processes)
     wait_for_stuck_handler(server)
-    os.kill(server_pid, signal.SIGSTOP)
+    stop_process(server_pid)
     try:
         snap = server.jump()
     finally:
@@ -163,7 +172,7 @@ def test_a_stopped_client_leaves_a_ghost_request(
         server: PeepsServer, processes: list[ExampleProcess]) -> None:
     example, _ = start_rpc_example(server, processes)
     wait_for_stuck_handler(server)
-    os.kill(example.proc.pid, signal.SIGSTOP)
+    stop_process(example.proc.pid)
     try:
         snap = server.jump()
     finally:
