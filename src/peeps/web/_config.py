@@ -35,7 +35,6 @@ class ServerConfig:
     max_connections: int = 1024
     handshake_timeout_s: float = 5.0
     frame_timeout_s: float = 30.0
-    write_timeout_s: float = 10.0
     sql_timeout_ms: int = 2000
     sql_max_rows: int = 5000
     sql_max_bytes: int = 8 * 1024 * 1024
@@ -99,8 +98,6 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "a hello must arrive within this time of connecting"),
     Setting("frame_timeout_s", "PEEPS_FRAME_TIMEOUT_S", "--frame-timeout-s", float,
             "once a frame header arrives, its body must arrive within this time"),
-    Setting("write_timeout_s", "PEEPS_WRITE_TIMEOUT_S", "--write-timeout-s", float,
-            "a process that does not read our requests within this time is dropped"),
     Setting("sql_timeout_ms", "PEEPS_SQL_TIMEOUT_MS", "--sql-timeout-ms", int,
             "deadline of one /api/sql query"),
     Setting("sql_max_rows", "PEEPS_SQL_MAX_ROWS", "--sql-max-rows", int,
@@ -188,7 +185,7 @@ def validate(config: ServerConfig) -> None:
     config.listen_addr  # noqa: B018 - parse for the error
     config.http_addr  # noqa: B018
     positive = ("snapshot_timeout_ms", "retain_snapshots", "max_frame_bytes", "max_connections",
-                "handshake_timeout_s", "frame_timeout_s", "write_timeout_s", "sql_timeout_ms",
+                "handshake_timeout_s", "frame_timeout_s", "sql_timeout_ms",
                 "sql_max_rows", "sql_max_bytes", "sql_max_concurrent", "retain_ingest_events")
     for name in positive:
         if getattr(config, name) <= 0:
