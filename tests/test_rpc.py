@@ -289,3 +289,22 @@ def test_join_links_shared_memory_segments_by_name() -> None:
         ("shm_segment:2:1", "shm_segment:1:1", "touches"),
         ("shm_segment:3:1", "shm_segment:1:1", "touches"),
     }
+
+
+def test_public_namespaces_reexport_and_the_core_never_imports_aiohttp() -> None:
+    import subprocess
+    import sys
+
+    from peeps import _rpc, _shm, rpc, shared_memory
+
+    for name in rpc.__all__:
+        assert getattr(rpc, name) is getattr(_rpc, name)
+    for name in shared_memory.__all__:
+        assert getattr(shared_memory, name) is getattr(_shm, name)
+    for name in ("register_provider", "unregister_provider", "providers", "current_node_id",
+                 "open_connection", "start_server", "open_unix_connection",
+                 "start_unix_server", "shm", "rpc", "shared_memory"):
+        assert name in peeps.__all__ and hasattr(peeps, name)
+    code = ("import sys, peeps, peeps.rpc, peeps.shared_memory, peeps.analysis; "
+            "assert 'aiohttp' not in sys.modules, 'peeps imported aiohttp'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
