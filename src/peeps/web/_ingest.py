@@ -100,7 +100,10 @@ class IngestServer:
 
     async def start(self) -> tuple[str, int]:
         host, port = self.config.listen_addr
-        self._server = await asyncio.start_server(self._accept, host, port)
+        # A fleet reconnecting at once (after a server restart) should not overflow
+        # the accept queue and wait out SYN retransmits.
+        backlog = max(128, min(self.config.max_connections, 4096))
+        self._server = await asyncio.start_server(self._accept, host, port, backlog=backlog)
         sockname = self._server.sockets[0].getsockname()
         self.bound = (str(sockname[0]), int(sockname[1]))
         return self.bound
