@@ -25,6 +25,8 @@ from ._connections import open_connection as open_connection
 from ._connections import open_unix_connection as open_unix_connection
 from ._connections import start_server as start_server
 from ._connections import start_unix_server as start_unix_server
+from ._lockdep import find_deadlocks as find_deadlocks
+from ._lockdep import reports as lock_order_reports
 from ._patch import patch as patch
 from ._patch import unpatch as unpatch
 from ._peep import peep as peep
@@ -43,9 +45,21 @@ from ._sync import Notify as Notify
 from ._sync import OnceCell as OnceCell
 from ._sync import RWLock as RWLock
 from ._sync import Semaphore as Semaphore
+from ._thread_locks import ThreadBoundedSemaphore as ThreadBoundedSemaphore
+from ._thread_locks import ThreadCondition as ThreadCondition
+from ._thread_locks import ThreadLock as ThreadLock
+from ._thread_locks import ThreadRLock as ThreadRLock
+from ._thread_locks import ThreadRWLock as ThreadRWLock
+from ._thread_locks import ThreadSemaphore as ThreadSemaphore
+from ._threads import run_in_executor as run_in_executor
+from ._threads import sampler_stats as sampler_stats
+from ._threads import start_sampler as start_sampler
+from ._threads import stop_sampler as stop_sampler
+from ._threads import to_thread as to_thread
 from ._timers import interval as interval
 from ._timers import sleep as sleep
 from ._timers import timeout as timeout
+from ._watchdog import watch_loop as watch_loop
 
 __all__ = [
     "DEFAULT_REDACT_PATTERNS",
@@ -60,16 +74,24 @@ __all__ = [
     "OneshotClosed",
     "RWLock",
     "Semaphore",
+    "ThreadBoundedSemaphore",
+    "ThreadCondition",
+    "ThreadLock",
+    "ThreadRLock",
+    "ThreadRWLock",
+    "ThreadSemaphore",
     "Watch",
     "__version__",
     "channel",
     "collect_graph",
     "current_node_id",
+    "find_deadlocks",
     "init",
     "init_named",
     "install_task_factory",
     "interval",
     "is_enabled",
+    "lock_order_reports",
     "oneshot",
     "open_connection",
     "open_unix_connection",
@@ -78,16 +100,22 @@ __all__ = [
     "providers",
     "register_provider",
     "rpc",
+    "run_in_executor",
+    "sampler_stats",
     "shared_memory",
     "shm",
     "shutdown",
     "sleep",
+    "start_sampler",
     "start_server",
     "start_unix_server",
+    "stop_sampler",
     "tasks",
     "timeout",
+    "to_thread",
     "uninstall_task_factory",
     "unpatch",
     "unregister_provider",
     "watch",
+    "watch_loop",
 ]

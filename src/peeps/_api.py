@@ -8,6 +8,7 @@ import os
 
 from . import _collector, _redact
 from ._config import ENV_AUTO, ENV_DASHBOARD, ENV_MAX_FRAME_BYTES, ENV_TOKEN, STATE, env_flag
+from ._threads import SamplerMode
 from .types import DEFAULT_MAX_FRAME_BYTES
 
 log = logging.getLogger("peeps")
@@ -20,6 +21,10 @@ def init(
     enabled: bool | None = None,
     redact: list[str] | tuple[str, ...] | None = None,
     auto: bool | None = None,
+    sampler: SamplerMode | None = None,
+    sampler_hz: float | None = None,
+    watchdog: bool | None = None,
+    stall_threshold_ms: float | None = None,
 ) -> None:
     """Name this process and, if a dashboard is configured, connect to it.
 
@@ -38,6 +43,17 @@ def init(
         the process.  Defaults to ``peeps.DEFAULT_REDACT_PATTERNS`` plus
         ``PEEPS_REDACT``; pass ``()`` to turn redaction off.
 
+    :param sampler: thread sampling (verdicts ``blocked``/``spinning``/...):
+        ``"thread"`` (a sampler thread), ``"sigprof"`` (a SIGPROF timer; sees
+        little while the main thread blocks) or ``"off"``.  Defaults to
+        ``PEEPS_SAMPLER``, else ``"thread"``; see docs/threads.md.
+    :param sampler_hz: samples per second (``PEEPS_SAMPLER_HZ``, default 50).
+    :param watchdog: ``True`` watches the running loop and loops started later
+        for stalls (``loop.stall`` events).  Defaults to on when
+        ``PEEPS_WATCHDOG_MS`` is a positive threshold, else off.
+    :param stall_threshold_ms: the stall threshold (``PEEPS_WATCHDOG_MS``,
+        default 100); giving it turns the watchdog on unless ``watchdog=False``.
+
     Never raises for a dashboard problem: an unreachable dashboard is retried in
     the background.  A malformed ``dashboard`` address raises ``ValueError``.
     """
@@ -53,6 +69,11 @@ def init(
         from ._autotrack import enable_auto
 
         enable_auto(step_stats=env_flag("PEEPS_STEP_STATS"))
+    if STATE.enabled:
+        from ._threads import start_threads
+
+        start_threads(sampler=sampler, sampler_hz=sampler_hz, watchdog=watchdog,
+                      stall_threshold_ms=stall_threshold_ms)
     address = dashboard if dashboard is not None else os.environ.get(ENV_DASHBOARD, "")
     if not STATE.enabled or not address.strip():
         return
@@ -70,8 +91,12 @@ def init_named(name: str, *, dashboard: str | None = None, enabled: bool | None 
 
 
 def shutdown() -> None:
-    """Disconnect from the dashboard and stop the collector thread."""
+    """Disconnect from the dashboard and stop the collector, sampler and watchdog
+    threads (joined; a SIGPROF timer is cleared)."""
     _collector.stop_collector()
+    from ._threads import stop_threads
+
+    stop_threads()
 
 
 def is_enabled() -> bool:

@@ -1,0 +1,836 @@
+"""Thread entities and the stack sampler.
+
+Every Python thread can appear as a ``thread`` node.  A thread entity is
+created lazily: by the sampler when it first sees the thread, by
+``thread_waiter_hook`` when the thread waits on or holds an instrumented
+resource, or by a thread lock naming its holder at snapshot time.
+
+The sampler (``peeps-sampler`` daemon thread, or the SIGPROF handler in
+``sigprof`` mode) reads ``sys._current_frames()`` at a jittered fixed rate and
+each thread's CPU clock, and keeps a short sliding window per thread.  At
+snapshot time the window becomes ``dominant_frames``, ``cpu_share`` and a
+``verdict`` (``blocked``/``spinning``/``idle``/``running``/``unknown``).  See
+docs/threads.md for the rules and their costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import functools
+import logging
+import os
+import random
+import signal
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Executor
+from types import CodeType, FrameType
+from typing import Any, Final, Literal, TypeVar
+
+from . import _registry
+from ._config import STATE
+from ._registry import (
+    _PKG_DIR,
+    REGISTRY,
+    Clock,
+    Location,
+    WaitSet,
+    base_attrs,
+    capture_location,
+    new_id,
+)
+from .types import Edge, Node
+
+log = logging.getLogger("peeps")
+
+T = TypeVar("T")
+
+SamplerMode = Literal["thread", "sigprof", "off"]
+
+ENV_SAMPLER: Final = "PEEPS_SAMPLER"
+ENV_SAMPLER_HZ: Final = "PEEPS_SAMPLER_HZ"
+ENV_SAMPLER_WINDOW_S: Final = "PEEPS_SAMPLER_WINDOW_S"
+
+DEFAULT_HZ: Final = 50.0
+DEFAULT_WINDOW_S: Final = 1.0
+#: Sampler CPU budget as a share of one core; over it the rate is halved.
+DEFAULT_BUDGET: Final = 0.02
+MIN_HZ: Final = 2.0
+MAX_HZ: Final = 250.0
+STACK_LIMIT: Final = 32
+
+#: Verdict thresholds (documented in docs/threads.md).
+SAME_FRAME_SHARE: Final = 0.9
+SAME_REGION_SHARE: Final = 0.8
+LOW_CPU_SHARE: Final = 0.05
+HIGH_CPU_SHARE: Final = 0.25
+#: A verdict needs samples covering at least this share of the window.
+MIN_COVERAGE: Final = 0.4
+MIN_SAMPLES: Final = 5
+
+_STDLIB_DIRS: Final = tuple(
+    {os.path.normpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],
+                                            sysconfig.get_paths()["platstdlib"])}
+)
+_LINUX: Final = sys.platform.startswith("linux")
+
+# -- frames ----------------------------------------------------------------------------
+
+
+def format_frame(code: CodeType, lineno: int | None) -> str:
+    return f"{code.co_filename}:{lineno} in {code.co_name}"
+
+
+def is_stdlib(filename: str) -> bool:
+    return filename.startswith(_STDLIB_DIRS) and "site-packages" not in filename
+
+
+def stack_of(frame: FrameType | None, limit: int = STACK_LIMIT) -> list[str]:
+    """``path:line in func`` strings, innermost last (the task ``stack`` format)."""
+    out: list[str] = []
+    while frame is not None and len(out) < limit:
+        out.append(format_frame(frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    out.reverse()
+    return out
+
+
+def user_frame(frame: FrameType | None, limit: int = 64) -> str | None:
+    """The innermost frame outside the standard library and peeps, formatted."""
+    first: FrameType | None = frame
+    while frame is not None and limit > 0:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PKG_DIR) and not is_stdlib(filename):
+            return format_frame(frame.f_code, frame.f_lineno)
+        frame = frame.f_back
+        limit -= 1
+    return format_frame(first.f_code, first.f_lineno) if first is not None else None
+
+
+# Idle waits: (filename suffix, function) of the first frame outside the waiting
+# primitives, reached by skipping threading.py/queue.py/selectors.py frames.
+_WAIT_MODULES: Final = ("threading.py", "queue.py", "selectors.py")
+_IDLE_CALLERS: Final = frozenset({
+    ("thread.py", "_worker"),               # concurrent.futures pool worker
+    ("base_events.py", "_run_once"),        # asyncio loop waiting in select
+    ("socketserver.py", "serve_forever"),
+    ("threading.py", "_shutdown"),          # interpreter exit joining threads
+    ("pool.py", "worker"),                  # multiprocessing.pool worker
+})
+
+
+def _is_idle_wait(frame: FrameType | None) -> bool:
+    while frame is not None:
+        key = (os.path.basename(frame.f_code.co_filename), frame.f_code.co_name)
+        if key in _IDLE_CALLERS:
+            return True
+        if not frame.f_code.co_filename.endswith(_WAIT_MODULES):
+            return False
+        frame = frame.f_back
+    return False
+
+
+# -- CPU clocks ------------------------------------------------------------------------
+
+
+def cpu_clock_id(ident: int, native_id: int | None) -> int | None:
+    """The CPU-time clock of a thread, or ``None`` where there is none.
+
+    On Linux the clock id is built from the kernel thread id the way glibc's
+    ``pthread_getcpuclockid`` does (``MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)``):
+    reading it after the thread exited fails cleanly with ``EINVAL``, whereas
+    calling ``pthread_getcpuclockid`` with an exited thread's handle is
+    undefined behaviour.  Elsewhere ``time.pthread_getcpuclockid`` is used.
+    """
+    if _LINUX and native_id:
+        return ((~native_id) << 3) | 6
+    getter = getattr(time, "pthread_getcpuclockid", None)
+    if getter is None:
+        return None
+    try:
+        return int(getter(ident))
+    except (OSError, OverflowError, ValueError):
+        return None
+
+
+def _read_cpu_ns(clock_id: int | None) -> int | None:
+    if clock_id is None:
+        return None
+    try:
+        return time.clock_gettime_ns(clock_id)
+    except (OSError, OverflowError, ValueError):
+        return None
+
+
+# -- thread entities -------------------------------------------------------------------
+
+
+class ThreadEntity:
+    """What peeps knows about one thread: identity, sampled window, verdict."""
+
+    __slots__ = (
+        "__weakref__",
+        "clock_id",
+        "cpu",
+        "created_mono_ns",
+        "daemon",
+        "exited",
+        "first_sample_mono_ns",
+        "id",
+        "ident",
+        "location",
+        "name",
+        "native_id",
+        "region",
+        "region_since",
+        "samples",
+        "target",
+        "thread_ref",
+        "top",
+        "top_since",
+    )
+
+    def __init__(self, ident: int, thread: threading.Thread | None, window_len: int) -> None:
+        self.id = new_id("thread")
+        self.ident = ident
+        self.thread_ref: weakref.ref[threading.Thread] | None = (
+            weakref.ref(thread) if thread is not None else None)
+        self.name = thread.name if thread is not None else f"thread-{ident}"
+        self.daemon = bool(thread.daemon) if thread is not None else None
+        self.native_id: int | None = getattr(thread, "native_id", None)
+        target = getattr(thread, "_target", None)
+        self.target: str | None = (getattr(target, "__qualname__", None) or repr(target)
+                                   if target is not None else None)
+        self.location: Location | None = None
+        self.created_mono_ns = time.monotonic_ns()
+        self.clock_id = cpu_clock_id(ident, self.native_id)
+        self.exited = False
+        #: Sliding window: (mono_ns, code, lineno) and (mono_ns, cpu_ns).
+        self.samples: collections.deque[tuple[int, CodeType, int]] = collections.deque(
+            maxlen=window_len)
+        self.cpu: collections.deque[tuple[int, int]] = collections.deque(maxlen=window_len)
+        self.top: tuple[CodeType, int] | None = None
+        self.top_since = 0
+        self.region: CodeType | None = None
+        self.region_since = 0
+        self.first_sample_mono_ns: int | None = None
+
+    def thread(self) -> threading.Thread | None:
+        return self.thread_ref() if self.thread_ref is not None else None
+
+    def alive(self) -> bool:
+        if self.exited:
+            return False
+        thread = self.thread()
+        if thread is None:
+            return self.thread_ref is None and self.ident in sys._current_frames()
+        return thread.is_alive()
+
+    # Called by the sampler only (one writer).
+    def record(self, now: int, frame: FrameType, cpu_ns: int | None) -> None:
+        code = frame.f_code
+        # Blocked inside a peeps wrapper: attribute the sample to the caller.
+        if code.co_filename.startswith(_PKG_DIR):
+            caller = frame.f_back
+            while caller is not None and caller.f_code.co_filename.startswith(_PKG_DIR):
+                caller = caller.f_back
+            if caller is not None:
+                frame = caller
+                code = caller.f_code
+        line = frame.f_lineno or 0
+        key = (code, line)
+        if key != self.top:
+            self.top = key
+            self.top_since = now
+        if code is not self.region:
+            self.region = code
+            self.region_since = now
+        if self.first_sample_mono_ns is None:
+            self.first_sample_mono_ns = now
+        self.samples.append((now, code, line))
+        if cpu_ns is not None:
+            self.cpu.append((now, cpu_ns))
+
+    # -- snapshot side ------------------------------------------------------------
+    def analyse(self, now_mono: int, window_ns: int,
+                frame: FrameType | None) -> dict[str, Any]:
+        """Window statistics and the verdict.  Pure over the recorded samples."""
+        cutoff = now_mono - window_ns
+        samples = [s for s in list(self.samples) if s[0] >= cutoff]
+        cpu = [c for c in list(self.cpu) if c[0] >= cutoff]
+        out: dict[str, Any] = {"samples": len(samples)}
+        cpu_share: float | None = None
+        if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
+            cpu_share = max(0.0, min(1.0, (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])))
+        out["cpu_share"] = round(cpu_share, 3) if cpu_share is not None else None
+        by_frame: collections.Counter[tuple[CodeType, int]] = collections.Counter()
+        by_region: collections.Counter[CodeType] = collections.Counter()
+        for _, code, line in samples:
+            by_frame[(code, line)] += 1
+            by_region[code] += 1
+        n = len(samples)
+        out["dominant_frames"] = [
+            {"frame": format_frame(code, line), "share": round(count / n, 3)}
+            for (code, line), count in by_frame.most_common(5)
+        ]
+        out["dominant_frame"] = out["dominant_frames"][0]["frame"] if n else None
+        top_share = by_frame.most_common(1)[0][1] / n if n else 0.0
+        region_share = by_region.most_common(1)[0][1] / n if n else 0.0
+        covered = n >= MIN_SAMPLES and samples[-1][0] - samples[0][0] >= window_ns * MIN_COVERAGE
+        name = self.name
+        verdict = "unknown"
+        verdict_ns: int | None = None
+        if name.startswith("peeps-") or _is_idle_wait(frame):
+            verdict = "idle"
+        elif not covered or cpu_share is None:
+            verdict = "unknown"
+        elif top_share >= SAME_FRAME_SHARE and cpu_share <= LOW_CPU_SHARE:
+            verdict = "blocked"
+            verdict_ns = now_mono - self.top_since
+        elif region_share >= SAME_REGION_SHARE and cpu_share >= HIGH_CPU_SHARE:
+            verdict = "spinning"
+            verdict_ns = now_mono - self.region_since
+        else:
+            verdict = "running"
+        if verdict == "blocked" and frame is not None:
+            # Stuck inside the standard library (a lock, a queue, a socket): name
+            # the caller's own line, which is what the user can change.
+            out["dominant_frame"] = user_frame(frame)
+        out["verdict"] = verdict
+        out["verdict_ns"] = verdict_ns
+        return out
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        thread = self.thread()
+        if thread is not None:
+            self.name = thread.name
+        alive = self.alive()
+        if not alive:
+            # Shown once as exited, then forgotten.
+            self.exited = True
+            _forget(self)
+        attrs = base_attrs(self.created_mono_ns, self.location, None, now)
+        frame = sys._current_frames().get(self.ident) if alive else None
+        sampler = _SAMPLER
+        window_ns = sampler.window_ns if sampler is not None else int(DEFAULT_WINDOW_S * 1e9)
+        attrs.update(
+            name=self.name,
+            ident=self.ident,
+            native_id=self.native_id,
+            daemon=self.daemon,
+            alive=alive,
+            state="running" if alive else "exited",
+            target=self.target,
+            main=self.ident == threading.main_thread().ident,
+            stack=stack_of(frame),
+            frame=user_frame(frame),
+        )
+        try:
+            attrs.update(self.analyse(now.mono_ns, window_ns, frame))
+        finally:
+            del frame
+        attrs["sampled"] = sampler is not None and sampler.running
+        if sampler is not None and thread is not None and thread is sampler.thread_obj:
+            attrs["sampler"] = sampler.stats()
+        node: Node = {"id": self.id, "kind": "thread", "label": self.name, "attrs": attrs}
+        return node, []
+
+
+#: ident -> entity of the live thread with that ident.
+_BY_IDENT: dict[int, ThreadEntity] = {}
+_ENTITY_LOCK = threading.Lock()
+_LOCAL = threading.local()
+
+
+def _active_thread(ident: int) -> threading.Thread | None:
+    active: dict[int, threading.Thread] = getattr(threading, "_active", {})
+    return active.get(ident)
+
+
+def _window_len() -> int:
+    sampler = _SAMPLER
+    if sampler is None:
+        return 64
+    return sampler.window_len
+
+
+def entity_for_ident(ident: int, *, create: bool = True,
+                     wait: bool = True) -> ThreadEntity | None:
+    """The entity of the live thread ``ident`` (created on first sight).
+
+    ``wait=False`` (the sampler) gives up instead of waiting for another thread
+    that is creating an entity: a SIGPROF handler may interrupt that very thread.
+    """
+    thread = _active_thread(ident)
+    entity = _BY_IDENT.get(ident)
+    if entity is not None and not entity.exited and (
+            entity.thread_ref is None or entity.thread() is thread):
+        if entity.id not in REGISTRY.tasks:
+            REGISTRY.tasks[entity.id] = entity  # the registry was cleared
+        return entity
+    if not create:
+        return None
+    if not _ENTITY_LOCK.acquire(blocking=wait):
+        return None
+    try:
+        entity = _BY_IDENT.get(ident)
+        if entity is not None and not entity.exited and (
+                entity.thread_ref is None or entity.thread() is thread):
+            return entity
+        if entity is not None:  # the ident was reused by a new thread
+            _forget(entity)
+        entity = ThreadEntity(ident, thread, _window_len())
+        _BY_IDENT[ident] = entity
+        REGISTRY.tasks[entity.id] = entity
+        return entity
+    finally:
+        _ENTITY_LOCK.release()
+
+
+def _forget(entity: ThreadEntity) -> None:
+    entity.exited = True
+    if _BY_IDENT.get(entity.ident) is entity:
+        _BY_IDENT.pop(entity.ident, None)
+    REGISTRY.tasks.pop(entity.id, None)
+
+
+def current_thread_entity() -> ThreadEntity | None:
+    """The calling thread's entity (cached per thread)."""
+    try:
+        entity: ThreadEntity = _LOCAL.entity
+        if not entity.exited:
+            return entity
+    except AttributeError:
+        pass
+    if not STATE.enabled:
+        return None
+    try:
+        found = entity_for_ident(threading.get_ident())
+    except Exception as exc:
+        REGISTRY.part_failed("thread entities", exc)
+        return None
+    if found is not None:
+        _LOCAL.entity = found
+    return found
+
+
+def _thread_waiter_hook() -> ThreadEntity | None:
+    return current_thread_entity()
+
+
+def enable_threads() -> None:
+    """Let threads be waiters and holders (``needs``/``holds`` from ``thread:`` nodes)."""
+    _registry.thread_waiter_hook = _thread_waiter_hook
+
+
+def disable_threads() -> None:
+    if _registry.thread_waiter_hook is _thread_waiter_hook:
+        _registry.thread_waiter_hook = None
+
+
+# -- the sampler -----------------------------------------------------------------------
+
+
+class Sampler:
+    """Samples every thread's innermost frame and CPU clock at ``hz``.
+
+    ``mode="thread"`` runs a ``peeps-sampler`` daemon thread.  ``mode="sigprof"``
+    samples from a ``SIGPROF`` handler driven by ``setitimer(ITIMER_PROF)``;
+    Python runs that handler only on the main thread between bytecodes, so it
+    sees little while the main thread blocks (docs/threads.md).
+    """
+
+    def __init__(self, *, mode: Literal["thread", "sigprof"] = "thread",
+                 hz: float = DEFAULT_HZ, window_s: float = DEFAULT_WINDOW_S,
+                 budget: float = DEFAULT_BUDGET) -> None:
+        self.mode = mode
+        self.hz = max(MIN_HZ, min(MAX_HZ, float(hz)))
+        self.effective_hz = self.hz
+        self.window_ns = int(max(0.1, min(10.0, window_s)) * 1e9)
+        self.window_len = min(2048, int(self.hz * window_s * 1.25) + 8)
+        self.budget = budget
+        self.running = False
+        self.ticks = 0
+        self.skipped_ticks = 0
+        self.backoffs = 0
+        self.cost_ns = 0
+        self.started_mono_ns = 0
+        self.last_cost_share = 0.0
+        self.thread_obj: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._busy = threading.Lock()
+        self._warned = False
+        self._prev_handler: Any = None
+        self._budget_window_start = 0
+        self._budget_window_cost = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.started_mono_ns = time.monotonic_ns()
+        self._budget_window_start = self.started_mono_ns
+        if self.mode == "sigprof":
+            self._prev_handler = signal.signal(signal.SIGPROF, self._on_signal)
+            interval = 1.0 / self.hz
+            signal.setitimer(signal.ITIMER_PROF, interval, interval)
+            self.running = True
+            return
+        self.thread_obj = threading.Thread(target=self._run, name="peeps-sampler", daemon=True)
+        self.running = True
+        self.thread_obj.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.running = False
+        self._stop.set()
+        if self.mode == "sigprof":
+            try:
+                signal.setitimer(signal.ITIMER_PROF, 0, 0)
+                prev = self._prev_handler
+                # A SIGPROF already in flight would kill the process under SIG_DFL.
+                if prev in (None, signal.SIG_DFL):
+                    prev = signal.SIG_IGN
+                signal.signal(signal.SIGPROF, prev)
+            except (ValueError, OSError) as exc:
+                log.warning("peeps: could not clear the SIGPROF timer: %r", exc)
+            return
+        thread = self.thread_obj
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- sampling ------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = 1.0 / self.effective_hz
+        while not self._stop.wait(interval * random.uniform(0.8, 1.2)):
+            try:
+                self.tick()
+            except Exception as exc:  # never let the sampler die loudly
+                REGISTRY.part_failed("thread sampler", exc)
+                self.running = False
+                return
+            interval = 1.0 / self.effective_hz
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            self.tick()
+        except Exception as exc:
+            REGISTRY.part_failed("SIGPROF sampler", exc)
+
+    def tick(self) -> None:
+        """Take one sample of every thread."""
+        if not self._busy.acquire(blocking=False):
+            self.skipped_ticks += 1
+            return
+        try:
+            cpu0 = time.thread_time_ns()
+            self._sample_all()
+            cost = time.thread_time_ns() - cpu0
+            self.ticks += 1
+            self.cost_ns += cost
+            self._account(cost)
+        finally:
+            self._busy.release()
+
+    def _sample_all(self) -> None:
+        now = time.monotonic_ns()
+        frames = sys._current_frames()
+        by_ident = _BY_IDENT
+        active: dict[int, threading.Thread] = getattr(threading, "_active", {})
+        tasks = REGISTRY.tasks
+        clock_gettime_ns = time.clock_gettime_ns
+        try:
+            for ident, frame in frames.items():
+                entity = by_ident.get(ident)
+                if (entity is None or entity.exited
+                        or (entity.thread_ref is not None
+                            and entity.thread_ref() is not active.get(ident))):
+                    entity = entity_for_ident(ident, wait=False)
+                    if entity is None:
+                        continue
+                elif entity.id not in tasks:
+                    tasks[entity.id] = entity
+                cpu_ns: int | None = None
+                clock_id = entity.clock_id
+                if clock_id is not None:
+                    try:
+                        cpu_ns = clock_gettime_ns(clock_id)
+                    except OSError:
+                        cpu_ns = None
+                entity.record(now, frame, cpu_ns)
+            for ident in by_ident.keys() - frames.keys():
+                gone = by_ident.get(ident)
+                if gone is not None:
+                    _forget(gone)
+        finally:
+            del frames
+
+    def _account(self, cost_ns: int) -> None:
+        """Back off when the sampler costs more than its budget of one core."""
+        self._budget_window_cost += cost_ns
+        now = time.monotonic_ns()
+        elapsed = now - self._budget_window_start
+        if elapsed < 1_000_000_000:
+            return
+        share = self._budget_window_cost / elapsed
+        self.last_cost_share = share
+        self._budget_window_start = now
+        self._budget_window_cost = 0
+        if self.mode != "thread":
+            return
+        if share > self.budget and self.effective_hz > MIN_HZ:
+            self.effective_hz = max(MIN_HZ, self.effective_hz / 2)
+            self.backoffs += 1
+            if not self._warned:
+                self._warned = True
+                log.warning("peeps: the thread sampler used %.1f%% of a core (budget %.1f%%); "
+                            "sampling at %.0f Hz instead of %.0f Hz", share * 100,
+                            self.budget * 100, self.effective_hz, self.hz)
+        elif share < self.budget / 4 and self.effective_hz < self.hz:
+            self.effective_hz = min(self.hz, self.effective_hz * 2)
+
+    def stats(self) -> dict[str, Any]:
+        elapsed = max(1, time.monotonic_ns() - self.started_mono_ns)
+        return {
+            "mode": self.mode,
+            "hz": self.hz,
+            "effective_hz": self.effective_hz,
+            "window_ns": self.window_ns,
+            "ticks": self.ticks,
+            "skipped_ticks": self.skipped_ticks,
+            "backoffs": self.backoffs,
+            "cost_ns": self.cost_ns,
+            "cpu_share": round(self.cost_ns / elapsed, 5),
+            "recent_cpu_share": round(self.last_cost_share, 5),
+            "budget": self.budget,
+        }
+
+
+_SAMPLER: Sampler | None = None
+_SAMPLER_LOCK = threading.Lock()
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        log.warning("peeps: ignoring %s=%r (a positive number)", name, raw)
+        return default
+    return value
+
+
+def start_sampler(*, mode: SamplerMode | None = None, hz: float | None = None,
+                  window_s: float | None = None, budget: float = DEFAULT_BUDGET) -> Sampler | None:
+    """Start sampling threads (replacing a running sampler).  Returns it, or ``None``
+    when the mode is ``off`` or peeps is disabled.
+
+    Defaults come from ``PEEPS_SAMPLER`` (``thread``, ``sigprof``, ``off``),
+    ``PEEPS_SAMPLER_HZ`` and ``PEEPS_SAMPLER_WINDOW_S``.  ``sigprof`` needs the
+    main thread; elsewhere it falls back to ``thread`` with a warning.
+    """
+    global _SAMPLER
+    if not STATE.enabled:
+        return None
+    chosen = mode or os.environ.get(ENV_SAMPLER, "").strip().lower() or "thread"
+    if chosen not in ("thread", "sigprof", "off"):
+        if mode is not None:
+            raise ValueError(f"sampler mode must be thread, sigprof or off, got {chosen!r}")
+        log.warning("peeps: ignoring %s=%r (thread, sigprof or off)", ENV_SAMPLER, chosen)
+        chosen = "thread"
+    if hz is None:
+        hz = _env_float(ENV_SAMPLER_HZ, DEFAULT_HZ)
+    if window_s is None:
+        window_s = _env_float(ENV_SAMPLER_WINDOW_S, DEFAULT_WINDOW_S)
+    if hz <= 0 or window_s <= 0:
+        raise ValueError("sampler hz and window must be positive")
+    with _SAMPLER_LOCK:
+        if _SAMPLER is not None:
+            _SAMPLER.stop()
+            _SAMPLER = None
+        if chosen == "off":
+            return None
+        if chosen == "sigprof" and (threading.current_thread() is not threading.main_thread()
+                                    or not hasattr(signal, "setitimer")):
+            log.warning("peeps: sigprof sampling needs the main thread and setitimer; "
+                        "using the thread sampler")
+            chosen = "thread"
+        sampler = Sampler(mode=chosen, hz=hz, window_s=window_s,  # type: ignore[arg-type]
+                          budget=budget)
+        _SAMPLER = sampler
+        sampler.start()
+    enable_threads()
+    return sampler
+
+
+def stop_sampler() -> None:
+    """Stop the sampler (joins the thread; clears the SIGPROF timer)."""
+    global _SAMPLER
+    with _SAMPLER_LOCK:
+        sampler, _SAMPLER = _SAMPLER, None
+    if sampler is not None:
+        sampler.stop()
+
+
+def current_sampler() -> Sampler | None:
+    return _SAMPLER
+
+
+def sampler_stats() -> dict[str, Any] | None:
+    """The running sampler's rate, tick count and measured own cost, or ``None``."""
+    sampler = _SAMPLER
+    return sampler.stats() if sampler is not None else None
+
+
+def start_threads(*, sampler: SamplerMode | None = None, sampler_hz: float | None = None,
+                  watchdog: bool | None = None, stall_threshold_ms: float | None = None) -> None:
+    """What ``peeps.init`` switches on for threads: thread waiters/holders, the
+    sampler, and (when asked) the event-loop watchdog.  Failures are logged once
+    and that part is skipped; a bad explicit argument raises ``ValueError``."""
+    from . import _watchdog
+
+    if sampler is not None and sampler not in ("thread", "sigprof", "off"):
+        raise ValueError(f"sampler must be 'thread', 'sigprof' or 'off', got {sampler!r}")
+    if sampler_hz is not None and sampler_hz <= 0:
+        raise ValueError(f"sampler_hz must be positive, got {sampler_hz!r}")
+    enable_threads()
+    try:
+        start_sampler(mode=sampler, hz=sampler_hz)
+    except Exception as exc:
+        REGISTRY.part_failed("starting the thread sampler", exc)
+    env_ms = _watchdog.threshold_from_env()
+    threshold = stall_threshold_ms if stall_threshold_ms is not None else env_ms
+    if watchdog is None:
+        watchdog = threshold is not None and threshold > 0
+    if watchdog:
+        try:
+            _watchdog.watch_future_loops(threshold or _watchdog.DEFAULT_THRESHOLD_MS)
+        except Exception as exc:
+            REGISTRY.part_failed("starting the event-loop watchdog", exc)
+
+
+def stop_threads() -> None:
+    """Stop the sampler and the watchdog (both joined) and the thread hook."""
+    from . import _watchdog
+
+    stop_sampler()
+    _watchdog.unwatch_all()
+    disable_threads()
+
+
+# -- work handed to threads ------------------------------------------------------------
+
+
+class ThreadCall:
+    """One call run on a worker thread for an awaiting task (``thread_call`` node).
+
+    ``task --needs[await]--> thread_call --needs[run]--> thread`` while it runs,
+    so a wait-for cycle through a worker thread is visible.
+    """
+
+    __slots__ = ("__weakref__", "_peeps_id", "created_mono_ns", "finished_mono_ns", "fn_name",
+                 "location", "started_mono_ns", "state", "waiters", "worker")
+
+    def __init__(self, fn: Callable[..., Any], location: Location | None) -> None:
+        self._peeps_id = new_id("thread_call")
+        self.fn_name = getattr(fn, "__qualname__", None) or repr(fn)
+        self.location = location
+        self.created_mono_ns = time.monotonic_ns()
+        self.started_mono_ns: int | None = None
+        self.finished_mono_ns: int | None = None
+        self.state = "queued"
+        self.worker: ThreadEntity | None = None
+        self.waiters = WaitSet()
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.worker = current_thread_entity()
+        self.started_mono_ns = time.monotonic_ns()
+        self.state = "running"
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.finished_mono_ns = time.monotonic_ns()
+            self.state = "done"
+            self.worker = None
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        attrs = base_attrs(self.created_mono_ns, self.location, None, now)
+        worker = self.worker
+        attrs.update(
+            function=self.fn_name,
+            state=self.state,
+            queued_ns=((self.started_mono_ns or now.mono_ns) - self.created_mono_ns),
+            running_ns=(now.mono_ns - self.started_mono_ns
+                        if self.started_mono_ns is not None and self.finished_mono_ns is None
+                        else None),
+            worker_thread_id=worker.id if worker is not None else None,
+        )
+        node: Node = {"id": self._peeps_id, "kind": "thread_call", "label": self.fn_name,
+                      "attrs": attrs}
+        edges = self.waiters.needs_edges(self._peeps_id, now)
+        if worker is not None and self.started_mono_ns is not None:
+            edges.append({"src": self._peeps_id, "dst": worker.id, "kind": "needs",
+                          "attrs": {"op": "run",
+                                    "since_ns": now.wall_of(self.started_mono_ns),
+                                    "waited_ns": max(0, now.mono_ns - self.started_mono_ns)}})
+        return node, edges
+
+
+_CALLS: set[ThreadCall] = set()
+
+
+async def run_in_executor(executor: Executor | None, fn: Callable[..., T], /,
+                          *args: Any, **kwargs: Any) -> T:
+    """``loop.run_in_executor`` that shows the call as a ``thread_call`` node the
+    awaiting task ``needs``, linked to the worker thread running it.  Keyword
+    arguments are passed to ``fn``; the caller's context variables are copied."""
+    from ._tasks import current_task_entity
+
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    if not STATE.enabled:
+        return await loop.run_in_executor(
+            executor, functools.partial(ctx.run, fn, *args, **kwargs))
+    call = ThreadCall(fn, capture_location())
+    waiter = current_task_entity()
+    call.waiters.add(waiter, "await")
+    _CALLS.add(call)
+    REGISTRY.track(call)
+    try:
+        return await loop.run_in_executor(
+            executor, functools.partial(ctx.run, call.run, fn, *args, **kwargs))
+    finally:
+        call.waiters.remove(waiter)
+        _CALLS.discard(call)
+        REGISTRY.untrack(call)
+
+
+async def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``asyncio.to_thread`` that shows up in the graph (see :func:`run_in_executor`)."""
+    return await run_in_executor(None, fn, *args, **kwargs)
+
+
+# -- fork safety -----------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    global _SAMPLER
+    _BY_IDENT.clear()
+    _CALLS.clear()
+    with contextlib.suppress(AttributeError):
+        del _LOCAL.entity
+    # The sampler thread does not exist in the child (and fork does not inherit
+    # interval timers); the child starts its own by calling init() again.
+    _SAMPLER = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,371 @@
+"""Event-loop stall detection.
+
+A heartbeat on the loop (a ``call_later`` tick every ``threshold/2``) stamps
+when the loop last came back; the ``peeps-watchdog`` daemon thread notices a
+tick that is overdue by more than the threshold.  While the loop is stalled the
+watchdog reads the loop thread's stack (``sys._current_frames()``) and the task
+whose step is running (``asyncio.current_task(loop)``, read from the watchdog
+thread), so the ``loop`` node shows the stall *while it lasts* (``stalled_ns``,
+``stack``, ``frame``, a ``needs[step]`` edge to the task).  When the loop comes
+back, the tick records event ``loop.stall`` with the duration and that stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events as _events
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Final
+
+from ._config import STATE
+from ._registry import _PKG_DIR, REGISTRY, Clock, base_attrs, capture_location, new_id
+from ._tasks import entity_for_task
+from ._threads import entity_for_ident, format_frame, stack_of
+from .types import Edge, Node
+
+log = logging.getLogger("peeps")
+
+ENV_WATCHDOG_MS: Final = "PEEPS_WATCHDOG_MS"
+DEFAULT_THRESHOLD_MS: Final = 100.0
+MIN_THRESHOLD_MS: Final = 5.0
+MAX_STALLS_KEPT: Final = 16
+
+_ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
+
+
+def _culprit_frame(frame: FrameType | None) -> str | None:
+    """The innermost frame outside asyncio and peeps: the line that blocks."""
+    first = frame
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_ASYNCIO_DIR) and not filename.startswith(_PKG_DIR):
+            return format_frame(frame.f_code, frame.f_lineno)
+        frame = frame.f_back
+    return format_frame(first.f_code, first.f_lineno) if first is not None else None
+
+
+class _Stall:
+    __slots__ = ("beat", "frame", "seen_mono_ns", "stack", "started_mono_ns", "task_id",
+                 "task_name", "thread_ident")
+
+    def __init__(self, beat: int, started_mono_ns: int, thread_ident: int | None) -> None:
+        self.beat = beat
+        self.started_mono_ns = started_mono_ns
+        self.seen_mono_ns = time.monotonic_ns()
+        self.thread_ident = thread_ident
+        self.stack: list[str] = []
+        self.frame: str | None = None
+        self.task_id: str | None = None
+        self.task_name: str | None = None
+
+
+class LoopWatch:
+    """One watched event loop (a ``loop`` node).  ``stop()`` ends the watch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_ms: float) -> None:
+        self._peeps_id = new_id("loop")
+        self.loop_ref = weakref.ref(loop)
+        self.threshold_ns = int(max(MIN_THRESHOLD_MS, threshold_ms) * 1_000_000)
+        self.interval_ns = self.threshold_ns // 2
+        self.location = capture_location()
+        self.created_mono_ns = time.monotonic_ns()
+        self.thread_ident: int | None = None
+        self.beat = 0
+        self.next_due_mono_ns: int | None = None
+        self.stall: _Stall | None = None
+        self.stalls = 0
+        self.stall_total_ns = 0
+        self.stall_max_ns = 0
+        self.recent: list[dict[str, Any]] = []
+        self.stopped = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    # -- loop side -----------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.stopped:
+            return
+        try:
+            now = time.monotonic_ns()
+            self.thread_ident = threading.get_ident()
+            due = self.next_due_mono_ns
+            stall, self.stall = self.stall, None
+            if due is not None and now - due > self.threshold_ns:
+                self._finish_stall(now - due, due,
+                                   stall if stall is not None and stall.beat == self.beat
+                                   else None)
+            self.beat += 1
+            self.next_due_mono_ns = now + self.interval_ns
+            loop = self.loop_ref()
+            if loop is not None:
+                self._handle = loop.call_later(self.interval_ns / 1e9, self._tick)
+        except Exception as exc:
+            REGISTRY.part_failed("event-loop watchdog heartbeat", exc)
+            self.stopped = True
+
+    def _finish_stall(self, duration_ns: int, started_mono_ns: int, stall: _Stall | None) -> None:
+        self.stalls += 1
+        self.stall_total_ns += duration_ns
+        self.stall_max_ns = max(self.stall_max_ns, duration_ns)
+        attrs: dict[str, Any] = {
+            "duration_ns": duration_ns,
+            "stall_ns": duration_ns,
+            "threshold_ns": self.threshold_ns,
+            "started_at_ns": Clock().wall_of(started_mono_ns),
+            "stack": stall.stack if stall is not None else [],
+            "frame": stall.frame if stall is not None else None,
+            "location": (stall.frame.rsplit(" in ", 1)[0]
+                         if stall is not None and stall.frame else None),
+            "task_id": stall.task_id if stall is not None else None,
+            "task_name": stall.task_name if stall is not None else None,
+            "captured": stall is not None,
+        }
+        self.recent.append(attrs)
+        del self.recent[:-MAX_STALLS_KEPT]
+        REGISTRY.emit(self._peeps_id, "loop.stall", attrs,
+                      stall.task_id if stall is not None else None)
+
+    # -- watchdog side -------------------------------------------------------------
+    def check(self, now: int) -> None:
+        """Called from the watchdog thread: capture a stall in progress."""
+        loop = self.loop_ref()
+        if loop is None or loop.is_closed():
+            self.stop()
+            return
+        due = self.next_due_mono_ns
+        if not loop.is_running():
+            # A stopped loop is not a stalled one: restart the heartbeat clock.
+            self.next_due_mono_ns = None
+            return
+        if due is None or now - due <= self.threshold_ns:
+            return
+        beat = self.beat
+        current = self.stall
+        if current is not None and current.beat == beat and current.stack:
+            return  # already captured this one
+        ident = self.thread_ident
+        stall = _Stall(beat, due, ident)
+        frame = sys._current_frames().get(ident) if ident is not None else None
+        try:
+            stall.stack = stack_of(frame)
+            stall.frame = _culprit_frame(frame)
+        finally:
+            del frame
+        try:
+            task = asyncio.current_task(loop)
+        except Exception:
+            task = None
+        if task is not None:
+            stall.task_name = task.get_name()
+            entity = entity_for_task(task)
+            if entity is not None:
+                stall.task_id = entity.id
+        if self.beat == beat:  # the loop has not come back meanwhile
+            self.stall = stall
+
+    def stop(self) -> None:
+        self.stopped = True
+        handle = self._handle
+        loop = self.loop_ref()
+        if handle is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(handle.cancel)
+        _unwatch(self)
+
+    # -- snapshot side -------------------------------------------------------------
+    def current_stall(self) -> _Stall | None:
+        stall = self.stall
+        return stall if stall is not None and stall.beat == self.beat else None
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        attrs = base_attrs(self.created_mono_ns, self.location, None, now)
+        loop = self.loop_ref()
+        stall = self.current_stall()
+        due = self.next_due_mono_ns
+        overdue = now.mono_ns - due if due is not None else 0
+        running = loop is not None and loop.is_running()
+        thread = entity_for_ident(self.thread_ident) if self.thread_ident is not None else None
+        attrs.update(
+            threshold_ns=self.threshold_ns,
+            running=running,
+            closed=loop is None or loop.is_closed(),
+            thread_id=thread.id if thread is not None else None,
+            stalls=self.stalls,
+            stall_total_ns=self.stall_total_ns,
+            stall_max_ns=self.stall_max_ns,
+            recent_stalls=list(self.recent),
+            stalled=bool(running and overdue > self.threshold_ns),
+            stalled_ns=overdue if running and overdue > self.threshold_ns else None,
+            stack=stall.stack if stall is not None else [],
+            frame=stall.frame if stall is not None else None,
+            task_id=stall.task_id if stall is not None else None,
+            task_name=stall.task_name if stall is not None else None,
+        )
+        name = thread.name if thread is not None else "?"
+        node: Node = {"id": self._peeps_id, "kind": "loop",
+                      "label": f"event loop ({name})", "attrs": attrs}
+        edges: list[Edge] = []
+        if stall is not None and stall.task_id is not None and attrs["stalled"]:
+            edges.append({"src": self._peeps_id, "dst": stall.task_id, "kind": "needs",
+                          "attrs": {"op": "step", "since_ns": now.wall_of(stall.started_mono_ns),
+                                    "waited_ns": overdue}})
+        return node, edges
+
+
+# -- the watchdog thread ------------------------------------------------------------
+
+_WATCHES: dict[int, LoopWatch] = {}  # id(loop) -> watch
+_LOCK = threading.Lock()
+_THREAD: threading.Thread | None = None
+_STOP = threading.Event()
+
+
+def _poll_interval_s() -> float:
+    watches = list(_WATCHES.values())
+    if not watches:
+        return 0.1
+    return max(0.005, min(0.05, min(w.threshold_ns for w in watches) / 4e9))
+
+
+def _run() -> None:
+    while not _STOP.wait(_poll_interval_s()):
+        now = time.monotonic_ns()
+        for watch in list(_WATCHES.values()):
+            try:
+                watch.check(now)
+            except Exception as exc:
+                REGISTRY.part_failed("event-loop watchdog", exc)
+                watch.stop()
+
+
+def _ensure_thread() -> None:
+    global _THREAD
+    if _THREAD is not None and _THREAD.is_alive():
+        return
+    _STOP.clear()
+    _THREAD = threading.Thread(target=_run, name="peeps-watchdog", daemon=True)
+    _THREAD.start()
+
+
+def _unwatch(watch: LoopWatch) -> None:
+    with _LOCK:
+        for key, value in list(_WATCHES.items()):
+            if value is watch:
+                del _WATCHES[key]
+    REGISTRY.untrack(watch)
+
+
+def watch_loop(loop: asyncio.AbstractEventLoop | None = None, *,
+               threshold_ms: float = DEFAULT_THRESHOLD_MS) -> LoopWatch | None:
+    """Watch ``loop`` (default: the running loop) for stalls longer than
+    ``threshold_ms``.  Returns the watch (``.stop()`` ends it), the existing one
+    if the loop is already watched, or ``None`` with peeps disabled.
+
+    Each stall becomes a ``loop.stall`` event naming the task and the line that
+    blocked; a snapshot taken during a stall shows it on the ``loop`` node.
+    """
+    if not STATE.enabled:
+        return None
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    with _LOCK:
+        existing = _WATCHES.get(id(loop))
+        if existing is not None and existing.loop_ref() is loop and not existing.stopped:
+            return existing
+        watch = LoopWatch(loop, threshold_ms)
+        _WATCHES[id(loop)] = watch
+    REGISTRY.track(watch)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.call_soon(watch._tick)
+    else:
+        loop.call_soon_threadsafe(watch._tick)
+    _ensure_thread()
+    return watch
+
+
+def unwatch_all() -> None:
+    """Stop every watch and the watchdog thread (joined)."""
+    global _THREAD
+    _remove_loop_hook()
+    for watch in list(_WATCHES.values()):
+        watch.stop()
+    _STOP.set()
+    thread, _THREAD = _THREAD, None
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(2.0)
+
+
+def watched_loops() -> list[LoopWatch]:
+    return list(_WATCHES.values())
+
+
+# -- loops that start later ------------------------------------------------------------
+
+_hook_threshold_ms: float | None = None
+_orig_set_running_loop: Callable[[Any], None] | None = None
+
+
+def _hooked_set_running_loop(loop: Any) -> None:
+    assert _orig_set_running_loop is not None
+    _orig_set_running_loop(loop)
+    threshold = _hook_threshold_ms
+    if loop is not None and threshold is not None and STATE.enabled:
+        try:
+            watch_loop(loop, threshold_ms=threshold)
+        except Exception as exc:
+            REGISTRY.part_failed("watching a new event loop", exc)
+
+
+def watch_future_loops(threshold_ms: float = DEFAULT_THRESHOLD_MS) -> None:
+    """Watch the running loop (if any) and every loop that starts running later
+    (a chained hook on ``asyncio.events._set_running_loop``, removed by
+    :func:`unwatch_all`)."""
+    global _hook_threshold_ms, _orig_set_running_loop
+    _hook_threshold_ms = threshold_ms
+    if _orig_set_running_loop is None:
+        _orig_set_running_loop = _events._set_running_loop
+        _events._set_running_loop = _hooked_set_running_loop
+    with contextlib.suppress(RuntimeError):
+        watch_loop(asyncio.get_running_loop(), threshold_ms=threshold_ms)
+
+
+def _remove_loop_hook() -> None:
+    global _hook_threshold_ms, _orig_set_running_loop
+    _hook_threshold_ms = None
+    # Only unhook if nobody chained on top of us; otherwise stay as a pass-through.
+    if _orig_set_running_loop is not None and _events._set_running_loop is _hooked_set_running_loop:
+        _events._set_running_loop = _orig_set_running_loop
+        _orig_set_running_loop = None
+
+
+def threshold_from_env() -> float | None:
+    """``PEEPS_WATCHDOG_MS``: the stall threshold; ``0`` turns the watchdog off."""
+    raw = os.environ.get(ENV_WATCHDOG_MS, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        log.warning("peeps: ignoring %s=%r (not a number)", ENV_WATCHDOG_MS, raw)
+        return None
+
+
+def _after_fork_in_child() -> None:
+    global _THREAD
+    _WATCHES.clear()
+    _THREAD = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
