@@ -153,6 +153,8 @@ class Request(_RpcBase):
         self.headers[CHAIN_ID] = self.chain_id
         if self.parent_span_id is not None:
             self.headers[PARENT_SPAN_ID] = self.parent_span_id
+        else:  # a reused headers mapping must not carry an earlier call's parent
+            self.headers.pop(PARENT_SPAN_ID, None)
         self._waiter: Waiter | None = None
         #: Set by integrations that know the wire connection (a connection node id).
         self.connection_id: str | None = None
