@@ -183,6 +183,11 @@ class IngestServer:
         except asyncio.CancelledError:
             reason = conn.close_reason or "server shutting down"
             raise
+        except Exception as exc:
+            # A bug of ours must still cost only this connection.
+            log.exception("ingest %s: internal error", conn.peer)
+            kind, reason = "internal_error", f"internal error: {type(exc).__name__}: {exc}"
+            self._refuse(conn, reason, record=False)
         finally:
             if conn.close_reason and kind == "disconnect":
                 reason = conn.close_reason

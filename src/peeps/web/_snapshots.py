@@ -152,7 +152,8 @@ class SnapshotCoordinator:
             return
         graph = message.get("graph")
         try:
-            if isinstance(graph, dict) and len(graph.get("nodes", ())) > 2000:
+            listed = graph.get("nodes") if isinstance(graph, dict) else None
+            if isinstance(listed, list) and len(listed) > 2000:
                 validated = await asyncio.to_thread(validate_graph, graph)
             else:
                 validated = validate_graph(graph)
