@@ -14,6 +14,16 @@ const outDir = process.env.PEEPS_UI_OUT_DIR
 export default defineConfig({
   root: here,
   base: "./",
+  worker: {
+    format: "es",
+    rolldownOptions: {
+      output: {
+        entryFileNames: "assets/[name].js",
+        chunkFileNames: "assets/[name].js",
+        assetFileNames: "assets/[name][extname]",
+      },
+    },
+  },
   build: {
     outDir,
     emptyOutDir: true,

@@ -1,26 +1,10 @@
-// Layered layout with ELK (elkjs), run in ELK's own Web Worker so a
-// 2,000-node layout never freezes the page.  Edges point left to right:
-// a `needs` chain reads A → B → C across the screen.  `holds` edges are laid
-// out reversed (resource before holder) so "A needs lock L, L is held by B"
-// reads A → L → B; they are still drawn with the arrow at the resource.
+// Main-thread side of the layout: runs the dagre layout in a Web Worker
+// (layout.worker.ts) so a 2,000-node graph never freezes the page, and lets a
+// newer request abandon an older one.
 
-import ELK from "elkjs/lib/elk-api.js";
-import type { ELK as ElkApi, ElkExtendedEdge, ElkNode, ElkPoint } from "elkjs/lib/elk-api";
-import elkWorkerUrl from "elkjs/lib/elk-worker.min.js?url";
+import type { LayoutEdgeIn, LayoutNodeIn, LayoutResponse } from "./layout-protocol";
 
-export interface LayoutNodeIn {
-  id: string;
-  width: number;
-  height: number;
-}
-
-export interface LayoutEdgeIn {
-  id: string;
-  src: string;
-  dst: string;
-  /** Lay out dst → src (see module docstring). */
-  reversed: boolean;
-}
+export type { LayoutEdgeIn, LayoutNodeIn } from "./layout-protocol";
 
 export interface Box {
   x: number;
@@ -29,81 +13,83 @@ export interface Box {
   h: number;
 }
 
+export interface Point {
+  x: number;
+  y: number;
+}
+
 export interface LayoutResult {
   nodes: Map<string, Box>;
   /** Polyline from the edge's src to its dst, in graph coordinates. */
-  edges: Map<string, ElkPoint[]>;
+  edges: Map<string, Point[]>;
   width: number;
   height: number;
+  /** Time inside the worker, and end to end as seen by the page. */
+  workerMs: number;
   ms: number;
+  components: number;
 }
 
-let elk: ElkApi | null = null;
+let worker: Worker | null = null;
+let seq = 0;
+let pending: { seq: number; resolve: (r: LayoutResponse) => void; reject: (e: Error) => void } | null = null;
 
-function engine(): ElkApi {
-  if (!elk) elk = new ELK({ workerUrl: elkWorkerUrl });
-  return elk;
+function getWorker(): Worker {
+  if (!worker) {
+    worker = new Worker(new URL("./layout.worker.ts", import.meta.url), { type: "module", name: "peeps-layout" });
+    worker.onmessage = (ev: MessageEvent<LayoutResponse>) => {
+      const p = pending;
+      if (!p || ev.data.seq !== p.seq) return;
+      pending = null;
+      if (ev.data.error) p.reject(new Error(ev.data.error));
+      else p.resolve(ev.data);
+    };
+    worker.onerror = (ev) => {
+      const p = pending;
+      pending = null;
+      worker?.terminate();
+      worker = null;
+      p?.reject(new Error(ev.message || "layout worker failed"));
+    };
+  }
+  return worker;
 }
 
-/** Abandon a running layout (the worker is killed; the next call starts a new one). */
+/** Abandon a running layout: the worker is killed and the promise rejected. */
 export function cancelLayout(): void {
-  if (elk) {
-    elk.terminateWorker();
-    elk = null;
+  if (pending) {
+    const p = pending;
+    pending = null;
+    worker?.terminate();
+    worker = null;
+    p.reject(new Error("cancelled"));
   }
 }
 
-export async function layoutGraph(nodes: LayoutNodeIn[], edges: LayoutEdgeIn[]): Promise<LayoutResult> {
+export function layoutGraph(nodes: LayoutNodeIn[], edges: LayoutEdgeIn[], aspect: number): Promise<LayoutResult> {
+  cancelLayout();
   const started = performance.now();
-  if (nodes.length === 0) {
-    return { nodes: new Map(), edges: new Map(), width: 0, height: 0, ms: 0 };
-  }
-  const big = nodes.length > 600;
-  const elkEdges: ElkExtendedEdge[] = edges.map((e) => ({
-    id: e.id,
-    sources: [e.reversed ? e.dst : e.src],
-    targets: [e.reversed ? e.src : e.dst],
-  }));
-  const graph: ElkNode = {
-    id: "__root__",
-    layoutOptions: {
-      "elk.algorithm": "layered",
-      "elk.direction": "RIGHT",
-      "elk.edgeRouting": big ? "POLYLINE" : "ORTHOGONAL",
-      "elk.layered.spacing.nodeNodeBetweenLayers": "56",
-      "elk.spacing.nodeNode": "14",
-      "elk.spacing.edgeNode": "10",
-      "elk.spacing.componentComponent": "36",
-      "elk.layered.thoroughness": big ? "2" : "7",
-      "elk.separateConnectedComponents": "true",
-      "elk.layered.considerModelOrder.strategy": "NODES_AND_EDGES",
-      "elk.layered.cycleBreaking.strategy": "GREEDY_MODEL_ORDER",
-    },
-    children: nodes.map((n) => ({ id: n.id, width: n.width, height: n.height })),
-    edges: elkEdges,
-  };
-  const out = await engine().layout(graph);
-  const boxes = new Map<string, Box>();
-  for (const c of out.children ?? []) {
-    boxes.set(c.id, { x: c.x ?? 0, y: c.y ?? 0, w: c.width ?? 0, h: c.height ?? 0 });
-  }
-  const reversed = new Set(edges.filter((e) => e.reversed).map((e) => e.id));
-  const paths = new Map<string, ElkPoint[]>();
-  for (const e of (out.edges ?? []) as ElkExtendedEdge[]) {
-    const pts: ElkPoint[] = [];
-    for (const s of e.sections ?? []) {
-      if (pts.length === 0) pts.push(s.startPoint);
-      for (const b of s.bendPoints ?? []) pts.push(b);
-      pts.push(s.endPoint);
+  const my = ++seq;
+  return new Promise<LayoutResponse>((resolve, reject) => {
+    pending = { seq: my, resolve, reject };
+    getWorker().postMessage({ seq: my, nodes, edges, aspect });
+  }).then((r) => {
+    const boxes = new Map<string, Box>();
+    for (const [id, x, y, w, h] of r.nodes) boxes.set(id, { x, y, w, h });
+    const paths = new Map<string, Point[]>();
+    for (const [id, flat] of r.edges) {
+      const pts: Point[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) pts.push({ x: flat[i] as number, y: flat[i + 1] as number });
+      paths.set(id, pts);
     }
-    if (reversed.has(e.id)) pts.reverse();
-    paths.set(e.id, pts);
-  }
-  return {
-    nodes: boxes,
-    edges: paths,
-    width: out.width ?? 0,
-    height: out.height ?? 0,
-    ms: performance.now() - started,
-  };
+    return {
+      nodes: boxes,
+      edges: paths,
+      width: r.width,
+      height: r.height,
+      workerMs: r.ms,
+      ms: performance.now() - started,
+      components: r.components,
+    };
+  });
 }

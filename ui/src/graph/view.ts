@@ -13,7 +13,7 @@ import { EDGE_STYLES, edgeStyle, kindStyle, shapePath } from "../kinds";
 import type { GEdge, GNode, GraphIndex } from "../model";
 import { isFull, subtitle } from "../summary";
 import { EDGE_KINDS } from "../types";
-import { type LayoutResult, cancelLayout, layoutGraph } from "./layout";
+import { type LayoutResult, type Point, layoutGraph } from "./layout";
 
 const NODE_W = 212;
 const NODE_H = 38;
@@ -218,16 +218,16 @@ export class GraphView {
       return;
     }
     const seq = ++this.layoutSeq;
-    cancelLayout();
     this.setOverlay(`Laying out ${fmtCount(vis.nodes.length)} nodes, ${fmtCount(vis.edges.length)} edges…`, true);
-    const started = performance.now();
+    const r = this.canvas.getBoundingClientRect();
+    const aspect = r.width > 0 && r.height > 0 ? Math.max(0.8, Math.min(3, r.width / r.height)) : 1.8;
     layoutGraph(
       vis.nodes.map((n) => ({ id: n.id, width: NODE_W, height: NODE_H })),
-      vis.edges.map((e) => ({ id: e.key, src: e.src, dst: e.dst, reversed: e.kind === "holds" })),
+      vis.edges.map((e) => ({ id: e.key, src: e.src, dst: e.dst, kind: e.kind, reversed: e.kind === "holds" })),
+      aspect,
     )
       .then((layout) => {
         if (seq !== this.layoutSeq) return;
-        layout.ms = performance.now() - started;
         this.layoutCache.set(vis.key, layout);
         if (this.layoutCache.size > 12) {
           const first = this.layoutCache.keys().next().value;
@@ -282,7 +282,7 @@ export class GraphView {
       const pts = layout.edges.get(e.key);
       if (!pts || pts.length < 2) continue;
       const s = edgeStyle(e.kind);
-      const d = pts.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join("");
+      const d = edgePath(pts);
       const marker = EDGE_STYLES[e.kind] ? e.kind : "other";
       parts.push(
         `<path class="edge e-${esc(e.kind)}" data-key="${esc(e.key)}" d="${d}" stroke="${s.color}" stroke-width="${s.width}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} marker-end="url(#arr-${marker})"><title>${esc(`${e.src} ${e.kind} ${e.dst}${e.attrs["op"] ? ` (${String(e.attrs["op"])})` : ""}`)}</title></path>`,
@@ -322,7 +322,7 @@ export class GraphView {
     }
     this.shown = { key: vis.key, layout, visible: vis };
     const renderMs = performance.now() - t0;
-    this.status.textContent = `${fmtCount(vis.nodes.length)} nodes · ${fmtCount(vis.edges.length)} edges · layout ${Math.round(layout.ms)} ms · render ${Math.round(renderMs)} ms`;
+    this.status.textContent = `${fmtCount(vis.nodes.length)} nodes · ${fmtCount(vis.edges.length)} edges · ${fmtCount(layout.components)} islands · layout ${Math.round(layout.ms)} ms · render ${Math.round(renderMs)} ms`;
     this.canvas.dataset["nodes"] = String(vis.nodes.length);
     this.canvas.dataset["edges"] = String(vis.edges.length);
     this.canvas.dataset["layoutMs"] = String(Math.round(layout.ms));
@@ -602,6 +602,28 @@ export class GraphView {
     this.ty = r.height / 2 - (b.y + b.h / 2) * this.k;
     this.applyTransform();
   }
+}
+
+function fmtPt(p: Point): string {
+  return `${p.x.toFixed(1)},${p.y.toFixed(1)}`;
+}
+
+/** A smooth path through the layout's points (a straight hop becomes an S-curve). */
+function edgePath(pts: Point[]): string {
+  const a = pts[0] as Point;
+  const b = pts[pts.length - 1] as Point;
+  if (pts.length === 2) {
+    const dx = Math.max(30, Math.abs(b.x - a.x) / 2);
+    return `M${fmtPt(a)}C${fmtPt({ x: a.x + dx, y: a.y })} ${fmtPt({ x: b.x - dx, y: b.y })} ${fmtPt(b)}`;
+  }
+  let d = `M${fmtPt(a)}`;
+  for (let i = 1; i < pts.length - 1; i++) {
+    const p = pts[i] as Point;
+    const q = pts[i + 1] as Point;
+    const mid = i < pts.length - 2 ? { x: (p.x + q.x) / 2, y: (p.y + q.y) / 2 } : q;
+    d += `Q${fmtPt(p)} ${fmtPt(mid)}`;
+  }
+  return d;
 }
 
 function truncate(s: string, n: number): string {

@@ -6,7 +6,7 @@ import { h, replace } from "../dom";
 import type { GNode } from "../model";
 import { DataTable } from "../table";
 import { dominantFrames } from "./inspector";
-import { emptyState, frameEl, nodeChip } from "./widgets";
+import { emptyState, frameEl, nodeChip, tickSpan } from "./widgets";
 
 export class ThreadsView {
   readonly el: HTMLElement;
@@ -32,6 +32,31 @@ export class ThreadsView {
             return typeof v === "string" ? h("span", { class: `verdict v-${v}` }, v) : h("span", { class: "muted" }, "—");
           },
           sort: (n) => String(n.attrs["verdict"] ?? ""),
+        },
+        {
+          title: "for",
+          cls: "num",
+          width: "80px",
+          render: (n) => {
+            const ns = n.attrs["verdict_ns"];
+            return typeof ns === "number" ? tickSpan(ns, this.app.graph?.capturedAtNs ?? null) : "";
+          },
+        },
+        {
+          title: "cpu",
+          cls: "num",
+          width: "64px",
+          render: (n) => {
+            const c = n.attrs["cpu_share"];
+            return typeof c === "number" ? `${Math.round(c * 100)}%` : "—";
+          },
+          sort: (n) => -(Number(n.attrs["cpu_share"]) || 0),
+        },
+        {
+          title: "samples",
+          cls: "num",
+          width: "70px",
+          render: (n) => (typeof n.attrs["samples"] === "number" ? String(n.attrs["samples"]) : "—"),
         },
         {
           title: "dominant frames",

@@ -1,0 +1,275 @@
+"""The investigation UI in a real browser, against the real server and real
+example processes: from "it's stuck" to the line of code in three clicks."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_support import Page, SyntheticProcess, wait_until
+
+from support import EXAMPLES, ExampleProcess, PeepsServer
+
+pytestmark = pytest.mark.browser
+
+EXAMPLE_SOURCE = EXAMPLES / "channel_full_stall" / "__main__.py"
+
+
+def _line_of(path: Path, text: str) -> int:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if text in line:
+            return number
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def _stalled_snapshot(peeps_server: PeepsServer, run_example: type[ExampleProcess]) -> int:
+    example = run_example("channel-full-stall")
+    example.wait_for_output("bounded_sender: sent 15")
+    peeps_server.wait_connected(name="channel-full-stall")
+    time.sleep(0.2)  # the 17th send is now blocked
+    snap = peeps_server.jump()
+    assert snap["responded"] == 1
+    return int(snap["snapshot_id"])
+
+
+def _open(ui: Page, url: str) -> Any:
+    page = ui.page
+    page.goto(url)
+    return page
+
+
+def test_channel_full_stall_from_suspects_to_the_line(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    sid = _stalled_snapshot(peeps_server, run_example)
+    page = _open(ui_page, peeps_server.http_base + "/")
+
+    # Landing view: the suspects, ranked; the full channel is one of them.
+    row = page.locator("[data-testid=suspects-table] tbody tr", has_text="demo.work_queue").first
+    row.wait_for()
+    assert "16/16" in row.inner_text()
+    assert page.locator("[data-testid=snapshot-info]").inner_text().startswith(f"#{sid}")
+    ui_page.shot("test-suspects")
+
+    # Click 1: the suspect opens the inspector on the channel.
+    row.click()
+    inspector = page.locator("[data-testid=inspector]")
+    assert inspector.locator("[data-testid=inspector-label]").inner_text() == "demo.work_queue"
+    assert inspector.locator("[data-testid=channel-depth]").inner_text() == "16 / 16"
+
+    # The blocked sender, and the line of code where it is blocked.
+    waiter = inspector.locator("[data-testid=waiters] [data-testid=wait-row]", has_text="bounded_sender")
+    waiter.wait_for()
+    send_line = _line_of(EXAMPLE_SOURCE, "await queue.send(item)")
+    assert f"channel_full_stall/__main__.py:{send_line}" in waiter.inner_text()
+    assert "send" in waiter.inner_text()
+    # Waiting-since ticks: it grows while we look at it.
+    first = waiter.locator(".tick").inner_text()
+    page.wait_for_timeout(1200)
+    assert waiter.locator(".tick").inner_text() != first
+    ui_page.shot("test-inspector-channel")
+
+    # Click 2: the sender itself: creation site and current stack as path:line.
+    waiter.locator("a.chip").click()
+    assert inspector.locator("[data-testid=inspector-label]").inner_text() == "bounded_sender"
+    created = inspector.locator("[data-testid=created-at]").inner_text()
+    spawn_line = _line_of(EXAMPLE_SOURCE, 'spawn_tracked("bounded_sender"')
+    assert created.endswith(f"channel_full_stall/__main__.py:{spawn_line}")
+    stack = inspector.locator("[data-testid=stack]").inner_text()
+    assert re.search(rf"channel_full_stall/__main__\.py:{send_line}\b", stack)
+    waiting_on = inspector.locator("[data-testid=waiting-on]").inner_text()
+    assert "demo.work_queue" in waiting_on and "16 / 16" in waiting_on
+
+    # Click 3: the graph, focused on the suspect: needs edge sender → channel.
+    inspector.get_by_role("button", name="focus in graph").click()
+    canvas = page.locator("[data-testid=graph-canvas]")
+    canvas.locator("g.node").first.wait_for()
+    ids = canvas.locator("g.node").evaluate_all("els => els.map(e => e.dataset.id)")
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    by_label = {n["label"]: n["id"] for n in graph["nodes"]}
+    assert by_label["bounded_sender"] in ids and by_label["demo.work_queue"] in ids
+    needs = canvas.locator("path.edge.e-needs")
+    assert needs.count() >= 1
+    assert canvas.locator(f'g.node.sel[data-id="{by_label["bounded_sender"]}"]').count() == 1
+
+    # The inspector's event timeline comes from the events API.
+    page.evaluate("id => { location.hash = `#/snapshot/${id[0]}/node/${id[1]}?view=graph`; }",
+                  [sid, by_label["demo.work_queue"]])
+    events = inspector.locator("[data-testid=events]")
+    events.locator("li", has_text="channel.send.blocked").wait_for()
+    ui_page.shot("test-graph-focus")
+
+
+def test_keyboard_navigation_and_deep_link_reload(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    sid = _stalled_snapshot(peeps_server, run_example)
+    page = _open(ui_page, peeps_server.http_base + "/")
+    table = page.locator("[data-testid=suspects-table]")
+    table.locator("tbody tr").first.wait_for()
+    table.focus()
+    page.keyboard.press("ArrowDown")
+    selected = table.locator("tbody tr.sel")
+    assert selected.count() == 1
+    label = page.locator("[data-testid=inspector-label]").inner_text()
+    assert label
+    # Enter opens the graph focused on the suspect.
+    page.keyboard.press("Enter")
+    page.locator("[data-testid=graph-canvas] g.node.sel").wait_for()
+    url = page.url
+    assert re.search(rf"#/snapshot/{sid}/node/[^?]+", url), url
+
+    # Reload restores snapshot, view and node (live is off: the link pins it).
+    page.reload()
+    page.locator("[data-testid=graph-canvas] g.node.sel").wait_for()
+    assert page.locator("[data-testid=inspector-label]").inner_text() == label
+    assert page.locator("[data-testid=tab-graph]").get_attribute("aria-selected") == "true"
+    assert page.locator("[data-testid=snapshot-info]").inner_text().startswith(f"#{sid}")
+
+    # A hand-written deep link in the documented form opens that node.
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    task = next(n for n in graph["nodes"] if n["label"] == "stalled_receiver")
+    page.goto(f"{peeps_server.http_base}/#/snapshot/{sid}/node/{task['id']}")
+    page.locator("[data-testid=inspector-label]", has_text="stalled_receiver").wait_for()
+    waiting_on = page.locator("[data-testid=waiting-on]").inner_text()
+    assert "stalled_receiver.forgot_to_recv" in waiting_on
+
+    # Timeline: a second snapshot; the header moves back to the first with "[".
+    second = peeps_server.jump()["snapshot_id"]
+    page.goto(f"{peeps_server.http_base}/#/snapshot/{second}?view=processes")
+    page.locator("[data-testid=processes-table] tbody tr", has_text="channel-full-stall").wait_for()
+    assert "responded" in page.locator("[data-testid=processes-table]").inner_text()
+    page.locator("body").press("[")
+    wait_until(lambda: page.locator("[data-testid=snapshot-info]").inner_text().startswith(f"#{sid}"),
+               message="the timeline to step back")
+
+
+def test_sql_console_runs_queries_and_shows_errors_verbatim(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    sid = _stalled_snapshot(peeps_server, run_example)
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}?view=sql")
+    page.get_by_role("link", name="Blocked senders on full channels").click()
+    results = page.locator("[data-testid=sql-table]")
+    results.locator("tbody tr").first.wait_for()
+    text = results.inner_text()
+    assert "bounded_sender" in text and "demo.work_queue" in text
+    cells = results.locator("tbody tr", has_text="demo.work_queue").locator("td").all_inner_texts()
+    assert cells[-2:] == ["16", "16"]
+    assert "1 row" in page.locator("[data-testid=sql-meta]").inner_text()
+    ui_page.shot("test-sql")
+
+    bad = "SELECT nope FROM nodes"
+    page.locator("[data-testid=sql-editor]").fill(bad)
+    page.locator("[data-testid=sql-editor]").press("Control+Enter")
+    error = page.locator("[data-testid=sql-error]")
+    error.wait_for()
+    status, body = peeps_server.request("POST", "/api/sql", {"snapshot_id": sid, "sql": bad, "params": []},
+                                        expect_error=True)
+    assert status >= 400
+    assert error.inner_text() == body["error"]["message"]
+
+    # A write is refused by the server, and the refusal is shown as it is.
+    page.locator("[data-testid=sql-editor]").fill("DELETE FROM nodes")
+    page.locator("[data-testid=sql-run]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=sql-error]')?.textContent.length > 0")
+    assert "nodes" in peeps_server.get(f"/api/snapshots/{sid}/graph")
+
+
+def test_threads_tab_shows_sampled_threads(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    sid = _stalled_snapshot(peeps_server, run_example)
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}?view=threads")
+    table = page.locator("[data-testid=threads-table]")
+    row = table.locator("tbody tr", has_text="MainThread")
+    row.wait_for()
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    main = next(n for n in graph["nodes"] if n["kind"] == "thread" and n["label"] == "MainThread")
+    assert main["attrs"]["verdict"] in row.inner_text()
+    top = main["attrs"]["dominant_frames"][0]["frame"].split(" in ")[0]
+    assert top in row.inner_text()
+    row.click()
+    assert page.locator("[data-testid=inspector-label]").inner_text() == "MainThread"
+    ui_page.shot("test-threads")
+
+
+def test_threads_and_requests_tabs_without_data(
+    peeps_server: PeepsServer, synthetic: type[SyntheticProcess], ui_page: Page
+) -> None:
+    synthetic(40, threads=0)
+    peeps_server.wait_connected(name="synthetic")
+    sid = peeps_server.jump()["snapshot_id"]
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}?view=threads")
+    page.locator("[data-testid=threads-empty]", has_text="No threads sampled in this snapshot").wait_for()
+    # The synthetic graph has requests: each with its chain.
+    page.locator("[data-testid=tab-requests]").click()
+    row = page.locator("[data-testid=requests-table] tbody tr", has_text="GET /stage/1").first
+    row.wait_for()
+    assert "response to GET /stage/1" in row.inner_text()
+
+
+def test_jump_now_and_live_refresh(peeps_server: PeepsServer, run_example: type[ExampleProcess],
+                                   ui_page: Page) -> None:
+    sid = _stalled_snapshot(peeps_server, run_example)
+    page = _open(ui_page, peeps_server.http_base + "/")
+    info = page.locator("[data-testid=snapshot-info]")
+    wait_until(lambda: info.inner_text().startswith(f"#{sid}"), message="the first snapshot")
+    assert page.locator("[data-testid=live-toggle]").get_attribute("aria-pressed") == "true"
+    chip = page.locator("[data-testid=header-processes]")
+    assert "channel-full-stall" in chip.inner_text()
+
+    page.locator("[data-testid=jump-now]").click()
+    wait_until(lambda: info.inner_text().startswith(f"#{sid + 1}"), message="jump now to show snapshot +1")
+
+    # Live: a snapshot taken elsewhere appears by itself.
+    peeps_server.jump()
+    wait_until(lambda: info.inner_text().startswith(f"#{sid + 2}"), timeout=15,
+               message="live refresh to follow the newest snapshot")
+    # Live off: the view stays pinned.
+    page.locator("[data-testid=live-toggle]").click()
+    peeps_server.jump()
+    time.sleep(3)
+    assert info.inner_text().startswith(f"#{sid + 2}")
+
+
+def test_two_thousand_node_snapshot_renders_and_stays_interactive(
+    peeps_server: PeepsServer, synthetic: type[SyntheticProcess], ui_page: Page
+) -> None:
+    synthetic(2000)
+    peeps_server.wait_connected(name="synthetic")
+    sid = peeps_server.jump()["snapshot_id"]
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}?view=graph")
+    canvas = page.locator("[data-testid=graph-canvas]")
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=graph-canvas]').dataset.nodes) >= 2000",
+        timeout=90_000,
+    )
+    assert canvas.locator("g.node").count() == 2000
+    ui_page.shot("test-graph-2000")
+
+    # Search finds a node by name and selects it.
+    search = page.locator("[data-testid=graph-search]")
+    search.fill("stage3.worker1")
+    search.press("Enter")
+    page.locator("[data-testid=inspector-label]", has_text="stage3.worker1").wait_for()
+    assert canvas.locator("g.node.sel").count() == 1
+
+    # Filters re-lay out: hiding a node kind removes its nodes.
+    page.locator("[data-testid=filter-kind-future]").uncheck()
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=graph-canvas]').dataset.nodes) < 2000",
+        timeout=90_000,
+    )
+    assert canvas.locator("g.node.k-future").count() == 0
+
+    # Focus mode: a node and its neighbourhood only.
+    page.locator("[data-testid=focus-toggle]").click()
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-testid=graph-canvas]').dataset.nodes) < 60",
+        timeout=30_000,
+    )
+    assert canvas.locator("g.node.sel").count() == 1
