@@ -70,7 +70,7 @@ STACK_LIMIT: Final = 32
 SAME_FRAME_SHARE: Final = 0.9
 SAME_REGION_SHARE: Final = 0.8
 LOW_CPU_SHARE: Final = 0.05
-HIGH_CPU_SHARE: Final = 0.25
+HIGH_CPU_SHARE: Final = 0.1
 #: A verdict needs samples covering at least this share of the window.
 MIN_COVERAGE: Final = 0.4
 MIN_SAMPLES: Final = 5
@@ -212,9 +212,10 @@ class ThreadEntity:
         self.created_mono_ns = time.monotonic_ns()
         self.clock_id = cpu_clock_id(ident, self.native_id)
         self.exited = False
-        #: Sliding window: (mono_ns, code, lineno) and (mono_ns, cpu_ns).
-        self.samples: collections.deque[tuple[int, CodeType, int]] = collections.deque(
-            maxlen=window_len)
+        #: Sliding window: (mono_ns, innermost code, line, program code, line)
+        #: and (mono_ns, cpu_ns).
+        self.samples: collections.deque[tuple[int, CodeType, int, CodeType, int]] = (
+            collections.deque(maxlen=window_len))
         self.cpu: collections.deque[tuple[int, int]] = collections.deque(maxlen=window_len)
         self.top: tuple[CodeType, int] | None = None
         self.top_since = 0
@@ -236,25 +237,34 @@ class ThreadEntity:
     # Called by the sampler only (one writer).
     def record(self, now: int, frame: FrameType, cpu_ns: int | None) -> None:
         code = frame.f_code
-        # Blocked inside a peeps wrapper: attribute the sample to the caller.
-        if code.co_filename.startswith(_PKG_DIR):
-            caller = frame.f_back
-            while caller is not None and caller.f_code.co_filename.startswith(_PKG_DIR):
-                caller = caller.f_back
-            if caller is not None:
-                frame = caller
-                code = caller.f_code
+        skip = _SKIP_FILE.get(code.co_filename)
+        if skip is None:
+            skip = _classify_file(code.co_filename)
+        user: FrameType = frame
+        if skip:
+            # In the standard library or peeps (a lock, a queue, a wrapper): the
+            # region is the innermost frame of the program itself.
+            walk: FrameType | None = frame.f_back
+            while walk is not None:
+                uskip = _SKIP_FILE.get(walk.f_code.co_filename)
+                if uskip is None:
+                    uskip = _classify_file(walk.f_code.co_filename)
+                if not uskip:
+                    user = walk
+                    break
+                walk = walk.f_back
         line = frame.f_lineno or 0
         key = (code, line)
         if key != self.top:
             self.top = key
             self.top_since = now
-        if code is not self.region:
-            self.region = code
+        user_code = user.f_code
+        if user_code is not self.region:
+            self.region = user_code
             self.region_since = now
         if self.first_sample_mono_ns is None:
             self.first_sample_mono_ns = now
-        self.samples.append((now, code, line))
+        self.samples.append((now, code, line, user_code, user.f_lineno or 0))
         if cpu_ns is not None:
             self.cpu.append((now, cpu_ns))
 
@@ -270,18 +280,24 @@ class ThreadEntity:
         if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
             cpu_share = max(0.0, min(1.0, (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])))
         out["cpu_share"] = round(cpu_share, 3) if cpu_share is not None else None
+        by_top: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_frame: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_region: collections.Counter[CodeType] = collections.Counter()
-        for _, code, line in samples:
-            by_frame[(code, line)] += 1
-            by_region[code] += 1
+        for _, code, line, user_code, user_line in samples:
+            by_top[(code, line)] += 1
+            by_frame[(user_code, user_line)] += 1
+            by_region[user_code] += 1
         n = len(samples)
         out["dominant_frames"] = [
             {"frame": format_frame(code, line), "share": round(count / n, 3)}
             for (code, line), count in by_frame.most_common(5)
         ]
         out["dominant_frame"] = out["dominant_frames"][0]["frame"] if n else None
-        top_share = by_frame.most_common(1)[0][1] / n if n else 0.0
+        out["top_frames"] = [
+            {"frame": format_frame(code, line), "share": round(count / n, 3)}
+            for (code, line), count in by_top.most_common(3)
+        ]
+        top_share = by_top.most_common(1)[0][1] / n if n else 0.0
         region_share = by_region.most_common(1)[0][1] / n if n else 0.0
         covered = n >= MIN_SAMPLES and samples[-1][0] - samples[0][0] >= window_ns * MIN_COVERAGE
         name = self.name
@@ -299,10 +315,6 @@ class ThreadEntity:
             verdict_ns = now_mono - self.region_since
         else:
             verdict = "running"
-        if verdict == "blocked" and frame is not None:
-            # Stuck inside the standard library (a lock, a queue, a socket): name
-            # the caller's own line, which is what the user can change.
-            out["dominant_frame"] = user_frame(frame)
         out["verdict"] = verdict
         out["verdict_ns"] = verdict_ns
         return out
@@ -345,6 +357,15 @@ class ThreadEntity:
 
 #: ident -> entity of the live thread with that ident.
 _BY_IDENT: dict[int, ThreadEntity] = {}
+#: filename -> whether it is the standard library or peeps (str hashes are cached).
+_SKIP_FILE: dict[str, bool] = {}
+
+
+def _classify_file(filename: str) -> bool:
+    skip = filename.startswith(_PKG_DIR) or is_stdlib(filename) or filename.startswith("<frozen")
+    if len(_SKIP_FILE) < 10_000:
+        _SKIP_FILE[filename] = skip
+    return skip
 _ENTITY_LOCK = threading.Lock()
 _LOCAL = threading.local()
 
@@ -505,15 +526,26 @@ class Sampler:
 
     # -- sampling ------------------------------------------------------------------
     def _run(self) -> None:
-        interval = 1.0 / self.effective_hz
-        while not self._stop.wait(interval * random.uniform(0.8, 1.2)):
+        # time.sleep, not Event.wait: one GIL hand-off per tick instead of several,
+        # which matters when a spinning thread holds the GIL (each hand-off can
+        # cost a whole switch interval).  Stopping waits at most one interval.
+        sleep = time.sleep
+        uniform = random.uniform
+        stop = self._stop
+        while not stop.is_set():
+            interval = uniform(0.8, 1.2) / self.effective_hz
+            if interval > 0.05:
+                stop.wait(interval)  # backed off: stay promptly stoppable
+            else:
+                sleep(interval)
+            if stop.is_set():
+                return
             try:
                 self.tick()
             except Exception as exc:  # never let the sampler die loudly
                 REGISTRY.part_failed("thread sampler", exc)
                 self.running = False
                 return
-            interval = 1.0 / self.effective_hz
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         try:

@@ -1,0 +1,207 @@
+"""The thread sampler on real threads: verdicts, CPU, vanished threads, its own
+cost and back-off, shutdown, and the SIGPROF mode's documented limit."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import peeps
+from peeps import _registry, _threads
+from peeps._config import STATE
+
+from library._threads_support import thread_node, verdict_of, wait_for_graph, wait_until
+
+HERE = __file__
+
+
+@pytest.fixture
+def sampler() -> Iterator[_threads.Sampler]:
+    started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
+    assert started is not None
+    try:
+        yield started
+    finally:
+        peeps.stop_sampler()
+
+
+class Spinner:
+    """A thread in a tight pure-Python loop until stopped."""
+
+    def __init__(self, name: str = "t.spinner") -> None:
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop:
+            n += 1  # spin line
+
+    def __enter__(self) -> Spinner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop = True
+        self.thread.join(5)
+
+
+def test_blocked_and_spinning_threads_get_their_verdicts(sampler: _threads.Sampler) -> None:
+    release = threading.Event()
+    blocker = threading.Thread(target=release.wait, name="t.blocker", daemon=True)
+    blocker.start()
+    try:
+        with Spinner():
+            graph = wait_for_graph(lambda g: verdict_of(g, "t.spinner") == "spinning"
+                                   and verdict_of(g, "t.blocker") == "blocked")
+    finally:
+        release.set()
+        blocker.join(5)
+    spin = thread_node(graph, "t.spinner")
+    assert spin is not None
+    attrs = spin["attrs"]
+    assert attrs["cpu_share"] >= _threads.HIGH_CPU_SHARE
+    assert attrs["dominant_frame"].startswith(f"{HERE}:")
+    assert attrs["dominant_frame"].endswith(" in run")
+    assert attrs["dominant_frames"][0]["share"] > 0.5
+    assert attrs["verdict_ns"] > 0
+    assert attrs["native_id"] == attrs["native_id"] and attrs["ident"]
+    assert attrs["stack"][-1].endswith(" in run")
+    block = thread_node(graph, "t.blocker")
+    assert block is not None
+    assert block["attrs"]["cpu_share"] <= _threads.LOW_CPU_SHARE
+    # Blocked inside threading.Event.wait: the innermost sampled frame is the
+    # standard library, the dominant frame is the nearest frame of the program.
+    assert "threading.py" in block["attrs"]["top_frames"][0]["frame"]
+    assert block["attrs"]["daemon"] is True
+
+
+def test_pool_workers_waiting_for_work_and_peeps_threads_are_idle(
+        sampler: _threads.Sampler) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="t.pool") as pool:
+        pool.submit(time.sleep, 0).result()
+        graph = wait_for_graph(lambda g: any(
+            n["kind"] == "thread" and n["label"].startswith("t.pool")
+            and n["attrs"]["verdict"] == "idle" for n in g["nodes"]))
+    assert verdict_of(graph, "peeps-sampler") == "idle"
+    sampler_node = thread_node(graph, "peeps-sampler")
+    assert sampler_node is not None and sampler_node["attrs"]["sampler"]["mode"] == "thread"
+
+
+def test_a_thread_that_ends_leaves_the_graph(sampler: _threads.Sampler) -> None:
+    done = threading.Event()
+    worker = threading.Thread(target=done.wait, name="t.short_lived")
+    worker.start()
+    wait_for_graph(lambda g: thread_node(g, "t.short_lived") is not None)
+    done.set()
+    worker.join()
+    wait_for_graph(lambda g: thread_node(g, "t.short_lived") is None)
+    assert not any(e.name == "t.short_lived" for e in _threads._BY_IDENT.values())
+
+
+def test_cpu_clock_matches_pthread_getcpuclockid() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the clock id is only derived from the kernel tid on Linux")
+    me = threading.current_thread()
+    assert me.ident is not None
+    assert _threads.cpu_clock_id(me.ident, me.native_id) == time.pthread_getcpuclockid(me.ident)
+    # An exited thread's clock fails cleanly instead of reading freed memory.
+    gone = threading.Thread(target=lambda: None)
+    gone.start()
+    gone.join()
+    assert gone.ident is not None
+    clock = _threads.cpu_clock_id(gone.ident, gone.native_id)
+    assert _threads._read_cpu_ns(clock) is None
+
+
+def test_sampler_measures_its_cost_and_backs_off_over_budget() -> None:
+    # A budget no sampler can meet: it must halve its rate and say so once.
+    sampler = peeps.start_sampler(mode="thread", hz=200, budget=1e-9)
+    assert sampler is not None
+    try:
+        wait_until(lambda: sampler.backoffs >= 1, timeout=5)
+        stats = peeps.sampler_stats()
+        assert stats is not None
+        assert stats["effective_hz"] < 200
+        assert stats["ticks"] > 0 and stats["cost_ns"] > 0
+        assert 0 < stats["cpu_share"] < 0.5
+    finally:
+        peeps.stop_sampler()
+
+
+def test_shutdown_joins_the_sampler_and_removes_the_hook() -> None:
+    peeps.init("t-threads", sampler="thread", sampler_hz=50)
+    sampler = _threads.current_sampler()
+    assert sampler is not None and sampler.thread_obj is not None
+    assert _registry.thread_waiter_hook is not None
+    peeps.shutdown()
+    assert not sampler.thread_obj.is_alive()
+    assert _threads.current_sampler() is None
+    assert _registry.thread_waiter_hook is None
+
+
+def test_sampler_off_and_disabled_mode_start_nothing() -> None:
+    assert peeps.start_sampler(mode="off") is None
+    STATE.enabled = False
+    try:
+        assert peeps.start_sampler(mode="thread") is None
+        assert _threads.current_thread_entity() is None or True
+    finally:
+        STATE.enabled = True
+    assert not [t for t in threading.enumerate() if t.name == "peeps-sampler"]
+
+
+def test_bad_sampler_settings_raise_and_bad_env_is_ignored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError):
+        peeps.start_sampler(mode="nope")  # type: ignore[arg-type]
+    monkeypatch.setenv("PEEPS_SAMPLER_HZ", "fast")
+    monkeypatch.setenv("PEEPS_SAMPLER", "bogus")
+    sampler = peeps.start_sampler()
+    try:
+        assert sampler is not None
+        assert (sampler.mode, sampler.hz) == ("thread", _threads.DEFAULT_HZ)
+    finally:
+        peeps.stop_sampler()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_sigprof_mode_sees_almost_nothing_while_the_main_thread_sleeps() -> None:
+    """The documented limit: Python runs a SIGPROF handler only on the main
+    thread between bytecodes.  With the main thread in time.sleep and another
+    thread spinning, the kernel's ticks mostly coalesce unseen."""
+    previous = signal.getsignal(signal.SIGPROF)
+    with Spinner("t.sigprof_spinner") as spinner:
+        time.sleep(0.05)
+        counts = {}
+        for mode in ("sigprof", "thread"):
+            sampler = peeps.start_sampler(mode=mode, hz=100, window_s=5)  # type: ignore[arg-type]
+            assert sampler is not None and sampler.mode == mode
+            time.sleep(1.0)  # the main thread sits in a C call for the whole second
+            peeps.stop_sampler()
+            entity = _threads._BY_IDENT.get(spinner.thread.ident or 0)
+            counts[mode] = sampler.ticks
+            assert entity is not None
+        # Contrast: a busy main thread does get the handler run.
+        sampler = peeps.start_sampler(mode="sigprof", hz=100, window_s=5)
+        assert sampler is not None
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            pass
+        peeps.stop_sampler()
+        busy_main_ticks = sampler.ticks
+    print("samples in 1 s at 100 Hz:", counts, "busy main:", busy_main_ticks)
+    assert counts["thread"] >= 10, counts
+    assert counts["sigprof"] <= max(2, counts["thread"] * 0.1), counts
+    assert busy_main_ticks >= 3, busy_main_ticks
+    # The timer is cleared and the handler never left at SIG_DFL (a stray
+    # SIGPROF would kill the process).
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGPROF) in (previous, signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGPROF) != signal.SIG_DFL
