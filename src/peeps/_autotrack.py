@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events as _events
-import asyncio.tasks as _asyncio_tasks
 import time
 import weakref
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from ._registry import REGISTRY
 from ._tasks import (
     _BY_TASK_ID,
     TaskEntity,
+    _current_tasks,
     creation_site,
     current_waiter,
     entity_for_task,
@@ -33,10 +33,6 @@ from ._tasks import (
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
-#: loop -> its running task; the dict ``asyncio.current_task`` reads (3.11-3.13).
-#: (Checked with ``is None``: the dict is usually empty at import time.)
-_maybe_current_tasks: dict[Any, Any] | None = getattr(_asyncio_tasks, "_current_tasks", None)
-_current_tasks: dict[Any, Any] = _maybe_current_tasks if _maybe_current_tasks is not None else {}
 
 
 class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
@@ -92,7 +88,13 @@ class PeepsTaskFactory:
 
 
 def _spawning_entity(loop: asyncio.AbstractEventLoop, task: Any) -> TaskEntity | None:
-    current = _current_tasks.get(loop)
+    if _current_tasks is not None:
+        current = _current_tasks.get(loop)
+    else:
+        try:
+            current = asyncio.current_task(loop)
+        except RuntimeError:
+            return None
     if current is None or current is task:  # an eager task is current during its first step
         return None
     entity = _BY_TASK_ID.get(id(current))

@@ -36,9 +36,9 @@ def _id_of(entity: Any) -> str | None:
 
 
 class _Closable(asyncio.Queue[T]):
-    """``close()`` for every Python version: ``shutdown()`` where it exists,
-    our own equivalent before 3.13 (waiting putters and getters are woken with
-    :class:`ChannelClosed`)."""
+    """``close()`` for every Python version: ``shutdown()`` where it exists
+    (3.13+), our own equivalent before.  No per-operation overrides: before
+    3.13 a closed channel switches to a subclass whose operations check."""
 
     _closed_flag = False
     _close_cause: str | None = None
@@ -53,6 +53,7 @@ class _Closable(asyncio.Queue[T]):
         if _HAS_SHUTDOWN:
             asyncio.Queue.shutdown(self)  # type: ignore[attr-defined]
             return
+        self.__class__ = _closed_class(type(self))
         for waiters in (self._putters, self._getters):  # type: ignore[attr-defined]
             for fut in list(waiters):
                 if not fut.done():
@@ -68,26 +69,41 @@ class _Closable(asyncio.Queue[T]):
                 self._closed_flag = True
                 self._close_cause = "shutdown(immediate=True)" if immediate else "shutdown"
             super().shutdown(immediate)  # type: ignore[misc]
-    else:
-        def put_nowait(self, item: T) -> None:
-            if self._closed_flag:
-                raise ChannelClosed(self._close_cause or "channel closed")
-            super().put_nowait(item)
 
-        def get_nowait(self) -> T:
-            if self._closed_flag and self.empty():
-                raise ChannelClosed(self._close_cause or "channel closed")
-            return super().get_nowait()
 
-        async def put(self, item: T) -> None:
-            if self._closed_flag:
-                raise ChannelClosed(self._close_cause or "channel closed")
-            return await super().put(item)
+_CLOSED_CLASSES: dict[type[Any], type[Any]] = {}
 
-        async def get(self) -> T:
-            if self._closed_flag and self.empty():
-                raise ChannelClosed(self._close_cause or "channel closed")
-            return await super().get()
+
+def _closed_class(cls: type[Any]) -> type[Any]:
+    """``cls`` plus closed checks on every operation (before 3.13)."""
+    closed = _CLOSED_CLASSES.get(cls)
+    if closed is not None:
+        return closed
+
+    def _err(self: Any) -> Exception:
+        return ChannelClosed(self._close_cause or "channel closed")
+
+    def put_nowait(self: Any, item: Any) -> None:
+        raise _err(self)
+
+    def get_nowait(self: Any) -> Any:
+        if self.empty():
+            raise _err(self)
+        return super(closed, self).get_nowait()  # type: ignore[arg-type]
+
+    async def put(self: Any, item: Any) -> None:
+        raise _err(self)
+
+    async def get(self: Any) -> Any:
+        return get_nowait(self)
+
+    closed = type(cls.__name__, (cls,), {
+        "put_nowait": put_nowait, "get_nowait": get_nowait, "put": put, "get": get,
+        "send": put, "recv": get, "send_nowait": put_nowait, "recv_nowait": get_nowait,
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+    })
+    _CLOSED_CLASSES[cls] = closed
+    return closed
 
 
 class PlainChannel(_Closable[T], Generic[T]):
@@ -140,7 +156,6 @@ class Channel(_Closable[T], Generic[T]):
         self._peeps_name = name if name is not None else _default_label(self._peeps_location)
         self._peeps_meta = meta or None
         self._peeps_created_mono_ns = time.monotonic_ns()
-        self._peeps_sent = 0
         self._peeps_received = 0
         self._peeps_tasks_done = 0
         self._peeps_closed_by: str | None = None
@@ -152,17 +167,13 @@ class Channel(_Closable[T], Generic[T]):
     def name(self) -> str:
         return self._peeps_name
 
-    def put_nowait(self, item: T) -> None:
-        super().put_nowait(item)
-        self._peeps_sent += 1
-
     def get_nowait(self) -> T:
         item = super().get_nowait()
         self._peeps_received += 1
         return item
 
     async def put(self, item: T) -> None:
-        if not self.full() or self.closed:
+        if not self.full() or self._closed_flag:
             return self.put_nowait(item)
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "send")
@@ -176,7 +187,7 @@ class Channel(_Closable[T], Generic[T]):
         return None
 
     async def get(self) -> T:
-        if not self.empty() or self.closed:
+        if not self.empty():
             return self.get_nowait()
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "recv")
@@ -222,14 +233,15 @@ class Channel(_Closable[T], Generic[T]):
 
     send = put
     recv = get
-    send_nowait = put_nowait
+    send_nowait = asyncio.Queue.put_nowait
     recv_nowait = get_nowait
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             capacity=self.maxsize or None,
             depth=self.qsize(),
-            sent=self._peeps_sent,
+            # Every item put was either received or is still queued.
+            sent=self._peeps_received + self.qsize(),
             received=self._peeps_received,
             blocked_senders=self._peeps_waiters.count("send"),
             blocked_receivers=self._peeps_waiters.count("recv"),
