@@ -47,7 +47,7 @@ def test_channel_full_stall_is_queryable_by_sql(peeps_server: PeepsServer, run_e
         JOIN nodes p ON p.id = e.src JOIN nodes c ON c.id = e.dst
         WHERE e.kind = 'spawned' ORDER BY child""")
     assert [r["child"] for r in spawned] == ["bounded_sender", "stalled_receiver"]
-    assert {r["parent"] for r in spawned} == {"Task-1"}
+    assert {r["parent"] for r in spawned} == {"main"}  # the asyncio.run task, named by its coroutine
 
     [proc] = peeps_server.rows(sid, "SELECT process_name, status FROM snapshot_processes")
     assert proc == {"process_name": "channel-full-stall", "status": "responded"}
