@@ -5,6 +5,7 @@ The public API is re-exported here; implementation lives in underscored modules.
 
 __version__ = "0.1.0"
 
+from . import io as io
 from . import rpc as rpc
 from . import shared_memory as shared_memory
 from . import tasks as tasks
@@ -90,6 +91,7 @@ __all__ = [
     "init_named",
     "install_task_factory",
     "interval",
+    "io",
     "is_enabled",
     "lock_order_reports",
     "oneshot",
