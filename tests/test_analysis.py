@@ -241,3 +241,23 @@ def test_random_graphs_never_crash_and_rank_stably() -> None:
 def test_format_chain_unknown_node() -> None:
     with pytest.raises(KeyError):
         format_chain([], [], "task:nope")
+
+
+def test_structural_await_edges_do_not_hide_real_waiters() -> None:
+    """A gather awaiting its children (a needs edge with no measured wait) must not
+    make the children count as intermediate links: their own waits are suspects."""
+    nodes = [node("task:main", "task", "main"),
+             node("group:g", "group", "gather(2)"),
+             node("task:h", "task", "permit_holder", **LOC),
+             node("task:w", "task", "permit_waiter", **LOC),
+             node("sem:1", "semaphore", "demo.api_gate", permits_total=1, permits_available=0),
+             node("event:1", "event", "demo.never_set")]
+    edges = [edge("task:main", "group:g", "needs", op="await"),
+             edge("group:g", "task:h", "needs", op="await"),
+             edge("group:g", "task:w", "needs", op="await"),
+             holds("task:h", "sem:1", 2.0),
+             needs("task:h", "event:1", "wait", 2.0),
+             needs("task:w", "sem:1", "acquire", 2.0)]
+    titles = [s["title"] for s in find_suspects(nodes, edges) if s["kind"] == "long_wait"]
+    assert "task permit_waiter waiting 2s on semaphore demo.api_gate held by task permit_holder" in titles
+    assert any(t.startswith("task permit_holder waiting") for t in titles)

@@ -183,8 +183,13 @@ def find_long_waits(index: GraphIndex, thresholds: Thresholds,
     suspects: list[Suspect] = []
     skip = in_cycle or set()
     for waiter in sorted(index.wait_out):
-        if waiter in skip or waiter in index.needs_in:
-            continue  # cycles are reported whole; intermediate waiters belong to their origin
+        if waiter in skip or any(a.duration_ns is not None
+                                 for a in index.needs_in.get(waiter, ())):
+            # Cycles are reported whole, and a waiter that something else has been
+            # waiting on (measurably) belongs to that origin's chain.  Structural
+            # await edges (a gather awaiting its children) carry no duration and
+            # must not hide the real waiters behind them.
+            continue
         for arc in index.wait_out[waiter]:
             if arc.relation != "needs":
                 continue
