@@ -62,7 +62,11 @@ class WebServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "peeps.web", *self.args], env=env,
                                      stdout=subprocess.PIPE, stderr=self._log_file, text=True)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.02):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        if not self._ready.is_set():
             self.stop(kill=True)
             raise RuntimeError(f"peeps-web did not start:\n{''.join(self.stdout)}\n{self.log()}")
         return self

@@ -60,8 +60,9 @@ SERVICES: Final = web.AppKey("services", Services)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"status": status, "message": message}}, status=status)
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message}}, status=status,
+                             headers=headers)
 
 
 @web.middleware
@@ -76,7 +77,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"no such route: {request.method} {request.path}"
         elif exc.status == 405:
             message = f"method {request.method} not allowed on {request.path}"
-        return json_error(exc.status, message or exc.reason)
+        # Keep headers the status requires (Allow on 405).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_error(exc.status, message or exc.reason, kept)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
