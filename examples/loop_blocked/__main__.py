@@ -16,6 +16,7 @@ or:   scripts/run-example loop-blocked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import peeps
@@ -51,7 +52,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

@@ -17,6 +17,7 @@ or:   scripts/run-example mutex-lock-order-inversion
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -61,7 +62,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         main()
-    except KeyboardInterrupt:
-        pass

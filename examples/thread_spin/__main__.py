@@ -13,6 +13,7 @@ or:   scripts/run-example thread-spin
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -52,7 +53,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         main()
-    except KeyboardInterrupt:
-        pass

@@ -4,19 +4,19 @@ until a condition holds (never sleep-and-hope), and pick nodes out of it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import peeps
 
-Graph = dict[str, Any]
+Graph = Mapping[str, Any]
 
 
 def wait_for_graph(predicate: Callable[[Graph], bool], timeout: float = 5.0,
-                   interval: float = 0.02) -> Graph:
+                   interval: float = 0.02) -> dict[str, Any]:
     """``collect_graph()`` until ``predicate`` holds; fail with the last graph."""
     deadline = time.monotonic() + timeout
-    graph: Graph = dict(peeps.collect_graph())
+    graph: dict[str, Any] = dict(peeps.collect_graph())
     while not predicate(graph):
         if time.monotonic() > deadline:
             summary = [(n["kind"], n["label"], n["attrs"].get("verdict"))

@@ -1,0 +1,137 @@
+"""Lock-order validation: inversions are reported with both acquisition sites
+before anything deadlocks, once, in the graph, the events and the API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import peeps
+from library._threads_support import edges, node_labelled
+from peeps import _lockdep
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lock_orders() -> Iterator[None]:
+    _lockdep.reset()
+    yield
+    _lockdep.reset()
+
+
+def in_thread(fn: object) -> None:
+    t = threading.Thread(target=fn)  # type: ignore[arg-type]
+    t.start()
+    t.join(5)
+
+
+def test_opposite_orders_are_reported_without_any_deadlock() -> None:
+    a = peeps.ThreadLock("t.dep.a")
+    b = peeps.ThreadLock("t.dep.b")
+
+    def a_then_b() -> None:
+        with a, b:  # site one
+            pass
+
+    def b_then_a() -> None:
+        with b, a:  # site two
+            pass
+
+    in_thread(a_then_b)
+    assert peeps.lock_order_reports() == []
+    in_thread(b_then_a)  # runs after the first thread: no deadlock ever happens
+    [report] = peeps.lock_order_reports()
+    assert report["cycle"] == ["t.dep.b", "t.dep.a", "t.dep.b"]
+    sites = {(o["first"], o["then"]): o["site"] for o in report["orders"]}
+    src = Path(__file__).read_text().splitlines()
+    one = src.index("        with a, b:  # site one") + 1
+    two = src.index("        with b, a:  # site two") + 1
+    assert sites == {("t.dep.a", "t.dep.b"): f"{__file__}:{one}",
+                     ("t.dep.b", "t.dep.a"): f"{__file__}:{two}"}
+    assert all(o["stack"][-1].endswith(("in a_then_b", "in b_then_a")) for o in report["orders"])
+
+    graph = peeps.collect_graph()
+    node = node_labelled(graph, report["title"], "lockdep")
+    assert {e["dst"] for e in edges(graph, "touches", src=node["id"])} == {a._peeps_id, b._peeps_id}
+    assert node_labelled(graph, "t.dep.a")["attrs"]["lockdep_reports"] == [report["id"]]
+    [event] = [e for e in graph["events"] if e["name"] == "lock.order.inversion"]
+    assert event["attrs"]["cycle"] == report["cycle"]
+    assert sorted(event["attrs"]["sites"]) == sorted(sites.values())
+
+    in_thread(b_then_a)  # the same inversion again: still one report
+    assert len(peeps.lock_order_reports()) == 1
+
+
+def test_a_consistent_order_and_recursion_report_nothing() -> None:
+    outer = peeps.ThreadRLock("t.dep.outer")
+    inner = peeps.ThreadLock("t.dep.inner")
+    for _ in range(3):
+        with outer, outer, inner:
+            pass
+    assert peeps.lock_order_reports() == []
+
+
+def test_a_three_lock_cycle_is_found() -> None:
+    x, y, z = (peeps.ThreadLock(f"t.dep.{n}") for n in "xyz")
+    for first, second in ((x, y), (y, z), (z, x)):
+        with first, second:
+            pass
+    [report] = peeps.lock_order_reports()
+    assert report["cycle"] == ["t.dep.z", "t.dep.x", "t.dep.y", "t.dep.z"]
+    assert len(report["orders"]) == 3
+
+
+def test_unnamed_locks_are_classed_by_creation_site() -> None:
+    def make() -> peeps.ThreadLock:
+        return peeps.ThreadLock()  # one class for every lock made here
+
+    first, second = make(), make()
+    named = peeps.ThreadLock("t.dep.named")
+    with first, named:
+        pass
+    with named, second:  # a different lock, but the same class as ``first``
+        pass
+    [report] = peeps.lock_order_reports()
+    assert any(cls.startswith(f"{__file__}:") for cls in report["cycle"])
+
+
+def test_inversion_is_reported_before_the_blocking_acquire() -> None:
+    """The deadlocking order: reported while the second thread is about to block."""
+    left = peeps.ThreadLock("t.dep.left")
+    right = peeps.ThreadLock("t.dep.right")
+    with left, right:
+        pass
+    reported = threading.Event()
+    left.acquire()
+
+    def inverted() -> None:
+        with right:
+            # left is held by the main thread: this acquire blocks.
+            if left.acquire(timeout=5):
+                left.release()
+
+    t = threading.Thread(target=inverted)
+    t.start()
+    try:
+        for _ in range(500):
+            if peeps.lock_order_reports():
+                reported.set()
+                break
+            t.join(0.01)
+    finally:
+        left.release()
+        t.join(5)
+    assert reported.is_set()
+
+
+def test_lockdep_off_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lockdep, "ENABLED", False)
+    a = peeps.ThreadLock("t.dep.off.a")
+    b = peeps.ThreadLock("t.dep.off.b")
+    with a, b:
+        pass
+    with b, a:
+        pass
+    assert peeps.lock_order_reports() == []

@@ -1,0 +1,118 @@
+"""Event-loop stall detection on a real loop blocked by real synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import peeps
+from library._threads_support import edges, node_labelled, wait_for_graph
+from peeps import _watchdog
+
+HERE = __file__
+
+
+def _stall_events(loop_id: str) -> list[dict[str, Any]]:
+    return [dict(e) for e in peeps.collect_graph()["events"]
+            if e["name"] == "loop.stall" and e["entity_id"] == loop_id]
+
+
+def _stalled_loop(graph: Mapping[str, Any]) -> bool:
+    return any(n["kind"] == "loop" and n["attrs"]["stalled"] and n["attrs"]["task_id"]
+               for n in graph["nodes"])
+
+
+def test_stall_is_visible_while_it_lasts_and_recorded_when_it_ends() -> None:
+    during: dict[str, Any] = {}
+
+    async def blocker() -> None:
+        await asyncio.sleep(0.1)
+        time.sleep(0.6)  # the stall
+
+    async def main() -> None:
+        watch = peeps.watch_loop(threshold_ms=50)
+        assert watch is not None
+        task = peeps.tasks.spawn_tracked("t.stall.blocker", blocker())
+        # The snapshot is taken from another thread while the loop is stuck.
+        snapper = threading.Thread(
+            target=lambda: during.update(graph=wait_for_graph(_stalled_loop, timeout=3)))
+        snapper.start()
+        await task
+        await asyncio.sleep(0.1)  # let the heartbeat come back and record the stall
+        snapper.join(5)
+        watch.stop()
+
+    asyncio.run(main())
+    graph = during["graph"]
+    loop_node = next(n for n in graph["nodes"] if n["kind"] == "loop")
+    task_node = node_labelled(graph, "t.stall.blocker", "task")
+    attrs = loop_node["attrs"]
+    assert attrs["stalled_ns"] > 50_000_000
+    assert attrs["task_id"] == task_node["id"] and attrs["task_name"] == "t.stall.blocker"
+    line = Path(HERE).read_text().splitlines().index("        time.sleep(0.6)  # the stall") + 1
+    assert attrs["frame"] == f"{HERE}:{line} in blocker"
+    assert attrs["stack"][-1] == attrs["frame"]
+    [step] = edges(graph, "needs", src=loop_node["id"])
+    assert step["dst"] == task_node["id"] and step["attrs"]["op"] == "step"
+
+    [event] = _stall_events(loop_node["id"])
+    ev = event["attrs"]
+    assert 500_000_000 <= ev["duration_ns"] < 2_000_000_000
+    assert ev["task_id"] == task_node["id"] and ev["frame"] == attrs["frame"]
+    assert ev["location"] == f"{HERE}:{line}"
+    assert event["entity_id"] == loop_node["id"] and event["parent_entity_id"] == task_node["id"]
+
+
+def test_an_idle_or_busy_but_yielding_loop_has_no_stalls() -> None:
+    async def main() -> tuple[int, str]:
+        watch = peeps.watch_loop(threshold_ms=50)
+        assert watch is not None
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            time.sleep(0.005)  # short steps are fine
+        stalls = watch.stalls
+        watch.stop()
+        return stalls, watch._peeps_id
+
+    stalls, loop_id = asyncio.run(main())
+    assert stalls == 0
+    assert _stall_events(loop_id) == []
+
+
+def test_init_watchdog_watches_loops_started_later_and_shutdown_unhooks() -> None:
+    original = asyncio.events._set_running_loop
+    peeps.init("t-watchdog", sampler="off", watchdog=True, stall_threshold_ms=30)
+    assert asyncio.events._set_running_loop is not original
+
+    async def main() -> _watchdog.LoopWatch:
+        await asyncio.sleep(0.05)
+        [watch] = _watchdog.watched_loops()
+        time.sleep(0.2)
+        await asyncio.sleep(0.1)
+        return watch
+
+    watch = asyncio.run(main())
+    assert watch.stalls == 1 and len(_stall_events(watch._peeps_id)) == 1
+    peeps.shutdown()
+    assert asyncio.events._set_running_loop is original
+    assert not [t for t in threading.enumerate() if t.name == "peeps-watchdog"]
+    assert _watchdog.watched_loops() == []
+
+
+def test_a_stopped_loop_is_not_a_stalled_loop() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        watch = peeps.watch_loop(loop, threshold_ms=20)
+        assert watch is not None
+        loop.run_until_complete(asyncio.sleep(0.05))
+        time.sleep(0.2)  # the loop is not running: nobody is starved
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert watch.stalls == 0
+        watch.stop()
+    finally:
+        loop.close()
