@@ -59,26 +59,40 @@ def current_span() -> tuple[str, str] | None:
     return _CURRENT.get()
 
 
-def _header(metadata: Mapping[str, Any] | None, name: str) -> str | None:
-    """A metadata value by case-insensitive name (HTTP headers arrive lower-cased)."""
-    if not metadata:
-        return None
-    value = metadata.get(name)
-    if value is None:
-        lowered = name.lower()
-        for key in list(metadata.keys()):
-            if isinstance(key, str) and key.lower() == lowered:
-                value = metadata[key]
-                break
+def _clean(value: Any) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         return None
-    value = value.strip()
+    text: str = value.strip()
     # Ids are opaque but bounded: a hostile header must not bloat the graph.
-    if not value or len(value) > 128:
+    if not text or len(text) > 128:
         return None
-    return value
+    return text
+
+
+def incoming_ids(metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The ``peeps.*`` ids in incoming metadata, by lower-case name.
+
+    Names match case-insensitively (HTTP/2 and gRPC lower-case them; a plain
+    dict may not): exact lookups first, one scan of the keys only if needed.
+    """
+    found: dict[str, str] = {}
+    if not metadata:
+        return found
+    for name in HEADER_NAMES:
+        value = _clean(metadata.get(name))
+        if value is not None:
+            found[name] = value
+    if len(found) < len(HEADER_NAMES):
+        for key in list(metadata.keys()):
+            if isinstance(key, str):
+                lowered = key.lower()
+                if lowered in HEADER_NAMES and lowered not in found:
+                    value = _clean(metadata[key])
+                    if value is not None:
+                        found[lowered] = value
+    return found
 
 
 class _RpcBase:
@@ -238,12 +252,13 @@ class Response(_RpcBase):
                  location: Location | None) -> None:
         super().__init__(method, meta, location)
         self.peer = peer
-        incoming = _header(metadata, SPAN_ID)
+        ids = incoming_ids(metadata)
+        incoming = ids.get(SPAN_ID)
         #: Whether the caller sent peeps ids (else this response starts a chain).
         self.propagated = incoming is not None
         self.span_id = incoming or new_span_id()
-        self.parent_span_id = _header(metadata, PARENT_SPAN_ID)
-        self.chain_id = _header(metadata, CHAIN_ID) or self.span_id
+        self.parent_span_id = ids.get(PARENT_SPAN_ID)
+        self.chain_id = ids.get(CHAIN_ID) or self.span_id
         self.state = "queued"
         self._handler: Waiter | None = None
         self.connection_id: str | None = None
