@@ -74,6 +74,8 @@ HIGH_CPU_SHARE: Final = 0.1
 #: A verdict needs samples covering at least this share of the window.
 MIN_COVERAGE: Final = 0.4
 MIN_SAMPLES: Final = 5
+#: Each thread's CPU clock is read at most this often (a system call per read).
+CPU_INTERVAL_NS: Final = 100_000_000
 
 _STDLIB_DIRS: Final = tuple(
     {os.path.normpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],
@@ -179,6 +181,10 @@ class ThreadEntity:
         "__weakref__",
         "clock_id",
         "cpu",
+        "cpu_read_mono_ns",
+        "last_frame_id",
+        "last_lasti",
+        "last_sample",
         "created_mono_ns",
         "daemon",
         "exited",
@@ -222,6 +228,10 @@ class ThreadEntity:
         self.region: CodeType | None = None
         self.region_since = 0
         self.first_sample_mono_ns: int | None = None
+        self.cpu_read_mono_ns = 0
+        self.last_frame_id = 0
+        self.last_lasti = -1
+        self.last_sample: tuple[CodeType, int, CodeType, int] | None = None
 
     def thread(self) -> threading.Thread | None:
         return self.thread_ref() if self.thread_ref is not None else None
@@ -236,6 +246,14 @@ class ThreadEntity:
 
     # Called by the sampler only (one writer).
     def record(self, now: int, frame: FrameType, cpu_ns: int | None) -> None:
+        last = self.last_sample
+        if (last is not None and id(frame) == self.last_frame_id and frame.f_code is last[0]
+                and frame.f_lasti == self.last_lasti):
+            # Parked where it was at the last tick: same frame, same instruction.
+            self.samples.append((now, *last))
+            if cpu_ns is not None:
+                self.cpu.append((now, cpu_ns))
+            return
         code = frame.f_code
         skip = _SKIP_FILE.get(code.co_filename)
         if skip is None:
@@ -264,9 +282,14 @@ class ThreadEntity:
             self.region_since = now
         if self.first_sample_mono_ns is None:
             self.first_sample_mono_ns = now
-        self.samples.append((now, code, line, user_code, user.f_lineno or 0))
+        sample = (code, line, user_code, user.f_lineno or 0)
+        self.samples.append((now, *sample))
         if cpu_ns is not None:
             self.cpu.append((now, cpu_ns))
+        self.last_sample = sample
+        # The frame's id, not the frame: holding it would keep its locals alive.
+        self.last_frame_id = id(frame)
+        self.last_lasti = frame.f_lasti
 
     # -- snapshot side ------------------------------------------------------------
     def analyse(self, now_mono: int, window_ns: int,
@@ -575,6 +598,7 @@ class Sampler:
         active: dict[int, threading.Thread] = getattr(threading, "_active", {})
         tasks = REGISTRY.tasks
         clock_gettime_ns = time.clock_gettime_ns
+        cpu_interval = int(CPU_INTERVAL_NS * self.hz / self.effective_hz)
         try:
             for ident, frame in frames.items():
                 entity = by_ident.get(ident)
@@ -586,9 +610,12 @@ class Sampler:
                         continue
                 elif entity.id not in tasks:
                     tasks[entity.id] = entity
+                # A CPU clock read is a system call (~1-4 µs); frames are cheap.
+                # So the clock is read at most every cpu_interval per thread.
                 cpu_ns: int | None = None
                 clock_id = entity.clock_id
-                if clock_id is not None:
+                if clock_id is not None and now - entity.cpu_read_mono_ns >= cpu_interval:
+                    entity.cpu_read_mono_ns = now
                     try:
                         cpu_ns = clock_gettime_ns(clock_id)
                     except OSError:

@@ -1,0 +1,147 @@
+"""Threads: the thread-lock fast path and the sampler's cost (pyperf).
+
+    python bench/bench_threads.py -o bench/results/threads.json [--fast | --debug-single-value]
+    python bench/bench_threads.py --sampler-cpu     # the sampler thread's own CPU, measured live
+
+Benchmark names are ``<operation>:<variant>`` (``plain`` is the baseline):
+
+  thread_lock        acquire() + release() of an uncontended lock
+  thread_lock_with   ``with lock: pass``
+  thread_rlock       acquire() + release() of an uncontended RLock
+      plain           threading.Lock / RLock
+      peeps           peeps.ThreadLock / ThreadRLock (lock-order validation on, the default)
+      peeps_nolockdep same with PEEPS_LOCKDEP=0
+      disabled        peeps.ThreadLock with peeps switched off (it *is* threading.Lock)
+  sampler_tick_N_threads:peeps   one sampler tick with N extra threads parked in
+                                 Event.wait (per-tick CPU; x Hz = share of a core)
+
+``--sampler-cpu`` runs the real sampler thread at 100 Hz for a few seconds with 10
+and 100 parked threads and prints the CPU share it measured for itself
+(``time.thread_time`` of the sampler thread over wall time).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyperf
+
+import peeps
+from peeps import _lockdep, _threads
+from peeps._config import STATE
+
+
+def _lock_pair(variant: str, rlock: bool = False) -> Callable[[int], float]:
+    def run(loops: int) -> float:
+        STATE.enabled = variant != "disabled"
+        _lockdep.ENABLED = variant != "peeps_nolockdep"
+        try:
+            lock: Any
+            if variant == "plain":
+                lock = threading.RLock() if rlock else threading.Lock()
+            else:
+                lock = peeps.ThreadRLock("bench") if rlock else peeps.ThreadLock("bench")
+            acquire, release = lock.acquire, lock.release
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                acquire()
+                release()
+            return time.perf_counter() - t0
+        finally:
+            STATE.enabled = True
+            _lockdep.ENABLED = True
+
+    return run
+
+
+def _lock_with(variant: str) -> Callable[[int], float]:
+    def run(loops: int) -> float:
+        STATE.enabled = variant != "disabled"
+        _lockdep.ENABLED = variant != "peeps_nolockdep"
+        try:
+            lock: Any = threading.Lock() if variant == "plain" else peeps.ThreadLock("bench")
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                with lock:
+                    pass
+            return time.perf_counter() - t0
+        finally:
+            STATE.enabled = True
+            _lockdep.ENABLED = True
+
+    return run
+
+
+class _Parked:
+    """N threads parked in Event.wait, the common state of a pool."""
+
+    def __init__(self, n: int) -> None:
+        self.release = threading.Event()
+        self.threads = [threading.Thread(target=self.release.wait, daemon=True,
+                                         name=f"parked-{i}") for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        for t in self.threads:
+            t.join()
+
+
+def _sampler_tick(n_threads: int) -> Callable[[int], float]:
+    def run(loops: int) -> float:
+        parked = _Parked(n_threads)
+        sampler = _threads.Sampler(mode="thread", hz=100, window_s=1.0)
+        try:
+            tick = sampler.tick
+            tick()  # first sight creates the entities: not the steady state
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                tick()
+            return time.perf_counter() - t0
+        finally:
+            parked.stop()
+
+    return run
+
+
+def sampler_cpu(seconds: float = 3.0) -> None:
+    """Print the live sampler's own CPU share at 100 Hz with 10 and 100 threads."""
+    for n in (10, 100):
+        parked = _Parked(n)
+        sampler = peeps.start_sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
+        assert sampler is not None
+        time.sleep(seconds)
+        stats = sampler.stats()
+        peeps.stop_sampler()
+        parked.stop()
+        ticks_per_s = stats["ticks"] / seconds
+        print(f"sampler at 100 Hz, {n + 2} threads: {stats['cpu_share'] * 100:.2f}% of a core "
+              f"({stats['cost_ns'] / max(1, stats['ticks']) / 1000:.0f} µs/tick, "
+              f"{ticks_per_s:.0f} ticks/s)")
+
+
+def main() -> None:
+    if "--sampler-cpu" in sys.argv:
+        sampler_cpu()
+        return
+    runner = pyperf.Runner()
+    runner.metadata["description"] = __doc__.splitlines()[0] if __doc__ else ""
+    for variant in ("plain", "peeps", "peeps_nolockdep", "disabled"):
+        runner.bench_time_func(f"thread_lock:{variant}", _lock_pair(variant))
+    for variant in ("plain", "peeps", "peeps_nolockdep"):
+        runner.bench_time_func(f"thread_lock_with:{variant}", _lock_with(variant))
+    for variant in ("plain", "peeps"):
+        runner.bench_time_func(f"thread_rlock:{variant}", _lock_pair(variant, rlock=True))
+    for n in (10, 100):
+        runner.bench_time_func(f"sampler_tick_{n}_threads:peeps", _sampler_tick(n))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PEEPS_SAMPLER", "off")
+    main()
