@@ -308,3 +308,51 @@ def test_public_namespaces_reexport_and_the_core_never_imports_aiohttp() -> None
     code = ("import sys, peeps, peeps.rpc, peeps.shared_memory, peeps.analysis; "
             "assert 'aiohttp' not in sys.modules, 'peeps imported aiohttp'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _rpc_graphs() -> Any:
+    from hypothesis import strategies as st
+
+    spans = st.sampled_from(["s1", "s2", "s3", "s4"])
+    procs = st.sampled_from(["a-1", "b-2", "c-3"])
+    node = st.tuples(st.sampled_from(["request", "response", "task"]), procs, spans,
+                     st.booleans(), st.one_of(st.none(), spans))
+    return st.lists(node, max_size=12)
+
+
+def test_join_properties_hold_for_any_mix_of_requests_and_responses() -> None:
+    import copy
+
+    from hypothesis import given, settings
+
+    @settings(max_examples=200, deadline=None)
+    @given(_rpc_graphs())
+    def check(raw: list[tuple[str, str, str, bool, str | None]]) -> None:
+        nodes = [_node(proc, f"{kind}:{i}", kind, span_id=span, propagated=prop,
+                       parent_span_id=parent)
+                 for i, (kind, proc, span, prop, parent) in enumerate(raw)]
+        before = copy.deepcopy(nodes)
+        out_nodes, out_edges = join_cross_process(nodes, [])
+        assert nodes == before  # input untouched
+        by_id = {n["id"]: n for n in out_nodes}
+        assert len(by_id) == len(out_nodes)  # ids stay unique
+        for e in out_edges:  # every edge lands on real or ghost nodes
+            assert e["src"] in by_id and e["dst"] in by_id
+        responses = {n["attrs"]["span_id"] for n in nodes if n["kind"] == "response"}
+        requests = {n["attrs"]["span_id"] for n in nodes if n["kind"] == "request"}
+        for n in nodes:
+            joined = [e for e in out_edges if e["attrs"].get("joined")
+                      and n["id"] in (e["src"], e["dst"])]
+            span = n["attrs"]["span_id"]
+            if n["kind"] == "request":
+                assert joined and all(by_id[e["dst"]]["attrs"]["span_id"] == span
+                                      for e in joined)
+                assert any(by_id[e["dst"]]["attrs"].get("ghost") for e in joined) == (
+                    span not in responses)
+            elif n["kind"] == "response":
+                expect_ghost = span not in requests and n["attrs"]["propagated"]
+                assert any(by_id[e["src"]]["attrs"].get("ghost") for e in joined) == expect_ghost
+        again = join_cross_process(out_nodes, out_edges)
+        assert (len(again[0]), len(again[1])) == (len(out_nodes), len(out_edges))
+
+    check()
