@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from ._config import STATE
+from ._reply_encoder import encode_reply_frame, gc_paused, release_in_slices
 from ._registry import REGISTRY
 from ._snapshot import collect_graph
 from .types import (
@@ -157,19 +158,25 @@ class Collector:
         snapshot_id = request.get("snapshot_id")
         if not isinstance(snapshot_id, int):
             raise FrameError("snapshot_request without an integer snapshot_id")
-        graph = collect_graph()
-        reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
-                 "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
-        try:
-            frame = encode_frame(reply, max_frame_bytes=self.max_frame_bytes)
-        except FrameError as exc:
-            # Too big to send whole: send what fits and say so, rather than nothing.
-            graph["events"] = []
-            graph["nodes"] = graph["nodes"][: max(1, len(graph["nodes"]) // 4)]
-            kept = {n["id"] for n in graph["nodes"]}
-            graph["edges"] = [e for e in graph["edges"] if e["src"] in kept and e["dst"] in kept]
-            reply["truncated"] = str(exc)
-            frame = encode_frame(reply, max_frame_bytes=self.max_frame_bytes)
+        # Building and encoding the reply must not stall the host's event loop:
+        # see _reply_encoder.py (GC paused, encoding in GIL-releasing slices).
+        with gc_paused():
+            graph = collect_graph()
+            reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
+                     "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
+            try:
+                frame = encode_reply_frame(reply, max_frame_bytes=self.max_frame_bytes)
+            except FrameError as exc:
+                # Too big to send whole: send what fits and say so, rather than nothing.
+                graph["events"] = []
+                graph["nodes"] = graph["nodes"][: max(1, len(graph["nodes"]) // 4)]
+                kept = {n["id"] for n in graph["nodes"]}
+                graph["edges"] = [e for e in graph["edges"]
+                                  if e["src"] in kept and e["dst"] in kept]
+                reply["truncated"] = str(exc)
+                frame = encode_reply_frame(reply, max_frame_bytes=self.max_frame_bytes)
+            release_in_slices(graph)
+            del graph, reply
         sock.sendall(frame)
         self.snapshots_answered += 1
 
