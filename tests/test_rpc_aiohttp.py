@@ -127,6 +127,8 @@ def test_client_failure_and_http_errors_are_recorded() -> None:
         return await asyncio.to_thread(peeps.collect_graph)
 
     graph = asyncio.run(scenario())
+    pools = [n for n in graph["nodes"] if n["kind"] == "connection" and n["attrs"].get("pooled")]
+    assert pools and all(p["attrs"]["state"] == "closed" for p in pools)  # session closed
     failed = [e for e in graph["events"] if e["name"] == "rpc.request.failed"
               and e["attrs"]["target"] == "http://127.0.0.1:1"]
     assert failed and failed[-1]["attrs"]["outcome"] == "failed"

@@ -19,6 +19,7 @@ from typing import Any, SupportsIndex
 from ._config import STATE
 from ._providers import _register
 from ._registry import (
+    REGISTRY,
     Clock,
     Location,
     WaitSet,
@@ -62,6 +63,7 @@ class Connection:
         "eof",
         "extra",
         "in_flight",
+        "is_closed",
         "label",
         "last_activity_mono_ns",
         "local",
@@ -94,6 +96,9 @@ class Connection:
         self.in_flight = 0
         self.requests = 0
         self.closed = False
+        #: For connections peeps does not close itself (an HTTP client pool):
+        #: asked at snapshot time whether the owner has closed it.
+        self.is_closed: Callable[[], bool] | None = None
         self.eof = False
         self.extra: dict[str, Any] = {}
         self.waiters = WaitSet()
@@ -101,6 +106,16 @@ class Connection:
         if transport is not None:
             self.attach_transport(transport)
         _remember(self)
+        REGISTRY.emit(self._peeps_id, "net.connection.opened",
+                      {"role": role, "transport": transport_kind, "peer": self.peer,
+                       "local": self.local})
+
+    def mark_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            REGISTRY.emit(self._peeps_id, "net.connection.closed",
+                          {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                           "requests": self.requests})
 
     @property
     def id(self) -> str:
@@ -132,7 +147,7 @@ class Connection:
         self.last_activity_mono_ns = time.monotonic_ns()
 
     def state(self) -> str:
-        if self.closed:
+        if self.closed or (self.is_closed is not None and self.is_closed()):
             return "closed"
         transport = self.transport_ref()
         if transport is not None and transport.is_closing():
@@ -245,7 +260,7 @@ class TrackedStreamWriter(asyncio.StreamWriter):
     def close(self) -> None:
         super().close()
         if self._peeps_conn is not None:
-            self._peeps_conn.closed = True
+            self._peeps_conn.mark_closed()
 
     async def drain(self) -> None:
         conn = self._peeps_conn

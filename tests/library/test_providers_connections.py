@@ -71,6 +71,12 @@ def test_stream_connection_counts_bytes_and_shows_blocked_reader() -> None:
     assert (edge["src"], edge["kind"], edge["attrs"]["op"]) == (blocked["id"], "needs", "recv")
     # The server closed its side: the client saw EOF.
     assert connections(after)["client"]["attrs"]["state"] in ("eof", "closing")
+    opened = [e for e in after["events"] if e["name"] == "net.connection.opened"
+              and e["entity_id"] in (client["id"], server["id"])]
+    assert len(opened) == 2
+    closed = [e for e in after["events"] if e["name"] == "net.connection.closed"
+              and e["entity_id"] == server["id"]]
+    assert closed and closed[0]["attrs"]["bytes_out"] == 10
 
 
 def test_unix_stream_connection_is_tracked_and_dropped_when_collected() -> None:

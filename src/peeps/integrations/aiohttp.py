@@ -65,6 +65,13 @@ def _pool(session: aiohttp.ClientSession, origin: str) -> Connection:
         conn = pools[origin] = Connection(role="client", transport_kind="aiohttp",
                                           peer=origin, label=f"http pool → {origin}")
         conn.extra["pooled"] = True
+        session_ref = weakref.ref(session)
+
+        def session_closed() -> bool:
+            owner = session_ref()
+            return owner is None or owner.closed
+
+        conn.is_closed = session_closed
     return conn
 
 
