@@ -303,6 +303,10 @@ def collect_providers(now: Clock, nodes: list[Node], edges: list[Edge]) -> None:
                                     timeout_ns=int(p.timeout_s * 1e9), skipped=False))
             _emit_failure(p.name, "timeout", err)
             continue
+        if call.thread is not None:
+            # It has answered and is exiting: let it, so no provider thread
+            # outlives the snapshot that started it.
+            call.thread.join(0.05)
         _finish(p, call.result, call.error, now, nodes, edges)
 
 
