@@ -67,7 +67,7 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
     g = 0
     while len(nodes) < n_nodes:
         g += 1
-        group = node("group", f"workers[{g}]", children=8)
+        group = node("group", f"workers[{g}]")
         edge(main, group, "spawned")
         cap = 32
         full = g % 7 == 0
@@ -82,13 +82,17 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
                     ghost=g % 11 == 0)
         edge(req, resp, "needs", op="await", waited_ns=rnd.randint(1, 30) * 10**8)
         tasks = []
-        for t in range(8):
+        roles = []
+        # Groups differ in size and in what their tasks wait on, like a real
+        # service's worker pools do.
+        for t in range(rnd.randint(4, 12)):
             task = node("task", f"stage{g}.worker{t}", state="pending",
                         coro=f"worker{t}", tracked=True, stack=stack(f"worker{t}"))
             tasks.append(task)
             edge(group, task, "spawned")
             waited = rnd.randint(1, 120) * 10**8
-            role = t % 6
+            role = 0 if t == 0 else rnd.randrange(6)
+            roles.append(role)
             if role == 0:
                 edge(task, chan, "needs", op="send" if full else "recv", waited_ns=waited)
             elif role == 1:
@@ -104,12 +108,18 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
             else:
                 fut = node("future", f"future in worker{t}", type="Future")
                 edge(task, fut, "needs", op="await", waited_ns=waited)
-            if t in (0, 3):
+            if rnd.random() < 0.25:
                 edge(task, chan, "touches")
-        edge(tasks[6], lock, "holds", held_ns=rnd.randint(1, 90) * 10**9)
-        edge(tasks[7], sem, "holds", held_ns=rnd.randint(1, 9) * 10**9)
+        # The lock and the semaphore are held by tasks that wait on something
+        # else (a holder waiting on its own lock would be a deadlock suspect).
+        lock_holder = next((tk for tk, r in zip(tasks, roles, strict=True) if r != 1), None)
+        if lock_holder:
+            edge(lock_holder, lock, "holds", held_ns=rnd.randint(1, 90) * 10**9)
+        sem_holder = next((tk for tk, r in zip(reversed(tasks), reversed(roles), strict=True) if r != 2), None)
+        if sem_holder:
+            edge(sem_holder, sem, "holds", held_ns=rnd.randint(1, 9) * 10**9)
         if g % 9 == 0:
-            edge(tasks[7], group, "closed_by")
+            edge(tasks[-1], group, "closed_by")
         events.append({"id": len(events) + 1, "ts_ns": 0, "entity_id": chan,
                        "name": "channel.send.blocked" if full else "channel.recv.ok",
                        "parent_entity_id": tasks[0], "attrs": {"depth": depth}})

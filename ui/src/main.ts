@@ -2,7 +2,7 @@
 // URL hash, and starts polling and the ticking clock.
 
 import "./style.css";
-import { App, VIEWS, type ViewName, parseHash } from "./app";
+import { App, type Change, VIEWS, type ViewName, parseHash } from "./app";
 import { h, replace } from "./dom";
 import { GraphView } from "./graph/view";
 import { Header } from "./views/header";
@@ -17,6 +17,7 @@ import { tickAll } from "./views/widgets";
 interface View {
   el: HTMLElement;
   focus?: () => void;
+  update?: (changes: Set<Change>) => void;
 }
 
 function boot(root: HTMLElement): void {
@@ -58,6 +59,21 @@ function boot(root: HTMLElement): void {
     h("div", { class: "workspace" }, h("div", { class: "main-col" }, tabs, banner, viewHost), inspector.el),
   );
 
+  // Tabular views render only while visible: a hidden view collects the
+  // changes it missed and catches up when it is shown (a 2,000-node snapshot
+  // costs nothing in the tabs nobody is looking at).
+  const missed = new Map<ViewName, Set<Change>>();
+  app.subscribe((changes) => {
+    for (const [name, v] of Object.entries(views) as [ViewName, View][]) {
+      if (!v.update || v === graph) continue;
+      const acc = missed.get(name) ?? new Set<Change>();
+      for (const c of changes) acc.add(c);
+      if (name === app.view) {
+        missed.delete(name);
+        v.update(acc);
+      } else missed.set(name, acc);
+    }
+  });
   app.subscribe((changes) => {
     if (changes.has("view")) {
       for (const [name, v] of Object.entries(views)) v.el.hidden = name !== app.view;

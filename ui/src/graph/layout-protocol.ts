@@ -34,4 +34,6 @@ export interface LayoutResponse {
   ms: number;
   components: number;
   error?: string;
+  /** Set on interim progress messages (0..1); the final answer has none. */
+  progress?: number;
 }

@@ -32,7 +32,12 @@ export interface LayoutResult {
 
 let worker: Worker | null = null;
 let seq = 0;
-let pending: { seq: number; resolve: (r: LayoutResponse) => void; reject: (e: Error) => void } | null = null;
+let pending: {
+  seq: number;
+  resolve: (r: LayoutResponse) => void;
+  reject: (e: Error) => void;
+  onProgress?: ((share: number) => void) | undefined;
+} | null = null;
 
 function getWorker(): Worker {
   if (!worker) {
@@ -40,6 +45,10 @@ function getWorker(): Worker {
     worker.onmessage = (ev: MessageEvent<LayoutResponse>) => {
       const p = pending;
       if (!p || ev.data.seq !== p.seq) return;
+      if (ev.data.progress !== undefined) {
+        p.onProgress?.(ev.data.progress);
+        return;
+      }
       pending = null;
       if (ev.data.error) p.reject(new Error(ev.data.error));
       else p.resolve(ev.data);
@@ -66,12 +75,17 @@ export function cancelLayout(): void {
   }
 }
 
-export function layoutGraph(nodes: LayoutNodeIn[], edges: LayoutEdgeIn[], aspect: number): Promise<LayoutResult> {
+export function layoutGraph(
+  nodes: LayoutNodeIn[],
+  edges: LayoutEdgeIn[],
+  aspect: number,
+  onProgress?: (share: number) => void,
+): Promise<LayoutResult> {
   cancelLayout();
   const started = performance.now();
   const my = ++seq;
   return new Promise<LayoutResponse>((resolve, reject) => {
-    pending = { seq: my, resolve, reject };
+    pending = { seq: my, resolve, reject, onProgress };
     getWorker().postMessage({ seq: my, nodes, edges, aspect });
   }).then((r) => {
     const boxes = new Map<string, Box>();

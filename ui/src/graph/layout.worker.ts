@@ -159,6 +159,30 @@ function gridBlock(singles: LayoutNodeIn[], width: number): Placed {
   return { width: Math.min(singles.length, cols) * cellW - NODE_SEP * 2, height: rows * cellH - NODE_SEP, nodes, edges: new Map() };
 }
 
+/**
+ * Islands laid out before, by their exact content (node ids and sizes, edge
+ * ids and ends).  Live refresh brings a new snapshot every few seconds in
+ * which most islands have not changed; they are not laid out again.
+ */
+const cache = new Map<string, Placed>();
+const CACHE_LIMIT = 4000;
+
+function componentKey(c: Component): string {
+  const n = c.nodes.map((x) => `${x.id}/${x.width}/${x.height}`).sort();
+  const e = c.edges.map((x) => `${x.id}/${x.src}/${x.dst}/${x.kind}`).sort();
+  return `${n.join("|")}#${e.join("|")}`;
+}
+
+function layoutCached(c: Component): Placed {
+  const key = componentKey(c);
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const placed = layoutComponent(c);
+  if (cache.size >= CACHE_LIMIT) cache.clear();
+  cache.set(key, placed);
+  return placed;
+}
+
 function layout(req: LayoutRequest): LayoutResponse {
   const started = performance.now();
   const { comps, free } = components(req.nodes, req.edges);
@@ -166,7 +190,19 @@ function layout(req: LayoutRequest): LayoutResponse {
   const singles = comps.filter((c) => c.nodes.length === 1 && c.edges.length === 0).map((c) => c.nodes[0] as LayoutNodeIn);
   // Largest islands first: that is where long chains and pile-ups are.
   multi.sort((a, b) => b.nodes.length - a.nodes.length || b.edges.length - a.edges.length);
-  const placed = multi.map(layoutComponent);
+  const total = multi.reduce((s, c) => s + c.nodes.length, 0);
+  let done = 0;
+  let lastReport = performance.now();
+  const placed = multi.map((c) => {
+    const p = layoutCached(c);
+    done += c.nodes.length;
+    const now = performance.now();
+    if (now - lastReport > 150) {
+      lastReport = now;
+      ctx.postMessage({ seq: req.seq, progress: done / total } as LayoutResponse);
+    }
+    return p;
+  });
   const area = placed.reduce((s, p) => s + (p.width + GAP) * (p.height + GAP), 0) + singles.length * 260 * 52;
   const widest = placed.reduce((m, p) => Math.max(m, p.width), 0);
   const target = Math.max(widest, Math.sqrt(area * (req.aspect || 1.8)), 900);

@@ -15,6 +15,8 @@ import { isFull, subtitle } from "../summary";
 import { EDGE_KINDS } from "../types";
 import { type LayoutResult, type Point, layoutGraph } from "./layout";
 
+/** Above this many visible nodes, selection and search do not dim the rest. */
+const DIM_LIMIT = 400;
 const NODE_W = 212;
 const NODE_H = 38;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -64,6 +66,11 @@ export class GraphView {
   private tx = 0;
   private ty = 0;
   private k = 1;
+  /** The transform the SVG was last painted with (see previewTransform). */
+  private committed = { k: 1, tx: 0, ty: 0 };
+  private commitTimer: number | null = null;
+  /** Canvas size, kept by a ResizeObserver so no handler forces a layout. */
+  private size = { width: 0, height: 0 };
   private layoutSeq = 0;
   private matches: string[] = [];
   private matchIdx = -1;
@@ -110,6 +117,10 @@ export class GraphView {
       if (app.focus) app.setFocus({ ...app.focus, depth: d });
     });
     this.installPanZoom();
+    new ResizeObserver((entries) => {
+      const r = entries[0]?.contentRect;
+      if (r) this.size = { width: r.width, height: r.height };
+    }).observe(this.canvas);
     this.canvas.addEventListener("keydown", (ev) => this.onKey(ev));
     app.subscribe((c) => this.update(c));
   }
@@ -218,13 +229,17 @@ export class GraphView {
       return;
     }
     const seq = ++this.layoutSeq;
-    this.setOverlay(`Laying out ${fmtCount(vis.nodes.length)} nodes, ${fmtCount(vis.edges.length)} edges…`, true);
-    const r = this.canvas.getBoundingClientRect();
+    const what = `Laying out ${fmtCount(vis.nodes.length)} nodes, ${fmtCount(vis.edges.length)} edges…`;
+    this.setOverlay(what, true);
+    const r = this.canvasSize();
     const aspect = r.width > 0 && r.height > 0 ? Math.max(0.8, Math.min(3, r.width / r.height)) : 1.8;
     layoutGraph(
       vis.nodes.map((n) => ({ id: n.id, width: NODE_W, height: NODE_H })),
       vis.edges.map((e) => ({ id: e.key, src: e.src, dst: e.dst, kind: e.kind, reversed: e.kind === "holds" })),
       aspect,
+      (share) => {
+        if (seq === this.layoutSeq) this.setOverlay(`${what} ${Math.round(share * 100)}%`, true);
+      },
     )
       .then((layout) => {
         if (seq !== this.layoutSeq) return;
@@ -309,6 +324,7 @@ export class GraphView {
     parts.push("</g></g></svg>");
     this.canvas.innerHTML = parts.join("");
     this.svg = this.canvas.querySelector("svg");
+    this.svg?.classList.toggle("dim-others", vis.nodes.length <= DIM_LIMIT);
     this.viewport = this.canvas.querySelector("g.vp");
     this.nodeEls.clear();
     this.edgeEls.clear();
@@ -326,6 +342,7 @@ export class GraphView {
     this.canvas.dataset["nodes"] = String(vis.nodes.length);
     this.canvas.dataset["edges"] = String(vis.edges.length);
     this.canvas.dataset["layoutMs"] = String(Math.round(layout.ms));
+    this.canvas.dataset["workerMs"] = String(Math.round(layout.workerMs));
     this.canvas.dataset["renderMs"] = String(Math.round(renderMs));
     if (vis.nodes.length === 0) this.setOverlay("No nodes match the filters.", false);
     else this.setOverlay(null, false);
@@ -362,6 +379,8 @@ export class GraphView {
           this.nodeEls.get(e.src === sel ? e.dst : e.src)?.classList.add("nb");
         }
       }
+      // Dimming everything else restyles every node; on big graphs that costs
+      // more than it helps, so only small graphs dim (see .dim-others).
       this.svg.classList.toggle("has-sel", !!el);
       if (center && this.pendingCenter === sel && el) this.centerOn(sel);
     } else this.svg.classList.remove("has-sel");
@@ -512,7 +531,7 @@ export class GraphView {
         ev.preventDefault();
         const r = this.canvas.getBoundingClientRect();
         const factor = Math.exp(-ev.deltaY * (ev.deltaMode === 1 ? 0.05 : 0.0015));
-        this.zoomAt(ev.clientX - r.left, ev.clientY - r.top, factor);
+        this.zoomAt(ev.clientX - r.left, ev.clientY - r.top, factor, true);
       },
       { passive: false },
     );
@@ -529,14 +548,17 @@ export class GraphView {
       drag.moved = true;
       this.tx = drag.tx + dx;
       this.ty = drag.ty + dy;
-      this.applyTransform();
+      this.previewTransform();
     });
     window.addEventListener("pointerup", (ev) => {
       if (!drag) return;
       const wasDrag = drag.moved;
       drag = null;
       this.canvas.classList.remove("panning");
-      if (wasDrag) return;
+      if (wasDrag) {
+        this.applyTransform();
+        return;
+      }
       const target = (ev.target as Element | null)?.closest?.("g.node") as SVGGElement | null;
       if (target && this.canvas.contains(target)) {
         const id = target.dataset["id"];
@@ -554,31 +576,57 @@ export class GraphView {
     });
   }
 
+  /**
+   * During a wheel or drag gesture, move the already painted SVG as one
+   * composited layer (a CSS transform) instead of repainting thousands of
+   * shapes per frame; repaint crisp once the gesture settles.
+   */
+  private previewTransform(): void {
+    if (!this.svg) return;
+    const c = this.committed;
+    const s = this.k / c.k;
+    const dx = this.tx - c.tx * s;
+    const dy = this.ty - c.ty * s;
+    this.svg.style.transform = `translate(${dx.toFixed(1)}px,${dy.toFixed(1)}px) scale(${s.toFixed(4)})`;
+    if (this.commitTimer !== null) window.clearTimeout(this.commitTimer);
+    this.commitTimer = window.setTimeout(() => {
+      this.commitTimer = null;
+      this.applyTransform();
+    }, 140);
+  }
+
   private applyTransform(): void {
+    if (this.commitTimer !== null) {
+      window.clearTimeout(this.commitTimer);
+      this.commitTimer = null;
+    }
     if (!this.viewport || !this.svg) return;
     this.viewport.setAttribute("transform", `translate(${this.tx.toFixed(1)},${this.ty.toFixed(1)}) scale(${this.k.toFixed(4)})`);
+    this.svg.style.transform = "";
+    this.committed = { k: this.k, tx: this.tx, ty: this.ty };
     this.svg.classList.toggle("lod-mid", this.k < 0.55);
     this.svg.classList.toggle("lod-low", this.k < 0.22);
   }
 
-  private zoomAt(x: number, y: number, factor: number): void {
+  private zoomAt(x: number, y: number, factor: number, gesture = false): void {
     const k = Math.max(0.02, Math.min(4, this.k * factor));
     const f = k / this.k;
     this.tx = x - (x - this.tx) * f;
     this.ty = y - (y - this.ty) * f;
     this.k = k;
-    this.applyTransform();
+    if (gesture) this.previewTransform();
+    else this.applyTransform();
   }
 
   private zoomBy(factor: number): void {
-    const r = this.canvas.getBoundingClientRect();
+    const r = this.canvasSize();
     this.zoomAt(r.width / 2, r.height / 2, factor);
   }
 
   fit(): void {
     if (!this.shown) return;
     const { width, height } = this.shown.layout;
-    const r = this.canvas.getBoundingClientRect();
+    const r = this.canvasSize();
     if (!r.width || !r.height || !width || !height) return;
     const pad = 24;
     const k = Math.max(0.02, Math.min(1.2, (r.width - 2 * pad) / width, (r.height - 2 * pad) / height));
@@ -588,11 +636,19 @@ export class GraphView {
     this.applyTransform();
   }
 
+  private canvasSize(): { width: number; height: number } {
+    if (!this.size.width || !this.size.height) {
+      const r = this.canvas.getBoundingClientRect();
+      this.size = { width: r.width, height: r.height };
+    }
+    return this.size;
+  }
+
   /** Bring a node into view; leaves the view alone when it is already visible. */
   private centerOn(id: string): void {
     const b = this.shown?.layout.nodes.get(id);
     if (!b) return;
-    const r = this.canvas.getBoundingClientRect();
+    const r = this.canvasSize();
     const sx = b.x * this.k + this.tx;
     const sy = b.y * this.k + this.ty;
     const visible = sx >= 0 && sy >= 0 && sx + b.w * this.k <= r.width && sy + b.h * this.k <= r.height;

@@ -46,7 +46,6 @@ export class ProcessesView {
       ],
     });
     this.el = h("section", { class: "view view-processes" }, this.body);
-    app.subscribe((c) => this.update(c));
   }
 
   focus(): void {

@@ -90,7 +90,6 @@ export class RequestsView {
       ],
     });
     this.el = h("section", { class: "view view-requests" }, this.summary, this.body);
-    app.subscribe((c) => this.update(c));
   }
 
   focus(): void {

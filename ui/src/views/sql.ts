@@ -128,7 +128,6 @@ export class SqlView {
         this.results,
       ),
     );
-    app.subscribe((c) => this.update(c));
   }
 
   focus(): void {

@@ -89,7 +89,6 @@ export class SuspectsView {
       ],
     });
     this.el = h("section", { class: "view view-suspects" }, this.summary, this.body);
-    app.subscribe((c) => this.update(c));
   }
 
   private pick(r: Row): void {

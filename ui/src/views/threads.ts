@@ -81,7 +81,6 @@ export class ThreadsView {
       ],
     });
     this.el = h("section", { class: "view view-threads" }, this.summary, this.body);
-    app.subscribe((c) => this.update(c));
   }
 
   focus(): void {
