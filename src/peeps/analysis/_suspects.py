@@ -225,8 +225,8 @@ def find_long_waits(index: GraphIndex, thresholds: Thresholds,
 
 def find_full_channels(index: GraphIndex) -> list[Suspect]:
     suspects: list[Suspect] = []
-    for key, node in sorted(index.nodes.items()):
-        if not is_full_channel(node):
+    for key, node in index.nodes.items():
+        if node.get("kind") != "channel" or not is_full_channel(node):
             continue
         blocked = int_attr(node, "blocked_senders") or 0
         if blocked <= 0:
@@ -294,9 +294,11 @@ def _where(attrs: Mapping[str, Any]) -> str | None:
 
 def find_thread_verdicts(index: GraphIndex, thresholds: Thresholds) -> list[Suspect]:
     suspects: list[Suspect] = []
-    for key, node in sorted(index.nodes.items()):
-        attrs = attrs_of(node)
+    for key, node in index.nodes.items():
         kind = node.get("kind")
+        if kind != "thread" and kind != "task":
+            continue
+        attrs = attrs_of(node)
         duration = _first_int(attrs, "verdict_ns", "stuck_ns", "step_ns", "duration_ns")
         where = _where(attrs)
         at = f" at {where}" if where else ""
@@ -348,7 +350,7 @@ def find_loop_stalls(index: GraphIndex, events: Iterable[Mapping[str, Any]],
             reason="the loop did not come back" + (f"; stack during the stall: {where}"
                                                     if where else ""),
             duration_ns=duration, node_ids=ids, proc_key=proc_key))
-    for key, node in sorted(index.nodes.items()):
+    for key, node in index.nodes.items():
         if node.get("kind") != "loop":
             continue
         stalled = int_attr(node, "stalled_ns")

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     label TEXT NOT NULL,
     attrs_json TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS nodes_by_snapshot ON nodes (snapshot_id, proc_key, id);
+CREATE INDEX IF NOT EXISTS nodes_by_id ON nodes (snapshot_id, id);
 CREATE TABLE IF NOT EXISTS edges (
     snapshot_id INTEGER NOT NULL,
     proc_key TEXT NOT NULL,
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS edges (
     kind TEXT NOT NULL,
     attrs_json TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS edges_by_snapshot ON edges (snapshot_id, proc_key, src);
+CREATE INDEX IF NOT EXISTS edges_by_src ON edges (snapshot_id, src);
+CREATE INDEX IF NOT EXISTS edges_by_dst ON edges (snapshot_id, dst);
 CREATE TABLE IF NOT EXISTS events (
     snapshot_id INTEGER NOT NULL,
     proc_key TEXT NOT NULL,
