@@ -23,7 +23,7 @@ from typing import Any
 
 from . import _lockdep
 from ._config import STATE
-from ._lockdep import HELD
+from ._lockdep import HELD_BY_THREAD, held_here
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
 from ._threads import current_thread_entity, entity_for_ident
 from .types import Edge, Node
@@ -135,10 +135,7 @@ class _Instrumented:
 
 
 def _lockdep_push(lock: Any) -> list[Any]:
-    try:
-        held: list[Any] = HELD.locks
-    except AttributeError:  # pragma: no cover - _Held.__init__ runs per thread
-        held = HELD.locks = []
+    held: list[Any] = held_here()
     if held:
         _lockdep.check(held, lock)
     held.append(lock)
@@ -186,23 +183,33 @@ class ThreadLock(_Instrumented):
         self._lockdep_held: list[Any] | None = None
         self._peeps_init(name, meta, capture_location())
 
+    # The fast path is written out in full (no helper calls): each Python call
+    # costs about as much as the whole plain acquire/release pair.
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._try(False):
-            self._owner = _get_ident()
+            me = self._owner = _get_ident()
             self._since = _monotonic_ns()
             self._peeps_acquisitions += 1
             if _lockdep.ENABLED:
-                self._lockdep_held = _lockdep_push(self)
+                held = HELD_BY_THREAD.get(me)
+                if held is None:
+                    held = _lockdep.held_by(me)
+                elif held:
+                    _lockdep.check(held, self)
+                held.append(self)
+                self._lockdep_held = held
             return True
         if not blocking:
             return False
         return self._acquire_contended(timeout)
 
+    __enter__ = acquire
+
     def _acquire_contended(self, timeout: float) -> bool:
         waiter = _waiter()
         self._peeps_contentions += 1
-        if _lockdep.ENABLED and HELD.locks:
-            _lockdep.check(HELD.locks, self)
+        if _lockdep.ENABLED and held_here():
+            _lockdep.check(held_here(), self)
         self._peeps_waiters.add(waiter, "acquire")
         start = _monotonic_ns()
         try:
@@ -216,29 +223,47 @@ class ThreadLock(_Instrumented):
             self._since = now
             self._peeps_acquisitions += 1
             if _lockdep.ENABLED:
-                HELD.locks.append(self)
-                self._lockdep_held = HELD.locks
+                held = held_here()
+                held.append(self)
+                self._lockdep_held = held
         return acquired
 
     def release(self) -> None:
         if self._owner is not None:
-            self._held(_monotonic_ns() - self._since)
+            held_ns = _monotonic_ns() - self._since
+            self._peeps_hold_total_ns += held_ns
+            if held_ns > self._peeps_hold_max_ns:
+                self._peeps_hold_max_ns = held_ns
             self._owner = None
             held = self._lockdep_held
-            if held:
-                _lockdep_pop(held, self)
-            self._lockdep_held = None
+            if held is not None:
+                if held and held[-1] is self:
+                    held.pop()
+                else:
+                    _lockdep_pop(held, self)
+                self._lockdep_held = None
+        self._lock.release()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # release(), written out again: ``with`` is the common case.
+        if self._owner is not None:
+            held_ns = _monotonic_ns() - self._since
+            self._peeps_hold_total_ns += held_ns
+            if held_ns > self._peeps_hold_max_ns:
+                self._peeps_hold_max_ns = held_ns
+            self._owner = None
+            held = self._lockdep_held
+            if held is not None:
+                if held and held[-1] is self:
+                    held.pop()
+                else:
+                    _lockdep_pop(held, self)
+                self._lockdep_held = None
         self._lock.release()
 
     def locked(self) -> bool:
         return self._lock.locked()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.release()
 
     # threading.Condition protocol.
     def _release_save(self) -> Any:
@@ -292,8 +317,8 @@ class ThreadRLock(_Instrumented):
             return False
         waiter = _waiter()
         self._peeps_contentions += 1
-        if _lockdep.ENABLED and HELD.locks:
-            _lockdep.check(HELD.locks, self)
+        if _lockdep.ENABLED and held_here():
+            _lockdep.check(held_here(), self)
         self._peeps_waiters.add(waiter, "acquire")
         start = _monotonic_ns()
         try:
@@ -317,8 +342,9 @@ class ThreadRLock(_Instrumented):
         self._peeps_acquisitions += 1
         if _lockdep.ENABLED:
             if contended:
-                HELD.locks.append(self)
-                self._lockdep_held = HELD.locks
+                held = held_here()
+                held.append(self)
+                self._lockdep_held = held
             else:
                 self._lockdep_held = _lockdep_push(self)
 
@@ -656,8 +682,8 @@ class ThreadRWLock(PlainRWLock):
         stats = self._stats
         waiter = _waiter()
         stats._peeps_contentions += 1
-        if _lockdep.ENABLED and HELD.locks:
-            _lockdep.check(HELD.locks, stats)
+        if _lockdep.ENABLED and held_here():
+            _lockdep.check(held_here(), stats)
         stats._peeps_waiters.add(waiter, op)
         start = _monotonic_ns()
         try:
@@ -679,7 +705,7 @@ class ThreadRWLock(PlainRWLock):
         if since is not None:
             self._stats._held(_monotonic_ns() - since)
         if _lockdep.ENABLED:
-            _lockdep_pop(HELD.locks, self._stats)
+            _lockdep_pop(held_here(), self._stats)
 
 
 class _RWStats(_Instrumented):

@@ -442,6 +442,9 @@ def _forget(entity: ThreadEntity) -> None:
     entity.exited = True
     if _BY_IDENT.get(entity.ident) is entity:
         _BY_IDENT.pop(entity.ident, None)
+        from ._lockdep import forget_thread
+
+        forget_thread(entity.ident)
     REGISTRY.tasks.pop(entity.id, None)
 
 
