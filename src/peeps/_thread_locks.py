@@ -106,10 +106,10 @@ class _Instrumented:
             "held_ns": max((now - since for _, _, since in holders), default=None),
             "acquisitions": self._peeps_acquisitions,
             "contentions": self._peeps_contentions,
-            "wait_total_ns": self._peeps_wait_total_ns,
-            "wait_max_ns": self._peeps_wait_max_ns,
-            "hold_total_ns": self._peeps_hold_total_ns,
-            "hold_max_ns": self._peeps_hold_max_ns,
+            "total_wait_ns": self._peeps_wait_total_ns,
+            "max_wait_ns": self._peeps_wait_max_ns,
+            "total_hold_ns": self._peeps_hold_total_ns,
+            "max_hold_ns": self._peeps_hold_max_ns,
             **self._extra_attrs(),
         }
 
@@ -129,6 +129,7 @@ class _Instrumented:
                           "attrs": {"count": count, "since_ns": now.wall_of(since),
                                     "held_ns": max(0, now.mono_ns - since)}})
         attrs["holder_thread_ids"] = holder_ids
+        attrs["holder"] = holder_ids[0] if holder_ids else None
         node: Node = {"id": self._peeps_id, "kind": "thread_lock", "label": self._peeps_name,
                       "attrs": attrs}
         return node, edges

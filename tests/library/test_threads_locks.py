@@ -71,13 +71,13 @@ def test_holder_holds_and_blocked_thread_needs_the_lock() -> None:
     assert needed["src"] == waiter_node["id"] and needed["attrs"]["op"] == "acquire"
     attrs = node["attrs"]
     assert attrs["locked"] is True and attrs["waiters"] == 1 and attrs["contentions"] == 1
-    assert attrs["holder_thread_ids"] == [holder_node["id"]]
+    assert attrs["holder_thread_ids"] == [holder_node["id"]] and attrs["holder"] == holder_node["id"]
     assert attrs["meta"]["ctx.location"].startswith(__file__)
     # After both are done: counts and timings add up, nobody holds it.
     stats = lock.statistics()
     assert stats["acquisitions"] == 2 and stats["contentions"] == 1
-    assert stats["wait_total_ns"] >= stats["wait_max_ns"] > 0
-    assert stats["hold_total_ns"] >= stats["hold_max_ns"] > 0
+    assert stats["total_wait_ns"] >= stats["max_wait_ns"] > 0
+    assert stats["total_hold_ns"] >= stats["max_hold_ns"] > 0
     assert stats["locked"] is False and stats["waiters"] == 0
 
 
