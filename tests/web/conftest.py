@@ -36,16 +36,36 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 
 @pytest.fixture
 def server(start_server: StartServer) -> WebServer:
+    """A fresh server for tests that need an empty database or stop it."""
     return start_server("--snapshot-timeout-ms", "1000")
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """One server per test module (starting one costs about a second)."""
+    server = WebServer(tmp_path_factory.mktemp("shared"), args=["--snapshot-timeout-ms", "700"])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
 @pytest.fixture
-def fake(server: WebServer) -> Iterator[Callable[..., FakeProcess]]:
-    """Make fake processes connected to ``server``; all are closed afterwards."""
+def shared(module_server: WebServer) -> WebServer:
+    """The module's server, with no process connected and no snapshot in flight."""
+    module_server.wait_connected(0)
+    return module_server
+
+
+@pytest.fixture
+def fake(shared: WebServer) -> Iterator[Callable[..., FakeProcess]]:
+    """Make fake processes connected to ``shared``; all are closed afterwards."""
     made: list[FakeProcess] = []
 
     def make(proc_key: str = "fake-1", **kw: Any) -> FakeProcess:
-        proc = FakeProcess(server, proc_key, **kw)
+        proc = FakeProcess(shared, proc_key, **kw)
         made.append(proc)
         return proc
 

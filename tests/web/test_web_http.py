@@ -48,8 +48,8 @@ def test_oversized_sql_body_is_refused(http_server: WebServer) -> None:
     assert got == 413 and body["error"]["status"] == 413
 
 
-def test_index_serves_the_ui_or_says_how_to_build_it(server: WebServer) -> None:
-    with urllib.request.urlopen(server.http_base + "/", timeout=10) as resp:
+def test_index_serves_the_ui_or_says_how_to_build_it(http_server: WebServer) -> None:
+    with urllib.request.urlopen(http_server.http_base + "/", timeout=10) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/html")
         page = resp.read().decode()

@@ -177,7 +177,11 @@ def mixed_graph(proc_key: str) -> dict[str, Any]:
     return graph
 
 
-def test_bad_entries_are_skipped_and_recorded(server: WebServer) -> None:
+def test_bad_entries_are_skipped_and_recorded(guarded_server: WebServer) -> None:
+    server = guarded_server
+    server.wait_connected(0)
+    [(invalid_before,)] = server.db_rows(
+        "SELECT count(*) FROM ingest_events WHERE kind = 'invalid_entries'")
     proc = FakeProcess(server, "mixed-1", graph=mixed_graph).serve()
     try:
         server.wait_connected(1)
@@ -192,7 +196,8 @@ def test_bad_entries_are_skipped_and_recorded(server: WebServer) -> None:
         [row] = server.rows(sid, "SELECT status, error FROM snapshot_processes")
         assert row["status"] == "responded"
         assert row["error"].startswith("skipped 10 invalid entries")
-        server.wait_db("SELECT count(*) FROM ingest_events WHERE kind = 'invalid_entries'", [(1,)])
+        server.wait_db("SELECT count(*) FROM ingest_events WHERE kind = 'invalid_entries'",
+                       [(invalid_before + 1,)])
     finally:
         proc.close()
 
@@ -217,7 +222,9 @@ def test_max_connections(start_server: Callable[..., WebServer]) -> None:
             p.close()
 
 
-def test_unknown_frame_types_are_ignored(server: WebServer) -> None:
+def test_unknown_frame_types_are_ignored(guarded_server: WebServer) -> None:
+    server = guarded_server
+    server.wait_connected(0)
     proc = FakeProcess(server, "future-1")
     try:
         proc.send({"type": "something_new", "payload": 1})

@@ -12,14 +12,16 @@ from web_support import FakeProcess, WebServer
 MakeFake = Callable[..., FakeProcess]
 
 
-def test_startup_lines_are_machine_parsable(server: WebServer) -> None:
+def test_startup_lines_are_machine_parsable(shared: WebServer) -> None:
+    server = shared
     assert server.ingest[1] > 0 and server.http_base.startswith("http://127.0.0.1:")
     assert server.db_reported == str(server.db.resolve())
     health = server.get("/health")
     assert health["status"] == "ok" and health["connected_processes"] == 0
 
 
-def test_snapshot_round_trip_stores_graph(server: WebServer, fake: MakeFake) -> None:
+def test_snapshot_round_trip_stores_graph(shared: WebServer, fake: MakeFake) -> None:
+    server = shared
     fake("svc-1").serve()
     [proc] = server.wait_connected(1)
     assert proc["proc_key"] == "svc-1" and proc["process_name"] == "fake" and proc["pid"] == 1
@@ -60,7 +62,7 @@ def test_snapshot_round_trip_stores_graph(server: WebServer, fake: MakeFake) -> 
     detail = server.get(f"/api/snapshots/{sid}")
     assert detail["snapshot"]["status"] == "complete"
     assert [p["status"] for p in detail["processes"]] == ["responded"]
-    listed = server.get("/api/snapshots?limit=5")["snapshots"]
+    listed = server.get("/api/snapshots?limit=1")["snapshots"]
     assert [s["snapshot_id"] for s in listed] == [sid]
 
     suspects = server.get(f"/api/snapshots/{sid}/suspects")["suspects"]
@@ -71,8 +73,8 @@ def test_snapshot_round_trip_stores_graph(server: WebServer, fake: MakeFake) -> 
     assert "send" in long_wait["reason"] and "3.2s" in long_wait["reason"]
 
 
-def test_outcomes_responded_timeout_disconnected(start_server: Callable[..., WebServer]) -> None:
-    server = start_server("--snapshot-timeout-ms", "700")
+def test_outcomes_responded_timeout_disconnected(shared: WebServer) -> None:
+    server = shared
     procs = [FakeProcess(server, "ok-1").serve(),
              FakeProcess(server, "silent-1", behaviour="silent").serve(),
              FakeProcess(server, "gone-1", behaviour="disconnect").serve()]
@@ -88,7 +90,8 @@ def test_outcomes_responded_timeout_disconnected(start_server: Callable[..., Web
         statuses = {r["proc_key"]: r["status"] for r in server.rows(
             snap["snapshot_id"], "SELECT proc_key, status FROM snapshot_processes")}
         assert statuses == {"ok-1": "responded", "silent-1": "timeout", "gone-1": "disconnected"}
-        errors = dict(server.db_rows("SELECT proc_key, error FROM snapshot_processes"))
+        errors = dict(server.db_rows("SELECT proc_key, error FROM snapshot_processes "
+                                     "WHERE snapshot_id = ?", (snap["snapshot_id"],)))
         assert "700 ms" in errors["silent-1"]
         assert "disconnected" in errors["gone-1"]
         # The timed-out process is still connected; the disconnected one is gone.
@@ -100,7 +103,7 @@ def test_outcomes_responded_timeout_disconnected(start_server: Callable[..., Web
 
 def test_all_answer_quickly_means_no_waiting_for_the_timeout(
         start_server: Callable[..., WebServer]) -> None:
-    server = start_server("--snapshot-timeout-ms", "5000")
+    server = start_server("--snapshot-timeout-ms", "10000")
     procs = [FakeProcess(server, f"p-{i}").serve() for i in range(5)]
     try:
         server.wait_connected(5)
@@ -113,9 +116,9 @@ def test_all_answer_quickly_means_no_waiting_for_the_timeout(
             p.close()
 
 
-def test_concurrent_jump_now_joins_the_snapshot_in_flight(
-        start_server: Callable[..., WebServer]) -> None:
-    server = start_server("--snapshot-timeout-ms", "800")
+def test_concurrent_jump_now_joins_the_snapshot_in_flight(shared: WebServer) -> None:
+    server = shared
+    before = len(server.get("/api/snapshots?limit=1000")["snapshots"])
     silent = FakeProcess(server, "silent-1", behaviour="silent").serve()
     try:
         server.wait_connected(1)
@@ -137,21 +140,23 @@ def test_concurrent_jump_now_joins_the_snapshot_in_flight(
         for t in threads:
             t.join(10)
         assert len({r["snapshot_id"] for r in results}) == 1
-        assert len(server.get("/api/snapshots")["snapshots"]) == 1
+        assert len(server.get("/api/snapshots?limit=1000")["snapshots"]) == before + 1
         after = server.get("/api/snapshot-progress")
         assert after == {"in_flight": None, "last_snapshot_id": results[0]["snapshot_id"]}
     finally:
         silent.close()
 
 
-def test_snapshot_with_no_processes_is_empty_and_complete(server: WebServer) -> None:
+def test_snapshot_with_no_processes_is_empty_and_complete(shared: WebServer) -> None:
+    server = shared
     snap = server.jump()
     assert snap["requested"] == 0 and snap["status"] == "complete"
     assert server.rows(snap["snapshot_id"], "SELECT * FROM nodes") == []
 
 
-def test_late_reply_is_ignored(start_server: Callable[..., WebServer]) -> None:
-    server = start_server("--snapshot-timeout-ms", "300")
+def test_late_reply_is_ignored(shared: WebServer) -> None:
+    server = shared
+    [(late_before,)] = server.db_rows("SELECT count(*) FROM ingest_events WHERE kind = 'late_reply'")
     proc = FakeProcess(server, "late-1")
     try:
         server.wait_connected(1)
@@ -162,7 +167,8 @@ def test_late_reply_is_ignored(start_server: Callable[..., WebServer]) -> None:
         proc.send({"type": "graph_reply", "snapshot_id": request["snapshot_id"], "process": "fake",
                    "pid": 1, "graph": {"nodes": [], "edges": [], "events": []}})
         server.wait_log("ignored a reply for snapshot")
-        server.wait_db("SELECT count(*) FROM ingest_events WHERE kind = 'late_reply'", [(1,)])
+        server.wait_db("SELECT count(*) FROM ingest_events WHERE kind = 'late_reply'",
+                       [(late_before + 1,)])
         assert server.rows(snap["snapshot_id"], "SELECT status FROM snapshot_processes") == [
             {"status": "timeout"}]
         # The connection stays usable.
@@ -186,8 +192,9 @@ def test_periodic_snapshots(start_server: Callable[..., WebServer]) -> None:
         proc.close()
 
 
-def test_reconnect_with_same_proc_key_replaces_old_connection(server: WebServer,
+def test_reconnect_with_same_proc_key_replaces_old_connection(shared: WebServer,
                                                               fake: MakeFake) -> None:
+    server = shared
     old = fake("same-1")
     server.wait_connected(1)
     new = fake("same-1").serve()
