@@ -42,17 +42,38 @@ export function subtitle(kind: string, attrs: Attrs): string {
       break;
     }
     case "semaphore": {
-      const avail = num(attrs["available"]) ?? num(attrs["value"]);
-      const permits = num(attrs["permits"]) ?? num(attrs["initial"]);
+      const avail = num(attrs["permits_available"]) ?? num(attrs["available"]);
+      const permits = num(attrs["permits_total"]) ?? num(attrs["permits"]);
       if (avail !== null && permits !== null) parts.push(`${avail} / ${permits} free`);
       else if (avail !== null) parts.push(`${avail} free`);
+      const w = num(attrs["waiters"]);
+      if (w) parts.push(`${w} waiting`);
+      break;
+    }
+    case "event": {
+      if (typeof attrs["is_set"] === "boolean") parts.push(attrs["is_set"] ? "set" : "not set");
+      const w = num(attrs["waiters"]);
+      if (w) parts.push(`${w} waiting`);
+      break;
+    }
+    case "request":
+    case "response": {
+      const m = str(attrs["method"]);
+      const t = str(attrs["target"]);
+      if (m || t) parts.push([m, t].filter(Boolean).join(" "));
+      const st = str(attrs["state"]);
+      if (st) parts.push(st);
+      const status = attrs["status"];
+      if (status !== null && status !== undefined) parts.push(String(status));
       break;
     }
     case "lock":
     case "rwlock":
     case "thread_lock": {
-      const locked = attrs["locked"];
+      const locked = attrs["locked"] ?? attrs["write_locked"];
       if (typeof locked === "boolean") parts.push(locked ? "held" : "free");
+      const readers = num(attrs["readers"]);
+      if (readers) parts.push(`${readers} readers`);
       const w = num(attrs["waiters"]);
       if (w) parts.push(`${w} waiting`);
       break;

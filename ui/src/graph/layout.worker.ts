@@ -183,6 +183,37 @@ function layoutCached(c: Component): Placed {
   return placed;
 }
 
+interface Packing {
+  outNodes: [string, number, number, number, number][];
+  outEdges: [string, number[]][];
+  width: number;
+  height: number;
+  score: number;
+}
+
+/** Shelf packing: left to right, wrapping to a new row at the target width. */
+function pack(placed: Placed[], target: number): Packing {
+  const outNodes: [string, number, number, number, number][] = [];
+  const outEdges: [string, number[]][] = [];
+  let x = 0;
+  let y = 0;
+  let rowH = 0;
+  let width = 0;
+  for (const p of placed) {
+    if (x > 0 && x + p.width > target) {
+      x = 0;
+      y += rowH + GAP;
+      rowH = 0;
+    }
+    for (const [id, b] of p.nodes) outNodes.push([id, b.x + x, b.y + y, b.w, b.h]);
+    for (const [id, pts] of p.edges) outEdges.push([id, pts.map((v, i) => v + (i % 2 === 0 ? x : y))]);
+    width = Math.max(width, x + p.width);
+    rowH = Math.max(rowH, p.height);
+    x += p.width + GAP;
+  }
+  return { outNodes, outEdges, width, height: y + rowH, score: 0 };
+}
+
 function layout(req: LayoutRequest): LayoutResponse {
   const started = performance.now();
   const { comps, free } = components(req.nodes, req.edges);
@@ -203,31 +234,21 @@ function layout(req: LayoutRequest): LayoutResponse {
     }
     return p;
   });
-  const area = placed.reduce((s, p) => s + (p.width + GAP) * (p.height + GAP), 0) + singles.length * 260 * 52;
+  const aspect = req.aspect || 1.8;
+  const area = placed.reduce((sum, p) => sum + (p.width + GAP) * (p.height + GAP), 0) + singles.length * 260 * 52;
   const widest = placed.reduce((m, p) => Math.max(m, p.width), 0);
-  const target = Math.max(widest, Math.sqrt(area * (req.aspect || 1.8)), 900);
-  if (singles.length) placed.push(gridBlock(singles, target));
-
-  // Shelf packing: left to right, wrapping to a new row at the target width.
-  const outNodes: [string, number, number, number, number][] = [];
-  const outEdges: [string, number[]][] = [];
-  let x = 0;
-  let y = 0;
-  let rowH = 0;
-  let width = 0;
-  for (const p of placed) {
-    if (x > 0 && x + p.width > target) {
-      x = 0;
-      y += rowH + GAP;
-      rowH = 0;
-    }
-    for (const [id, b] of p.nodes) outNodes.push([id, b.x + x, b.y + y, b.w, b.h]);
-    for (const [id, pts] of p.edges) outEdges.push([id, pts.map((v, i) => v + (i % 2 === 0 ? x : y))]);
-    width = Math.max(width, x + p.width);
-    rowH = Math.max(rowH, p.height);
-    x += p.width + GAP;
+  const base = Math.max(widest, Math.sqrt(area * aspect), 900);
+  // Shelf packing wastes height when islands differ, so try a few row widths
+  // and keep the one whose overall shape is closest to the canvas's.
+  let best: Packing | null = null;
+  for (const f of [1, 1.25, 1.5, 2, 2.5, 3, 4, 6]) {
+    const target = Math.max(widest, base * f);
+    const blocks = singles.length ? [...placed, gridBlock(singles, target)] : placed;
+    const p = pack(blocks, target);
+    const score = Math.abs(Math.log((p.width || 1) / (p.height || 1) / aspect));
+    if (!best || score < best.score) best = { ...p, score };
   }
-  const height = y + rowH;
+  const { outNodes, outEdges, width, height } = best as Packing;
   // Edges between components: a straight hop from the source's right side to
   // the target's left side (the renderer curves it).
   const pos = new Map(outNodes.map((n) => [n[0], n]));

@@ -3,7 +3,7 @@
 
 import type { App, Change } from "../app";
 import { h, replace } from "../dom";
-import { fmtClock, fmtCount, fmtDateTime } from "../format";
+import { fmtAge, fmtClock, fmtCount, fmtDateTime } from "../format";
 import type { SnapshotRecord } from "../types";
 
 export class Header {
@@ -96,7 +96,7 @@ export class Header {
       this.snapInfo,
       h("span", { class: "snap-id" }, `#${rec.snapshot_id}`),
       h("span", { class: "snap-time", title: fmtDateTime(at) }, fmtClock(at)),
-      h("span", { class: "snap-age tick-age", dataset: { at: String(at) } }, ""),
+      h("span", { class: "snap-age tick-age", dataset: { at: String(at) } }, fmtAge(at)),
       h("span", { class: `badge status-${rec.status}`, title: `trigger: ${rec.trigger}` }, rec.status),
       app.loading ? h("span", { class: "spinner", title: "loading" }) : null,
     );

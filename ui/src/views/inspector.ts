@@ -4,12 +4,202 @@
 
 import { type App, type Change, errorText, formatHash } from "../app";
 import { type Child, h, replace } from "../dom";
-import { fmtAttr, fmtClock, fmtCount, fmtDuration } from "../format";
+import { fmtAttr, fmtClock, fmtDuration } from "../format";
 import { edgeStyle, kindStyle } from "../kinds";
 import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, location as creationSite, meta, num, stack, str, userFrame } from "../model";
 import { depthText, isFull } from "../summary";
 import type { Attrs, Event } from "../types";
 import { frameEl, kv, nodeChip, tickSpan } from "./widgets";
+
+/** The facts that matter most for each kind, in reading order (docs/architecture.md). */
+const KIND_FACTS: Record<string, [string, string][]> = {
+  task: [
+    ["state", "state"],
+    ["coro", "coroutine"],
+    ["source", "tracked by"],
+    ["outcome", "outcome"],
+    ["exception_type", "exception"],
+    ["cancelled_by", "cancelled by"],
+    ["steps", "steps"],
+    ["busy_ns", "busy (all steps)"],
+    ["longest_step_ns", "longest step"],
+    ["since_resumed_ns", "since last resumed"],
+    ["waiting_ns", "waiting"],
+  ],
+  channel: [
+    ["sent", "sent"],
+    ["received", "received"],
+    ["blocked_senders", "blocked senders"],
+    ["blocked_receivers", "blocked receivers"],
+    ["blocked_joiners", "blocked joiners"],
+    ["unfinished_tasks", "unfinished tasks"],
+    ["closed", "closed"],
+    ["close_cause", "close cause"],
+    ["closed_by", "closed by"],
+  ],
+  oneshot: [
+    ["state", "state"],
+    ["sender_alive", "sender alive"],
+    ["sender_held_by", "sender held by"],
+    ["resolvable", "resolvable"],
+    ["receiver_waiting", "receiver waiting"],
+    ["close_cause", "close cause"],
+    ["sent_by", "sent by"],
+  ],
+  watch: [
+    ["version", "version"],
+    ["receivers", "receivers"],
+    ["waiting", "waiting"],
+    ["closed", "closed"],
+    ["last_sent_by", "last sent by"],
+  ],
+  lock: [
+    ["locked", "locked"],
+    ["held_ns", "held for"],
+    ["waiters", "waiters"],
+    ["acquisitions", "acquisitions"],
+    ["contentions", "contentions"],
+    ["max_wait_ns", "longest wait"],
+    ["max_hold_ns", "longest hold"],
+  ],
+  rwlock: [
+    ["readers", "readers"],
+    ["writer", "writer"],
+    ["write_locked", "write locked"],
+    ["waiting_readers", "waiting readers"],
+    ["waiting_writers", "waiting writers"],
+    ["contentions", "contentions"],
+  ],
+  thread_lock: [
+    ["locked", "locked"],
+    ["holder", "holder"],
+    ["waiters", "waiters"],
+  ],
+  semaphore: [
+    ["bounded", "bounded"],
+    ["waiters", "waiters"],
+    ["acquisitions", "acquisitions"],
+    ["contentions", "contentions"],
+    ["max_wait_ns", "longest wait"],
+  ],
+  event: [
+    ["is_set", "set"],
+    ["waiters", "waiters"],
+    ["sets", "sets"],
+    ["last_set_by", "last set by"],
+    ["last_set_at_ns", "last set at"],
+  ],
+  notify: [
+    ["waiters", "waiters"],
+    ["permit_stored", "permit stored"],
+    ["last_notified_by", "last notified by"],
+  ],
+  condition: [
+    ["waiters", "waiters"],
+    ["lock", "lock"],
+    ["locked", "locked"],
+    ["last_notified_by", "last notified by"],
+  ],
+  once_cell: [
+    ["initialized", "initialized"],
+    ["initializing", "initializing"],
+    ["waiters", "waiters"],
+    ["init_attempts", "init attempts"],
+  ],
+  sleep: [
+    ["duration_ns", "duration"],
+    ["remaining_ns", "remaining"],
+    ["deadline_at_ns", "deadline"],
+  ],
+  timeout: [
+    ["delay_ns", "delay"],
+    ["remaining_ns", "remaining"],
+    ["expired", "expired"],
+  ],
+  interval: [
+    ["period_ns", "period"],
+    ["ticks", "ticks"],
+    ["missed_ticks", "missed ticks"],
+    ["remaining_ns", "next tick in"],
+  ],
+  peep: [["waited_ns", "waited"]],
+  future: [
+    ["type", "type"],
+    ["children", "children"],
+  ],
+  group: [
+    ["type", "type"],
+    ["children", "children"],
+  ],
+  thread: [
+    ["verdict", "verdict"],
+    ["verdict_ns", "for"],
+    ["cpu_share", "cpu share"],
+    ["samples", "samples"],
+    ["state", "state"],
+    ["daemon", "daemon"],
+    ["native_id", "native id"],
+    ["target", "target"],
+  ],
+  subprocess: [
+    ["command", "command"],
+    ["pid", "pid"],
+    ["running", "running"],
+    ["running_ns", "running for"],
+    ["returncode", "return code"],
+    ["spawned_by", "spawned by"],
+  ],
+  file_op: [
+    ["op", "op"],
+    ["path", "path"],
+    ["running_ns", "running for"],
+  ],
+  request: [
+    ["method", "method"],
+    ["target", "target"],
+    ["state", "state"],
+    ["status", "status"],
+    ["elapsed_ns", "elapsed"],
+    ["chain_id", "chain"],
+    ["span_id", "span"],
+    ["expected_peer", "expected peer"],
+  ],
+  response: [
+    ["method", "method"],
+    ["state", "state"],
+    ["status", "status"],
+    ["peer", "peer"],
+    ["queue_wait_ns", "queued for"],
+    ["elapsed_ns", "elapsed"],
+    ["chain_id", "chain"],
+    ["span_id", "span"],
+    ["expected_peer", "expected peer"],
+  ],
+  connection: [
+    ["role", "role"],
+    ["transport", "transport"],
+    ["peer", "peer"],
+    ["state", "state"],
+    ["in_flight", "in flight"],
+    ["bytes_in", "bytes in"],
+    ["bytes_out", "bytes out"],
+    ["idle_ns", "idle"],
+  ],
+  shm_segment: [
+    ["name", "name"],
+    ["size", "size"],
+    ["role", "role"],
+    ["attached_in", "attached in"],
+  ],
+  provider_error: [
+    ["provider", "provider"],
+    ["error_kind", "error kind"],
+    ["error", "error"],
+  ],
+};
+
+/** Durations that keep growing after capture while the state lasts. */
+const LIVE_DURATIONS = new Set(["held_ns", "waiting_ns", "since_resumed_ns", "running_ns", "idle_ns", "verdict_ns", "elapsed_ns"]);
 
 /** Attributes shown in their own sections, left out of the generic table. */
 const HANDLED = new Set(["meta", "stack", "dominant_frames", "ghost"]);
@@ -102,97 +292,90 @@ export class Inspector {
     const a = n.attrs;
     const rows: [string, Child][] = [];
     let hero: Child = null;
-    switch (n.kind) {
-      case "channel":
-      case "oneshot":
-      case "watch": {
-        const d = depthText(a);
-        if (d) {
-          const depth = num(a["depth"]) ?? 0;
-          const cap = num(a["capacity"]);
-          const pct = cap ? Math.min(100, (100 * depth) / cap) : 0;
-          hero = h(
-            "div",
-            { class: `hero${isFull(a) ? " full" : ""}` },
-            h("div", { class: "hero-label" }, "depth / capacity"),
-            h("div", { class: "hero-value", attrs: { "data-testid": "channel-depth" } }, d),
-            cap ? h("div", { class: "bar" }, h("span", { style: `width:${pct}%` })) : null,
-            isFull(a) ? h("div", { class: "hero-note" }, "full — senders block until a receiver takes an item") : null,
-          );
-        }
-        rows.push(["sent / received", `${fmtCount(a["sent"])} / ${fmtCount(a["received"])}`]);
-        rows.push(["blocked senders", fmtCount(a["blocked_senders"] ?? g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "send").length)]);
-        rows.push(["blocked receivers", fmtCount(a["blocked_receivers"] ?? g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "recv").length)]);
-        if (a["closed"] !== undefined) rows.push(["closed", fmtAttr("closed", a["closed"])]);
-        break;
+    const notes: Child[] = [];
+    if (n.kind === "channel" || n.kind === "oneshot" || n.kind === "watch") {
+      const d = depthText(a);
+      if (d) {
+        const depth = num(a["depth"]) ?? 0;
+        const cap = num(a["capacity"]);
+        const pct = cap ? Math.min(100, (100 * depth) / cap) : 0;
+        hero = h(
+          "div",
+          { class: `hero${isFull(a) ? " full" : ""}` },
+          h("div", { class: "hero-label" }, "depth / capacity"),
+          h("div", { class: "hero-value", attrs: { "data-testid": "channel-depth" } }, d),
+          cap ? h("div", { class: "bar" }, h("span", { style: `width:${pct}%` })) : null,
+          isFull(a) ? h("div", { class: "hero-note" }, "full — senders block until a receiver takes an item") : null,
+        );
       }
-      case "task":
-      case "future": {
-        rows.push(["state", h("span", { class: `state st-${str(a["state"]) ?? ""}` }, str(a["state"]) ?? "—")]);
-        if (a["coro"]) rows.push(["coroutine", h("span", { class: "mono" }, String(a["coro"]))]);
-        if (a["tracked"] !== undefined) rows.push(["tracked", fmtAttr("tracked", a["tracked"])]);
-        if (a["outcome"]) rows.push(["outcome", String(a["outcome"])]);
-        if (a["exception_type"]) rows.push(["exception", h("span", { class: "err" }, String(a["exception_type"]))]);
-        break;
+      if (n.kind === "channel") {
+        if (a["blocked_senders"] === undefined)
+          rows.push(["blocked senders", String(g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "send").length)]);
+        if (a["blocked_receivers"] === undefined)
+          rows.push(["blocked receivers", String(g.inOf(n.id, "needs").filter((e) => e.attrs["op"] === "recv").length)]);
       }
-      case "lock":
-      case "rwlock":
-      case "thread_lock":
-      case "semaphore":
-      case "condition":
-      case "once_cell": {
-        const holders = g.inOf(n.id, "holds");
-        const waiters = g.inOf(n.id, "needs");
-        if (n.kind === "semaphore") {
-          const avail = num(a["available"]) ?? num(a["value"]);
-          const permits = num(a["permits"]) ?? num(a["initial"]);
-          if (avail !== null || permits !== null)
-            hero = h(
-              "div",
-              { class: `hero${avail === 0 ? " full" : ""}` },
-              h("div", { class: "hero-label" }, "permits free / total"),
-              h("div", { class: "hero-value" }, `${avail ?? "?"} / ${permits ?? "?"}`),
-            );
-        }
+      if (n.kind === "oneshot" && a["resolvable"] === false)
+        notes.push(h("div", { class: "hero-note" }, "can never resolve: no live task holds the sender"));
+    } else if (n.kind === "semaphore") {
+      const avail = num(a["permits_available"]) ?? num(a["available"]);
+      const total = num(a["permits_total"]) ?? num(a["permits"]);
+      if (avail !== null || total !== null)
+        hero = h(
+          "div",
+          { class: `hero${avail === 0 ? " full" : ""}` },
+          h("div", { class: "hero-label" }, "permits available / total"),
+          h("div", { class: "hero-value", attrs: { "data-testid": "permits" } }, `${avail ?? "?"} / ${total ?? "?"}`),
+          total ? h("div", { class: "bar" }, h("span", { style: `width:${Math.min(100, (100 * (total - (avail ?? 0))) / total)}%` })) : null,
+        );
+    } else if (n.kind === "thread") {
+      const frames = dominantFrames(a);
+      if (frames.length)
         rows.push([
-          holders.length > 1 ? "holders" : "holder",
-          holders.length
-            ? h("div", { class: "chips" }, holders.map((e) => nodeChip(this.app, e.src)))
-            : str(a["holder"]) ?? h("span", { class: "muted" }, "none"),
-        ]);
-        rows.push(["waiters", String(waiters.length || (num(a["waiters"]) ?? 0))]);
-        break;
-      }
-      case "sleep":
-      case "timeout":
-      case "interval": {
-        for (const k of ["duration_ns", "remaining_ns", "deadline_at_ns", "period_ns"]) {
-          if (a[k] !== undefined) rows.push([k.replace(/_(at_)?ns$/, ""), fmtAttr(k, a[k])]);
-        }
-        break;
-      }
-      case "thread": {
-        if (a["verdict"]) rows.push(["verdict", h("span", { class: `verdict v-${String(a["verdict"])}` }, String(a["verdict"]))]);
-        const frames = dominantFrames(a);
-        if (frames.length)
-          rows.push([
-            "dominant frames",
-            h(
-              "div",
-              { class: "frames" },
-              frames.map((f) =>
-                h("div", { class: "dom-frame" }, h("span", { class: "share" }, `${Math.round(f.share * 100)}%`), frameEl(f.frame)),
-              ),
+          "dominant frames",
+          h(
+            "div",
+            { class: "frames" },
+            frames.map((f) =>
+              h("div", { class: "dom-frame" }, h("span", { class: "share" }, `${Math.round(f.share * 100)}%`), frameEl(f.frame)),
             ),
-          ]);
-        break;
-      }
+          ),
+        ]);
     }
-    // Step timings and other durations a provider reports (keys ending _ns).
+    if (n.kind === "lock" || n.kind === "rwlock" || n.kind === "thread_lock" || n.kind === "semaphore" || n.kind === "once_cell") {
+      const holders = g.inOf(n.id, "holds");
+      if (holders.length)
+        rows.push([
+          holders.length > 1 ? "held by" : "holder",
+          h(
+            "div",
+            { class: "chips" },
+            holders.map((e) => {
+              const held = num(e.attrs["held_ns"]);
+              return h("span", { class: "holder" }, nodeChip(this.app, e.src), held !== null ? h("span", { class: "muted small" }, " for ", tickSpan(held, g.capturedAtNs)) : null);
+            }),
+          ),
+        ]);
+    }
+    for (const [key, label] of KIND_FACTS[n.kind] ?? []) {
+      if (!(key in a)) continue;
+      rows.push([label, this.factValue(key, a[key], g)]);
+    }
     const age = num(a["age_ns"]);
     if (age !== null) rows.push(["age", tickSpan(age, g.capturedAtNs)]);
-    if (!hero && rows.length === 0) return null;
-    return h("section", { class: "insp-sec" }, hero, rows.length ? kv(rows) : null);
+    if (!hero && rows.length === 0 && notes.length === 0) return null;
+    return h("section", { class: "insp-sec" }, hero, notes, rows.length ? kv(rows) : null);
+  }
+
+  /** A fact: node ids become chips, durations tick when they are live. */
+  private factValue(key: string, v: unknown, g: GraphIndex): Child {
+    if (typeof v === "string" && g.nodes.has(v)) return nodeChip(this.app, v);
+    if (Array.isArray(v) && v.every((x) => typeof x === "string" && g.nodes.has(x)))
+      return h("div", { class: "chips" }, (v as string[]).map((x) => nodeChip(this.app, x)));
+    if (key === "state") return h("span", { class: `state st-${String(v)}` }, String(v));
+    if (key === "verdict") return h("span", { class: `verdict v-${String(v)}` }, String(v));
+    if (typeof v === "number" && LIVE_DURATIONS.has(key)) return tickSpan(v, g.capturedAtNs);
+    if (key === "exception_type" || key === "error") return h("span", { class: "err" }, String(v));
+    return attrValue(key, v);
   }
 
   // ---- waits ----------------------------------------------------------------

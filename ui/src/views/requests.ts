@@ -56,8 +56,8 @@ export class RequestsView {
       columns: [
         { title: "kind", width: "80px", render: (n) => n.kind, sort: (n) => n.kind },
         { title: "name", render: (n) => nodeChip(app, n.id), sort: (n) => n.label },
-        { title: "process", width: "160px", render: (n) => h("span", { class: "muted" }, n.proc_key), sort: (n) => n.proc_key },
-        { title: "state", width: "160px", render: (n) => subtitle(n.kind, n.attrs) },
+        { title: "process", cls: "nowrap", width: "160px", render: (n) => h("span", { class: "muted" }, n.proc_key), sort: (n) => n.proc_key },
+        { title: "state", cls: "nowrap", width: "160px", render: (n) => subtitle(n.kind, n.attrs) },
         {
           title: "age",
           cls: "num",

@@ -173,6 +173,7 @@ export class SqlView {
       },
       columns: ans.columns.map((name, ci) => ({
         title: name,
+        cls: typeof ans.rows[0]?.[ci] === "number" ? "num" : undefined,
         render: (r: Row) => this.cell(r.cells[ci]),
         sort: (r: Row) => {
           const v = r.cells[ci];

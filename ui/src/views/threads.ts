@@ -23,7 +23,7 @@ export class ThreadsView {
       onActivate: (n) => app.showInGraph([n.id]),
       columns: [
         { title: "thread", width: "240px", render: (n) => nodeChip(app, n.id), sort: (n) => n.label },
-        { title: "process", width: "150px", render: (n) => h("span", { class: "muted" }, n.proc_key), sort: (n) => n.proc_key },
+        { title: "process", cls: "nowrap", width: "150px", render: (n) => h("span", { class: "muted" }, n.proc_key), sort: (n) => n.proc_key },
         {
           title: "verdict",
           width: "110px",
