@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ log = logging.getLogger("peeps.web.ingest")
 
 #: Bodies larger than this are parsed off the event loop.
 LARGE_FRAME_BYTES: Final = 256 * 1024
+#: TCP keepalive: first probe after 60 s of silence, then every 10 s, drop after 6 misses.
+KEEPALIVE_IDLE_S: Final = 60
+KEEPALIVE_INTERVAL_S: Final = 10
+KEEPALIVE_COUNT: Final = 6
 #: A peer that lets this much of our output pile up unread is dropped.
 MAX_UNREAD_OUTPUT_BYTES: Final = 1024 * 1024
 
@@ -156,6 +161,7 @@ class IngestServer:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         conn = ProcessConnection(next(self._ids), peer, writer, time.time_ns())
+        _enable_keepalive(writer)
         if len(self._connections) >= self.config.max_connections:
             self._refuse(conn, f"too many connections (max {self.config.max_connections})")
             await self._close_writer(writer)
@@ -279,3 +285,15 @@ class IngestServer:
         else:
             # Forward compatibility: newer clients may send frames we do not know.
             self._record("unknown_frame", conn, f"ignored frame type {kind[:64]!r}")
+
+
+def _enable_keepalive(writer: asyncio.StreamWriter) -> None:
+    """A connected process may stay silent for hours; keepalives find dead peers."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
