@@ -33,7 +33,7 @@ from ._registry import (
     format_location,
     new_id,
 )
-from ._tasks import current_waiter
+from ._tasks import current_holder, current_waiter, holder_id
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -138,14 +138,14 @@ class Lock(asyncio.Lock, _Identity):
         if not self._locked and not self._waiters:  # type: ignore[has-type]
             # Uncontended: the stdlib's own fast path (3.11-3.13), inlined.
             self._locked = True
-            self._peeps_holder = current_waiter()
+            self._peeps_holder = current_holder()
             self._peeps_held_since = _monotonic_ns()
             self._peeps_acquisitions += 1
             return True
         me = current_waiter()
         self._peeps_contentions += 1
         REGISTRY.emit(self._peeps_id, "lock.acquire.contended",
-                      {"holder": _id_of(self._peeps_holder)}, _id_of(me))
+                      {"holder": holder_id(self._peeps_holder)}, _id_of(me))
         self._peeps_waiters.add(me, "acquire")
         start = _monotonic_ns()
         try:
@@ -177,7 +177,7 @@ class Lock(asyncio.Lock, _Identity):
         locked = self.locked()
         return LockStatistics(
             locked=locked,
-            holder=_id_of(self._peeps_holder),
+            holder=holder_id(self._peeps_holder) if locked else None,
             held_ns=_monotonic_ns() - self._peeps_held_since if locked else 0,
             waiters=len(self._peeps_waiters),
             acquisitions=self._peeps_acquisitions,
@@ -189,13 +189,13 @@ class Lock(asyncio.Lock, _Identity):
         )
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
-        holder = self._peeps_holder
+        holder = holder_id(self._peeps_holder)
         since = self._peeps_held_since
         locked = self.locked()
         node = self._peeps_node(
             now,
             locked=locked,
-            holder=_id_of(holder) if locked else None,
+            holder=holder if locked else None,
             held_ns=max(0, now.mono_ns - since) if locked else 0,
             waiters=len(self._peeps_waiters),
             acquisitions=self._peeps_acquisitions,
@@ -207,7 +207,7 @@ class Lock(asyncio.Lock, _Identity):
         )
         edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
         if locked and holder is not None:
-            edges.append({"src": holder.id, "dst": self._peeps_id, "kind": "holds",
+            edges.append({"src": holder, "dst": self._peeps_id, "kind": "holds",
                           "attrs": {"since_ns": now.wall_of(since),
                                     "held_ns": max(0, now.mono_ns - since)}})
         return node, edges
@@ -253,7 +253,9 @@ class Semaphore(asyncio.Semaphore, _Identity):
         super().__init__(value)
         self._peeps_identity("semaphore", name, meta)
         self._peeps_total = value
-        self._peeps_holders = HoldSet()
+        # holder (task object or thread entity) -> [permits held, since mono ns];
+        # resolved to node ids only at snapshot.
+        self._peeps_holding: dict[Any, list[int]] = {}
         self._peeps_waiters = WaitSet()
         self._peeps_acquisitions = 0
         self._peeps_contentions = 0
@@ -262,11 +264,11 @@ class Semaphore(asyncio.Semaphore, _Identity):
         REGISTRY.track(self)
 
     async def acquire(self) -> Literal[True]:
-        me = current_waiter()
         if not self.locked():
             # The stdlib's fast path (3.11-3.13), inlined to save an await.
             self._value -= 1
         else:
+            me = current_waiter()
             self._peeps_contentions += 1
             REGISTRY.emit(self._peeps_id, "semaphore.acquire.contended",
                           {"available": self._value}, _id_of(me))
@@ -280,27 +282,47 @@ class Semaphore(asyncio.Semaphore, _Identity):
             self._peeps_total_wait_ns += waited
             if waited > self._peeps_max_wait_ns:
                 self._peeps_max_wait_ns = waited
-        self._peeps_holders.add(me)
+        holder = current_holder()
+        entry = self._peeps_holding.get(holder)
+        if entry is None:
+            self._peeps_holding[holder] = [1, _monotonic_ns()]
+        else:
+            entry[0] += 1
         self._peeps_acquisitions += 1
         return True
 
     def release(self) -> None:
         super().release()
-        holding = self._peeps_holders._holding
-        me = current_waiter()
-        if me not in holding:
+        holding = self._peeps_holding
+        holder = current_holder()
+        entry = holding.get(holder)
+        if entry is None:
             # asyncio permits are not owned: drop the oldest holder record.
-            me = next(iter(holding.copy()), None)
-        self._peeps_holders.remove(me)
+            holder = next(iter(holding.copy()), None)
+            entry = holding.get(holder)
+            if entry is None:
+                return
+        if entry[0] <= 1:
+            holding.pop(holder, None)
+        else:
+            entry[0] -= 1
 
     def _permits_available(self) -> int:
         return max(0, int(self._value))
+
+    def _holder_items(self) -> list[tuple[str, int, int]]:
+        out = []
+        for holder, (count, since) in list(self._peeps_holding.copy().items()):
+            node_id = holder_id(holder)
+            if node_id is not None:
+                out.append((node_id, count, since))
+        return out
 
     def statistics(self) -> SemaphoreStatistics:
         return SemaphoreStatistics(
             permits_total=self._peeps_total,
             permits_available=self._permits_available(),
-            holders=tuple(h.id for h in self._peeps_holders.holders()),
+            holders=tuple(h for h, _, _ in self._holder_items()),
             waiters=len(self._peeps_waiters),
             acquisitions=self._peeps_acquisitions,
             contentions=self._peeps_contentions,
@@ -309,12 +331,13 @@ class Semaphore(asyncio.Semaphore, _Identity):
         )
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        holders = self._holder_items()
         node = self._peeps_node(
             now,
             permits_total=self._peeps_total,
             permits_available=self._permits_available(),
             bounded=isinstance(self, asyncio.BoundedSemaphore),
-            holders=len(self._peeps_holders),
+            holders=len(holders),
             waiters=len(self._peeps_waiters),
             acquisitions=self._peeps_acquisitions,
             contentions=self._peeps_contentions,
@@ -322,7 +345,10 @@ class Semaphore(asyncio.Semaphore, _Identity):
             max_wait_ns=self._peeps_max_wait_ns,
         )
         edges = self._peeps_waiters.needs_edges(self._peeps_id, now)
-        edges.extend(self._peeps_holders.holds_edges(self._peeps_id, now))
+        for node_id, count, since in holders:
+            edges.append({"src": node_id, "dst": self._peeps_id, "kind": "holds",
+                          "attrs": {"count": count, "since_ns": now.wall_of(since),
+                                    "held_ns": max(0, now.mono_ns - since)}})
         return node, edges
 
 

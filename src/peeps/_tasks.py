@@ -9,6 +9,7 @@ when step statistics are on, bumps counters in place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -73,7 +74,7 @@ class TaskEntity:
         meta: dict[str, Any] | None = None,
         source: str = "first_sight",
     ) -> None:
-        self.name = name
+        self.explicit_name = name
         self.tracked = tracked
         self.source = "spawn_tracked" if tracked else source
         self.location = location
@@ -146,9 +147,19 @@ class TaskEntity:
         except Exception as exc:
             REGISTRY.part_failed("task completion", exc)
 
+    @property
+    def name(self) -> str:
+        """The ``spawn_tracked`` name, a custom ``Task.get_name()``, else the
+        coroutine's qualified name."""
+        return self.label(self.task_ref())
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.explicit_name = value
+
     def label(self, task: asyncio.Future[Any] | None) -> str:
-        if self.name is not None:
-            return self.name
+        if self.explicit_name is not None:
+            return self.explicit_name
         if task is not None and isinstance(task, asyncio.Task):
             task_name = task.get_name()
             if not task_name.startswith("Task-"):
@@ -492,6 +503,62 @@ def current_waiter() -> Any:
         return register_task(task, None, tracked=False, location=None, parent=None)
     hook = _registry.thread_waiter_hook
     return hook() if hook is not None else None
+
+
+def current_holder() -> Any:
+    """What is running now, as cheaply as possible: the running task object
+    itself (no entity lookup), else the calling thread's entity, else ``None``.
+    Snapshot code turns it into a node id with :func:`holder_id`."""
+    if _C_CURRENT_TASK:
+        try:
+            task = _current_task()
+        except RuntimeError:
+            task = None
+    else:
+        loop = _get_running_loop()
+        task = _current_tasks.get(loop) if loop is not None and _current_tasks is not None else None
+    if task is not None:
+        return task
+    hook = _registry.thread_waiter_hook
+    return hook() if hook is not None else None
+
+
+def adopt_task(task: asyncio.Future[Any]) -> TaskEntity:
+    """The entity for ``task``, registering it if needed, from any thread (the
+    done callback is added on the task's own loop)."""
+    entity = entity_for_task(task)
+    if entity is not None:
+        return entity
+    entity = TaskEntity(task, None, tracked=False, location=None, parent_id=None)
+    if not task.done():
+        _ = entity.coro_name
+    _BY_TASK_ID[entity.task_id] = entity
+    REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
+    # A closed loop raises RuntimeError: then the task will never finish anyway.
+    with contextlib.suppress(RuntimeError):
+        task.get_loop().call_soon_threadsafe(_watch_done, task, entity)
+    return entity
+
+
+def _watch_done(task: asyncio.Future[Any], entity: TaskEntity) -> None:
+    if task.done():
+        entity._on_done(task)
+    else:
+        task.add_done_callback(entity._on_done)
+
+
+def holder_id(holder: Any) -> str | None:
+    """The node id of something :func:`current_holder` returned."""
+    if holder is None:
+        return None
+    if isinstance(holder, asyncio.Future):
+        try:
+            return adopt_task(holder).id
+        except Exception as exc:
+            REGISTRY.part_failed("resolving a holder task", exc)
+            return None
+    node_id: str | None = getattr(holder, "id", None)
+    return node_id
 
 
 def spawn_tracked(

@@ -213,6 +213,7 @@ def test_spawn_tracked_names_tasks_the_factory_saw_first() -> None:
         entity = entity_for_task(t)
         assert entity is not None
         assert entity.name == "named" and entity.source == "spawn_tracked"
+        assert entity.explicit_name == "named"
         assert entity.meta == {"role": "test"}
         await t
 
