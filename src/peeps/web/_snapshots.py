@@ -47,7 +47,8 @@ class _InFlight:
     asked: dict[str, ProcessConnection]
     pending: set[str]
     outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    store_jobs: list[asyncio.Future[None]] = field(default_factory=list)
+    #: (proc_key, the write of its reply)
+    store_jobs: list[tuple[str, asyncio.Future[None]]] = field(default_factory=list)
     all_answered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def settle(self, proc_key: str, status: str, error: str | None) -> None:
@@ -167,8 +168,8 @@ class SnapshotCoordinator:
             log.warning("snapshot %d: %s: %s", flight.snapshot_id, proc_key, validated.error)
             self.store.record_ingest_event("invalid_entries", proc_key=proc_key, peer=conn.peer,
                                            detail=validated.error)
-        flight.store_jobs.append(asyncio.ensure_future(
-            self._store_reply(flight.snapshot_id, proc_key, validated)))
+        flight.store_jobs.append((proc_key, asyncio.ensure_future(
+            self._store_reply(flight.snapshot_id, proc_key, validated))))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -205,11 +206,12 @@ class SnapshotCoordinator:
         for proc_key in list(flight.pending):
             flight.settle(proc_key, "timeout", f"no reply within {timeout_ms} ms")
         self._in_flight = None
-        for job in flight.store_jobs:
+        for proc_key, job in flight.store_jobs:
             try:
                 await job
             except Exception as exc:  # a store failure must not lose the outcome record
-                log.error("snapshot %d: storing a reply failed: %r", snapshot_id, exc)
+                log.error("snapshot %d: storing %s's reply failed: %r", snapshot_id, proc_key, exc)
+                flight.outcomes[proc_key] = ("error", f"storing the reply failed: {exc!r:.500}")
         completed_at_ns = time.time_ns()
         outcomes = dict(flight.outcomes)
         counts = await self.store.write(lambda conn: finish_snapshot(
@@ -230,7 +232,7 @@ class SnapshotCoordinator:
     async def _abandon(self, flight: _InFlight) -> None:
         """Record a snapshot cut short by shutdown as ``incomplete``."""
         self._in_flight = None
-        for job in flight.store_jobs:
+        for _proc_key, job in flight.store_jobs:
             with contextlib.suppress(Exception):
                 await job
         snapshot_id = flight.snapshot_id
