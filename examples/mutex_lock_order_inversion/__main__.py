@@ -55,8 +55,8 @@ def main() -> None:
         worker.start()
     print("mutex-lock-order-inversion: running (Ctrl+C to stop)", flush=True)
     try:
-        while any(w.is_alive() for w in workers):
-            time.sleep(0.5)
+        for worker in workers:
+            worker.join()  # never returns: the workers are deadlocked (Ctrl+C ends it)
     finally:
         peeps.shutdown()
 

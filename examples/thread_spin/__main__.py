@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 
 import peeps
 
@@ -43,8 +42,8 @@ def main() -> None:
         worker.start()
     print("thread-spin: running (Ctrl+C to stop)", flush=True)
     try:
-        while True:
-            time.sleep(0.5)
+        for worker in workers:
+            worker.join()  # spin_worker never finishes: Ctrl+C ends the example
     finally:
         stop.set()
         for worker in workers:

@@ -70,7 +70,7 @@ STACK_LIMIT: Final = 32
 SAME_FRAME_SHARE: Final = 0.9
 SAME_REGION_SHARE: Final = 0.8
 LOW_CPU_SHARE: Final = 0.05
-HIGH_CPU_SHARE: Final = 0.1
+HIGH_CPU_SHARE: Final = 0.3
 #: A verdict needs samples covering at least this share of the window.
 MIN_COVERAGE: Final = 0.4
 MIN_SAMPLES: Final = 5
@@ -124,6 +124,7 @@ _IDLE_CALLERS: Final = frozenset({
     ("base_events.py", "_run_once"),        # asyncio loop waiting in select
     ("socketserver.py", "serve_forever"),
     ("threading.py", "_shutdown"),          # interpreter exit joining threads
+    ("threading.py", "_wait_for_tstate_lock"),  # Thread.join: the joined thread is the story
     ("pool.py", "worker"),                  # multiprocessing.pool worker
 })
 
@@ -160,6 +161,34 @@ def cpu_clock_id(ident: int, native_id: int | None) -> int | None:
         return int(getter(ident))
     except (OSError, OverflowError, ValueError):
         return None
+
+
+def _schedstat_available() -> bool:
+    try:
+        return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+    except Exception:
+        return False
+
+
+#: Linux: ``/proc/self/task/<tid>/schedstat`` gives a thread's CPU time *and* its
+#: time waiting on a run queue, so a spinning thread on an overloaded machine
+#: (little CPU, always runnable) is told from a blocked one (neither).
+_SCHEDSTAT: Final = _LINUX and _schedstat_available()
+
+
+def read_schedstat(native_id: int) -> tuple[int, int] | None:
+    """(on-CPU ns, run-queue wait ns) of a thread of this process, or None."""
+    try:
+        fd = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fields = os.read(fd, 128).split()
+        return int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_cpu_ns(clock_id: int | None) -> int | None:
@@ -219,10 +248,11 @@ class ThreadEntity:
         self.clock_id = cpu_clock_id(ident, self.native_id)
         self.exited = False
         #: Sliding window: (mono_ns, innermost code, line, program code, line)
-        #: and (mono_ns, cpu_ns).
+        #: and (mono_ns, cpu_ns, run-queue wait ns or None).
         self.samples: collections.deque[tuple[int, CodeType, int, CodeType, int]] = (
             collections.deque(maxlen=window_len))
-        self.cpu: collections.deque[tuple[int, int]] = collections.deque(maxlen=window_len)
+        self.cpu: collections.deque[tuple[int, int, int | None]] = collections.deque(
+            maxlen=window_len)
         self.top: tuple[CodeType, int] | None = None
         self.top_since = 0
         self.region: CodeType | None = None
@@ -245,14 +275,14 @@ class ThreadEntity:
         return thread.is_alive()
 
     # Called by the sampler only (one writer).
-    def record(self, now: int, frame: FrameType, cpu_ns: int | None) -> None:
+    def record(self, now: int, frame: FrameType, cpu: tuple[int, int | None] | None) -> None:
         last = self.last_sample
         if (last is not None and id(frame) == self.last_frame_id and frame.f_code is last[0]
                 and frame.f_lasti == self.last_lasti):
             # Parked where it was at the last tick: same frame, same instruction.
             self.samples.append((now, *last))
-            if cpu_ns is not None:
-                self.cpu.append((now, cpu_ns))
+            if cpu is not None:
+                self.cpu.append((now, *cpu))
             return
         code = frame.f_code
         skip = _SKIP_FILE.get(code.co_filename)
@@ -284,8 +314,8 @@ class ThreadEntity:
             self.first_sample_mono_ns = now
         sample = (code, line, user_code, user.f_lineno or 0)
         self.samples.append((now, *sample))
-        if cpu_ns is not None:
-            self.cpu.append((now, cpu_ns))
+        if cpu is not None:
+            self.cpu.append((now, *cpu))
         self.last_sample = sample
         # The frame's id, not the frame: holding it would keep its locals alive.
         self.last_frame_id = id(frame)
@@ -300,9 +330,19 @@ class ThreadEntity:
         cpu = [c for c in list(self.cpu) if c[0] >= cutoff]
         out: dict[str, Any] = {"samples": len(samples)}
         cpu_share: float | None = None
+        runnable_share: float | None = None
         if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
-            cpu_share = max(0.0, min(1.0, (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])))
+            wall = cpu[-1][0] - cpu[0][0]
+            on_cpu = cpu[-1][1] - cpu[0][1]
+            cpu_share = max(0.0, min(1.0, on_cpu / wall))
+            first_wait, last_wait = cpu[0][2], cpu[-1][2]
+            if first_wait is not None and last_wait is not None:
+                runnable_share = max(0.0, min(1.0, (on_cpu + last_wait - first_wait) / wall))
         out["cpu_share"] = round(cpu_share, 3) if cpu_share is not None else None
+        out["runnable_share"] = (round(runnable_share, 3) if runnable_share is not None
+                                 else None)
+        # Wanting the CPU counts: a spinner on a loaded machine gets little of it.
+        busy = runnable_share if runnable_share is not None else cpu_share
         by_top: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_frame: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_region: collections.Counter[CodeType] = collections.Counter()
@@ -328,12 +368,12 @@ class ThreadEntity:
         verdict_ns: int | None = None
         if name.startswith("peeps-") or _is_idle_wait(frame):
             verdict = "idle"
-        elif not covered or cpu_share is None:
+        elif not covered or busy is None:
             verdict = "unknown"
-        elif top_share >= SAME_FRAME_SHARE and cpu_share <= LOW_CPU_SHARE:
+        elif top_share >= SAME_FRAME_SHARE and busy <= LOW_CPU_SHARE:
             verdict = "blocked"
             verdict_ns = now_mono - self.top_since
-        elif region_share >= SAME_REGION_SHARE and cpu_share >= HIGH_CPU_SHARE:
+        elif region_share >= SAME_REGION_SHARE and busy >= HIGH_CPU_SHARE:
             verdict = "spinning"
             verdict_ns = now_mono - self.region_since
         else:
@@ -602,6 +642,7 @@ class Sampler:
         tasks = REGISTRY.tasks
         clock_gettime_ns = time.clock_gettime_ns
         cpu_interval = int(CPU_INTERVAL_NS * self.hz / self.effective_hz)
+        schedstat = _SCHEDSTAT
         try:
             for ident, frame in frames.items():
                 entity = by_ident.get(ident)
@@ -615,15 +656,18 @@ class Sampler:
                     tasks[entity.id] = entity
                 # A CPU clock read is a system call (~1-4 µs); frames are cheap.
                 # So the clock is read at most every cpu_interval per thread.
-                cpu_ns: int | None = None
-                clock_id = entity.clock_id
-                if clock_id is not None and now - entity.cpu_read_mono_ns >= cpu_interval:
+                cpu: tuple[int, int | None] | None = None
+                if now - entity.cpu_read_mono_ns >= cpu_interval:
                     entity.cpu_read_mono_ns = now
-                    try:
-                        cpu_ns = clock_gettime_ns(clock_id)
-                    except OSError:
-                        cpu_ns = None
-                entity.record(now, frame, cpu_ns)
+                    native_id = entity.native_id
+                    if schedstat and native_id:
+                        cpu = read_schedstat(native_id)
+                    if cpu is None and entity.clock_id is not None:
+                        try:
+                            cpu = (clock_gettime_ns(entity.clock_id), None)
+                        except OSError:
+                            cpu = None
+                entity.record(now, frame, cpu)
             for ident in by_ident.keys() - frames.keys():
                 gone = by_ident.get(ident)
                 if gone is not None:
