@@ -11,9 +11,16 @@ const outDir = process.env.PEEPS_UI_OUT_DIR
   ? resolve(process.env.PEEPS_UI_OUT_DIR)
   : resolve(here, "../src/peeps/web/static");
 
+// `npm run dev` serves the UI with hot reload and forwards the API to a running
+// peeps-web (PEEPS_HTTP, default 127.0.0.1:9120).
+const api = `http://${process.env.PEEPS_HTTP ?? "127.0.0.1:9120"}`;
+
 export default defineConfig({
   root: here,
   base: "./",
+  server: {
+    proxy: { "/api": api, "/health": api },
+  },
   worker: {
     format: "es",
     rolldownOptions: {
