@@ -76,6 +76,8 @@ MIN_COVERAGE: Final = 0.4
 MIN_SAMPLES: Final = 5
 #: Each thread's CPU clock is read at most this often (a system call per read).
 CPU_INTERVAL_NS: Final = 100_000_000
+#: A parked thread with no CPU since its last read is re-read this often.
+PARKED_REREAD_NS: Final = 1_000_000_000
 
 _STDLIB_DIRS: Final = tuple(
     {os.path.normpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],
@@ -211,12 +213,15 @@ class ThreadEntity:
         "clock_id",
         "cpu",
         "cpu_read_mono_ns",
+        "cpu_real_read_mono_ns",
+        "cpu_still",
         "created_mono_ns",
         "daemon",
         "exited",
         "first_sample_mono_ns",
         "id",
         "ident",
+        "last_cpu",
         "last_frame_id",
         "last_lasti",
         "last_sample",
@@ -259,6 +264,9 @@ class ThreadEntity:
         self.region_since = 0
         self.first_sample_mono_ns: int | None = None
         self.cpu_read_mono_ns = 0
+        self.cpu_real_read_mono_ns = 0
+        self.cpu_still = False
+        self.last_cpu: tuple[int, int | None] | None = None
         self.last_frame_id = 0
         self.last_lasti = -1
         self.last_sample: tuple[CodeType, int, CodeType, int] | None = None
@@ -654,19 +662,33 @@ class Sampler:
                         continue
                 elif entity.id not in tasks:
                     tasks[entity.id] = entity
-                # A CPU clock read is a system call (~1-4 µs); frames are cheap.
-                # So the clock is read at most every cpu_interval per thread.
+                # A CPU read is one to three system calls; frames are cheap.  So
+                # each thread's CPU is read at most every cpu_interval, and a
+                # thread parked on the same instruction whose last real reads
+                # showed no CPU and no run-queue time is assumed unchanged for
+                # up to PARKED_REREAD_NS (synthetic repeat of the last reading).
                 cpu: tuple[int, int | None] | None = None
                 if now - entity.cpu_read_mono_ns >= cpu_interval:
                     entity.cpu_read_mono_ns = now
-                    native_id = entity.native_id
-                    if schedstat and native_id:
-                        cpu = read_schedstat(native_id)
-                    if cpu is None and entity.clock_id is not None:
-                        try:
-                            cpu = (clock_gettime_ns(entity.clock_id), None)
-                        except OSError:
-                            cpu = None
+                    last_cpu = entity.last_cpu
+                    if (last_cpu is not None and entity.cpu_still
+                            and now - entity.cpu_real_read_mono_ns < PARKED_REREAD_NS
+                            and entity.last_sample is not None
+                            and id(frame) == entity.last_frame_id
+                            and frame.f_lasti == entity.last_lasti):
+                        cpu = last_cpu
+                    else:
+                        native_id = entity.native_id
+                        if schedstat and native_id:
+                            cpu = read_schedstat(native_id)
+                        if cpu is None and entity.clock_id is not None:
+                            try:
+                                cpu = (clock_gettime_ns(entity.clock_id), None)
+                            except OSError:
+                                cpu = None
+                        entity.cpu_still = cpu is not None and cpu == last_cpu
+                        entity.cpu_real_read_mono_ns = now
+                        entity.last_cpu = cpu
                 entity.record(now, frame, cpu)
             for ident in by_ident.keys() - frames.keys():
                 gone = by_ident.get(ident)
