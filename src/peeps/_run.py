@@ -11,7 +11,6 @@ stall watchdog; each part has a flag to turn it off.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import runpy
@@ -20,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, NoReturn
+from typing import Final, NoReturn
 
 from ._config import ENV_DASHBOARD, ENV_PROCESS_NAME
 
@@ -126,39 +125,35 @@ def default_process_name(target: Target) -> str:
 
 
 def start_peeps(options: RunOptions, name: str) -> bool:
-    """Switch every part on that ``options`` asks for; a part that fails to start
-    is reported once and skipped, never fatal to the program.  Returns whether
-    primitives were patched."""
+    """Switch on every part ``options`` asks for.  Returns whether primitives
+    were patched.  Patching that fails is logged and skipped: never fatal to the
+    program."""
     import peeps
 
-    kwargs: dict[str, Any] = {"dashboard": options.dashboard}
-    accepted = inspect.signature(peeps.init).parameters
-    if "auto" in accepted:
-        kwargs["auto"] = options.auto
-    if "sampler" in accepted:
-        kwargs["sampler"] = "thread" if options.threads else "off"
-    if "sampler_hz" in accepted and options.sampler_hz is not None:
-        kwargs["sampler_hz"] = options.sampler_hz
-    if "watchdog" in accepted:
-        kwargs["watchdog"] = options.watchdog
-    if "stall_threshold_ms" in accepted and options.stall_threshold_ms is not None:
-        kwargs["stall_threshold_ms"] = options.stall_threshold_ms
-    peeps.init(name, **kwargs)
-    if options.patch and hasattr(peeps, "patch"):
-        try:
-            peeps.patch()
-        except Exception as exc:  # never fatal to the program
-            log.warning("peeps: patching primitives failed, continuing without: %s", exc)
-            return False
-        return True
-    return False
+    peeps.init(
+        name,
+        dashboard=options.dashboard,
+        auto=options.auto,
+        sampler="thread" if options.threads else "off",
+        sampler_hz=options.sampler_hz,
+        watchdog=options.watchdog,
+        stall_threshold_ms=options.stall_threshold_ms if options.watchdog else None,
+    )
+    if not options.patch:
+        return False
+    try:
+        peeps.patch()
+    except Exception as exc:
+        log.warning("peeps: patching primitives failed, continuing without: %s", exc)
+        return False
+    return True
 
 
 def stop_peeps(*, patched: bool) -> None:
     """Undo :func:`start_peeps` (used by the pytest plugin at session end)."""
     import peeps
 
-    if patched and hasattr(peeps, "unpatch"):
+    if patched:
         peeps.unpatch()
     peeps.shutdown()
 

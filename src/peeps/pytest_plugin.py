@@ -129,12 +129,26 @@ class HangWatch:
         stuck = [t for t in threading.enumerate()
                  if t is not threading.main_thread() and t.is_alive() and not t.daemon]
         if self.fired and stuck:
-            # Deadlocked non-daemon threads would keep the interpreter from exiting.
-            names = ", ".join(t.name for t in stuck)
+            self._exit_past(stuck)
+
+    def _exit_past(self, stuck: list[threading.Thread]) -> None:
+        """Deadlocked non-daemon threads would keep the interpreter from exiting."""
+        names = ", ".join(t.name for t in stuck)
+        try:
             sys.stdout.flush()
             print(f"peeps: {len(stuck)} thread(s) of hung tests never finished ({names}); "
                   f"exiting without waiting for them", file=sys.stderr, flush=True)
-            os._exit(self.exitstatus or 1)
+        except Exception:
+            pass
+        os._exit(self.exitstatus or 1)
+
+    def _at_thread_shutdown(self) -> None:
+        # Runs at interpreter exit before non-daemon threads are joined, even when
+        # pytest stopped without reaching pytest_unconfigure (say, a broken pipe).
+        stuck = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        if stuck:
+            self._exit_past(stuck)
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         __tracebackhide__ = True
@@ -215,6 +229,13 @@ class HangWatch:
                 running.item.nodeid, elapsed, running.timeout_s)
         except Exception as exc:  # the diagnosis must never cost the interruption
             running.diagnosis = f"{running.item.nodeid} hung; peeps' diagnosis failed: {exc!r}"
+        if not self.fired:
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                try:
+                    register(self._at_thread_shutdown)
+                except RuntimeError:  # already shutting down
+                    pass
         self.fired.append(running)
         self._print(running.diagnosis)
         self._stop(running)

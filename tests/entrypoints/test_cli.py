@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -137,7 +138,9 @@ def test_rich_tables_and_plain_fallback_without_rich(stalled: PeepsServer) -> No
     peeps_cli("jump", http=http)
     rich = peeps_cli("ps", "--rich", http=http, env={"COLUMNS": "250"})
     assert rich.returncode == 0, rich.stderr
-    assert "┃" in rich.stdout and "bounded_sender" in rich.stdout
+    assert "bounded_sender" in rich.stdout
+    if importlib.util.find_spec("rich") is not None:
+        assert "┃" in rich.stdout
     # The same command where rich cannot be imported: plain text, same content.
     code = ("import sys; sys.modules['rich'] = None; from peeps.cli import main; "
             "sys.exit(main(sys.argv[1:]))")

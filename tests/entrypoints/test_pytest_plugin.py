@@ -58,10 +58,12 @@ async def test_quick():
 THREAD_DEADLOCK = '''
 import threading
 
+import peeps
+
 
 def test_threads_deadlock():
-    accounts = threading.Lock()
-    ledger = threading.Lock()
+    accounts = peeps.ThreadLock("accounts_lock")
+    ledger = peeps.ThreadLock("ledger_lock")
     both = threading.Barrier(2)
 
     def transfer(first, second):
@@ -78,6 +80,7 @@ def test_threads_deadlock():
 '''
 
 INERT_CHECK = '''
+import _thread
 import asyncio
 import signal
 import threading
@@ -87,7 +90,7 @@ def test_nothing_installed():
     assert not [t.name for t in threading.enumerate() if t.name.startswith("peeps")]
     assert asyncio.Lock.__module__ == "asyncio.locks"
     assert asyncio.Queue.__module__ == "asyncio.queues"
-    assert threading.Lock is threading._allocate_lock
+    assert threading.Lock in (_thread.allocate_lock, getattr(_thread, "lock", None))
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     from peeps import _collector
     assert _collector.current_collector() is None
@@ -140,10 +143,15 @@ def test_thread_deadlock_is_interrupted_and_named(tmp_path: Path) -> None:
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
     assert "1 failed" in out
-    assert "PeepsHangError" in out
-    assert "MainThread" in out and "test_generated.py:20 in test_threads_deadlock" in out
-    assert re.search(r"debit: .*at \S+test_generated.py:13 in transfer", out), out
-    assert re.search(r"credit: .*at \S+test_generated.py:13 in transfer", out), out
+    assert re.search(r"FAILED test_generated.py::test_threads_deadlock - \S*PeepsHangError: hung "
+                     r"past its 0.5s timeout: deadlock: (debit and credit|credit and debit)", out)
+    early = _hung_section(out)
+    for text in ("thread debit", "thread credit", "accounts_lock", "ledger_lock",
+                 "--needs[acquire", "--held by"):
+        assert text in early, early
+    assert "MainThread" in early and "test_generated.py:22 in test_threads_deadlock" in early
+    assert re.search(r"debit: .*at \S+test_generated.py:15 in transfer", early), early
+    assert re.search(r"credit: .*at \S+test_generated.py:15 in transfer", early), early
     # The deadlocked non-daemon threads do not keep pytest from exiting.
     # (An interrupted join() marks its thread stopped, so only credit may be listed.)
     assert re.search(r"thread\(s\) of hung tests never finished \((debit, )?credit\)",

@@ -1,16 +1,20 @@
-"""Two threads take two plain threading locks in opposite orders and deadlock.
+"""Two threads take two locks in opposite orders and deadlock.
 
-No peeps import: run it under ``python -m peeps run`` to see the cycle.
+``peeps.patch()`` covers asyncio primitives only, so the locks are
+``peeps.ThreadLock`` (a drop-in ``threading.Lock``); nothing else in the
+program knows about peeps.  Run it under ``python -m peeps run``.
 """
 
 import threading
 
-accounts_lock = threading.Lock()
-ledger_lock = threading.Lock()
+import peeps
+
+accounts_lock = peeps.ThreadLock("accounts_lock")
+ledger_lock = peeps.ThreadLock("ledger_lock")
 both_hold_one = threading.Barrier(2)
 
 
-def transfer(first: threading.Lock, second: threading.Lock) -> None:
+def transfer(first: peeps.ThreadLock, second: peeps.ThreadLock) -> None:
     with first:
         both_hold_one.wait()
         with second:
@@ -23,6 +27,5 @@ credit = threading.Thread(target=transfer, args=(ledger_lock, accounts_lock), na
                           daemon=True)
 debit.start()
 credit.start()
-both_hold_one_done = threading.Event()
 print("thread-deadlock: stuck", flush=True)
-both_hold_one_done.wait()
+threading.Event().wait()
