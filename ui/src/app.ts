@@ -7,7 +7,7 @@
 
 import { ApiError, api } from "./api";
 import { GraphIndex } from "./model";
-import type { ConnectedProcess, Event, SnapshotRecord, Suspect } from "./types";
+import type { ConnectedProcess, Event, SnapshotProgressAnswer, SnapshotRecord, Suspect } from "./types";
 
 export type ViewName = "suspects" | "graph" | "requests" | "threads" | "processes" | "sql";
 
@@ -96,6 +96,8 @@ export class App {
   loading = false;
   error: string | null = null;
   connected: ConnectedProcess[] = [];
+  /** A snapshot being taken right now (GET /api/snapshot-progress), if any. */
+  inFlight: SnapshotProgressAnswer["in_flight"] = null;
   serverVersion = "";
   jumping = false;
   /** Set when a snapshot named by a deep link is not on the server. */
@@ -168,9 +170,14 @@ export class App {
 
   async refreshSnapshots(): Promise<void> {
     try {
-      const [snaps, procs] = await Promise.all([api.snapshots(200), api.processes()]);
+      const [snaps, procs, progress] = await Promise.all([
+        api.snapshots(200),
+        api.processes(),
+        api.progress().catch(() => null),
+      ]);
       this.snapshots = snaps.snapshots;
       this.connected = procs.processes;
+      this.inFlight = progress?.in_flight ?? null;
       this.emit("snapshots", "connected");
       if (this.error && this.error.startsWith("server unreachable")) {
         this.error = null;

@@ -135,6 +135,17 @@ export interface JumpNowAnswer {
   disconnected: number;
 }
 
+export interface SnapshotProgressAnswer {
+  in_flight: {
+    snapshot_id: number;
+    requested: number;
+    responded: number;
+    pending: string[];
+    started_at_ns: number;
+  } | null;
+  last_snapshot_id: number | null;
+}
+
 export interface SnapshotsAnswer {
   snapshots: SnapshotRecord[];
 }

@@ -76,6 +76,7 @@ export class GraphView {
   private matchIdx = -1;
   private pendingCenter: string | null = null;
   private fitOnRender = true;
+  private focusKey = "";
   private active = false;
 
   constructor(private readonly app: App) {
@@ -146,11 +147,17 @@ export class GraphView {
   update(changes: Set<Change>): void {
     if (changes.has("data")) {
       this.layoutCache.clear();
-      this.fitOnRender = true;
+      // A newer snapshot (live refresh) keeps the view where the user put it:
+      // unchanged islands keep their places (the worker caches them).
+      if (!this.shown) this.fitOnRender = true;
       this.renderSide();
     }
     if (changes.has("focus")) {
-      this.fitOnRender = true;
+      const key = this.app.focus ? `${this.app.focus.roots.join(",")}@${this.app.focus.depth}` : "";
+      if (key !== this.focusKey) {
+        this.focusKey = key;
+        this.fitOnRender = true;
+      }
       this.renderFocusControls();
     }
     if (changes.has("selection") && this.app.selected) {

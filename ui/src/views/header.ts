@@ -24,6 +24,7 @@ export class Header {
   private readonly liveBtn = h("button", { class: "btn toggle", attrs: { "data-testid": "live-toggle" } });
   private readonly jumpBtn = h("button", { class: "btn primary", attrs: { "data-testid": "jump-now" } }, "Jump now");
   private readonly connected = h("span", { class: "connected" });
+  private readonly progress = h("span", { class: "in-flight", attrs: { "data-testid": "in-flight" } });
   private usable: SnapshotRecord[] = [];
 
   constructor(private readonly app: App) {
@@ -51,6 +52,7 @@ export class Header {
       this.timeline,
       this.procs,
       h("div", { class: "spacer" }),
+      this.progress,
       this.connected,
       this.liveBtn,
       this.jumpBtn,
@@ -66,6 +68,12 @@ export class Header {
       this.renderProcs();
     }
     if (changes.has("connected")) {
+      const f = app.inFlight;
+      this.progress.hidden = !f;
+      if (f) {
+        this.progress.textContent = `snapshot #${f.snapshot_id}: ${f.responded}/${f.requested} answered`;
+        this.progress.title = f.pending.length ? `waiting for: ${f.pending.join(", ")}` : "";
+      }
       const n = app.connected.length;
       this.connected.textContent = `${n} connected`;
       this.connected.title = app.connected.map((p) => `${p.process_name} (pid ${p.pid}) from ${p.peer}`).join("\n") || "no process connected";

@@ -54,9 +54,14 @@ function updateTick(el: HTMLElement): void {
   el.textContent = fmtTicking(base + since);
 }
 
-/** Called by a timer: refresh every ticking duration and age on the page. */
+/** Ticking durations refreshed per timer tick, at most (a long table's tail stays put). */
+const MAX_TICKS = 300;
+
+/** Called by a timer: refresh the ticking durations and ages that are on screen. */
 export function tickAll(): void {
-  for (const el of document.querySelectorAll<HTMLElement>(".tick")) updateTick(el);
+  for (const el of document.querySelectorAll<HTMLElement>(".inspector .tick")) updateTick(el);
+  const inView = document.querySelectorAll<HTMLElement>(".view:not([hidden]) .tick");
+  for (let i = 0; i < inView.length && i < MAX_TICKS; i++) updateTick(inView[i] as HTMLElement);
   for (const el of document.querySelectorAll<HTMLElement>(".tick-age")) {
     const at = Number(el.dataset["at"]);
     const age = Math.max(0, nowNs() - at);
