@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from web_support import WebServer
@@ -65,3 +67,18 @@ def test_processes_and_health(server: WebServer) -> None:
     assert set(health) == {"status", "version", "connected_processes"}
     assert server.get("/api/snapshot-progress") == {"in_flight": None, "last_snapshot_id": None}
     assert server.get("/api/snapshots") == {"snapshots": []}
+
+
+def test_missing_ui_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    monkeypatch.setattr(_http, "STATIC_DIR", tmp_path)
+
+    async def fetch() -> web.StreamResponse:
+        return await _http.index(make_mocked_request("GET", "/"))
+
+    response = asyncio.run(fetch())
+    assert isinstance(response, web.Response) and response.status == 200
+    assert response.content_type == "text/html"
+    assert response.text is not None and "scripts/build-ui" in response.text
