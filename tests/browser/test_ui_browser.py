@@ -249,6 +249,17 @@ def test_two_thousand_node_snapshot_renders_and_stays_interactive(
         timeout=90_000,
     )
     assert canvas.locator("g.node").count() == 2000
+    # Every edge kind has its own style; ghosts (attrs.ghost) are marked.
+    for kind in ("needs", "holds", "spawned", "touches", "closed_by"):
+        assert canvas.locator(f"path.edge.e-{kind}").count() > 0, kind
+    styles = page.evaluate("""() => Object.fromEntries(
+        ['needs', 'spawned', 'touches'].map(k => {
+          const el = document.querySelector(`path.edge.e-${k}`);
+          return [k, [el.getAttribute('stroke'), el.getAttribute('stroke-dasharray')]];
+        }))""")
+    assert styles["needs"][1] is None and styles["spawned"][1] and styles["touches"][1]
+    assert styles["spawned"][1] != styles["touches"][1]
+    assert canvas.locator("g.node.ghost").count() > 0
     ui_page.shot("test-graph-2000")
 
     # Search finds a node by name and selects it.

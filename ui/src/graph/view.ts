@@ -310,6 +310,16 @@ export class GraphView {
         `<path class="edge e-${esc(e.kind)}" data-key="${esc(e.key)}" d="${d}" stroke="${s.color}" stroke-width="${s.width}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} marker-end="url(#arr-${marker})"><title>${esc(`${e.src} ${e.kind} ${e.dst}${e.attrs["op"] ? ` (${String(e.attrs["op"])})` : ""}`)}</title></path>`,
       );
     }
+    parts.push("</g><g class=\"edge-labels\">");
+    // What a waiter is doing (send, acquire, await, …) at the middle of its needs edge.
+    for (const e of sorted) {
+      if (e.kind !== "needs") continue;
+      const op = e.attrs["op"];
+      const pts = layout.edges.get(e.key);
+      if (typeof op !== "string" || !pts || pts.length < 2) continue;
+      const m = midpoint(pts);
+      parts.push(`<text class="elabel" x="${m.x.toFixed(1)}" y="${(m.y - 4).toFixed(1)}">${esc(op)}</text>`);
+    }
     parts.push("</g><g class=\"nodes\">");
     for (const n of vis.nodes) {
       const b = layout.nodes.get(n.id);
@@ -665,6 +675,21 @@ export class GraphView {
     this.ty = r.height / 2 - (b.y + b.h / 2) * this.k;
     this.applyTransform();
   }
+}
+
+/** The point halfway along a polyline. */
+function midpoint(pts: Point[]): Point {
+  let total = 0;
+  for (let i = 1; i < pts.length; i++) total += Math.hypot((pts[i] as Point).x - (pts[i - 1] as Point).x, (pts[i] as Point).y - (pts[i - 1] as Point).y);
+  let left = total / 2;
+  for (let i = 1; i < pts.length; i++) {
+    const a = pts[i - 1] as Point;
+    const b = pts[i] as Point;
+    const d = Math.hypot(b.x - a.x, b.y - a.y);
+    if (d >= left && d > 0) return { x: a.x + ((b.x - a.x) * left) / d, y: a.y + ((b.y - a.y) * left) / d };
+    left -= d;
+  }
+  return pts[0] as Point;
 }
 
 function fmtPt(p: Point): string {
