@@ -103,9 +103,9 @@ def run_pytest(directory: Path, source: str, *args: str,
     (directory / "pytest.ini").write_text(PYTEST_INI)
     (directory / "test_generated.py").write_text(source)
     return subprocess.run(
-        # hypothesis' plugin alone takes seconds to import and is not needed here.
+        # Plugins that import hypothesis take seconds to load and are not needed here.
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-         "-q", "-rf",
+         "-p", "no:schemathesis", "-p", "no:anyio", "-q", "-rf",
          "test_generated.py", *args],
         cwd=directory, env=child_env(COLUMNS="200"), capture_output=True, text=True,
         timeout=timeout)
