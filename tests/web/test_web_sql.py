@@ -106,6 +106,11 @@ REFUSED: list[tuple[str, int, str]] = [
     ("SELECT (SELECT count(*) FROM main.nodes)", 403, "directly"),
     ("SELECT * FROM nodes WHERE id IN (SELECT id FROM main.nodes)", 403, "directly"),
     ("SELECT * FROM nodes WHERE snapshot_id = 1", 400, "no such column"),
+    ("SELECT * FROM json_each((SELECT group_concat(attrs_json) FROM main.nodes))", 403,
+     "reading main.nodes directly"),
+    ("SELECT * FROM pragma_function_list", 403, "only SELECT"),
+    ("SELECT * FROM dbstat", 403, "only SELECT"),
+    ("SELECT * FROM sqlite_dbpage", 400, "no such table"),
     # not SQL at all
     ("", 400, "sql is empty"),
     ("   ", 400, "sql is empty"),
@@ -195,6 +200,12 @@ def test_useful_queries(sql_server: tuple[WebServer, int, int]) -> None:
                   WHERE e.kind = 'needs')
         SELECT id, depth FROM chain ORDER BY depth""")
     assert [r["depth"] for r in recursive] == [0, 1]
+    # Table-valued JSON functions work on the views' attrs.
+    keys = server.rows(sid, """
+        SELECT DISTINCT j.key FROM nodes n, json_each(n.attrs) j
+        WHERE n.kind = 'channel' ORDER BY j.key""")
+    assert [r["key"] for r in keys] == ["blocked_receivers", "blocked_senders", "capacity",
+                                        "closed", "depth", "received", "sent"]
 
 
 def test_params_positional_and_named(sql_server: tuple[WebServer, int, int]) -> None:
