@@ -59,10 +59,12 @@ class Page:
 class SyntheticProcess:
     """``synthetic_process.py``: a wire-protocol client with a large graph."""
 
-    def __init__(self, dashboard: str, nodes: int, name: str = "synthetic", threads: int = 3) -> None:
+    def __init__(self, dashboard: str, nodes: int, name: str = "synthetic", threads: int = 3,
+                 mute: bool = False) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "synthetic_process.py"), "--dashboard", dashboard,
-             "--nodes", str(nodes), "--name", name, "--threads", str(threads)],
+             "--nodes", str(nodes), "--name", name, "--threads", str(threads),
+             *(["--mute"] if mute else [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.proc.stdout is not None

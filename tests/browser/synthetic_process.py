@@ -165,6 +165,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--name", default="synthetic")
     parser.add_argument("--threads", type=int, default=3, help="thread nodes to include")
+    parser.add_argument("--mute", action="store_true",
+                        help="say hello, then never answer (the server records a timeout)")
     args = parser.parse_args()
     host, _, port = args.dashboard.rpartition(":")
     pid = os.getpid()
@@ -183,6 +185,8 @@ def main() -> int:
         if message.get("type") != "snapshot_request":
             print(f"synthetic: server said {message}", file=sys.stderr, flush=True)
             return 1
+        if args.mute:
+            continue
         now = time.time_ns()
         for ev in events:
             ev["ts_ns"] = now - 2 * 10**9

@@ -236,6 +236,32 @@ def test_jump_now_and_live_refresh(peeps_server: PeepsServer, run_example: type[
     assert info.inner_text().startswith(f"#{sid + 2}")
 
 
+def test_a_process_that_does_not_answer_shows_as_timeout(tmp_path: Path, ui_page: Page) -> None:
+    server = PeepsServer(tmp_path / "peeps.sqlite", extra_env={"PEEPS_SNAPSHOT_TIMEOUT_MS": "700"}).start()
+    talker = mute = None
+    try:
+        talker = SyntheticProcess(server.dashboard, 30, name="answers", threads=0)
+        mute = SyntheticProcess(server.dashboard, 30, name="silent", mute=True)
+        server.wait_connected(2)
+        snap = server.jump()
+        assert snap["timed_out"] == 1
+        page = _open(ui_page, f"{server.http_base}/#/snapshot/{snap['snapshot_id']}")
+        chips = page.locator("[data-testid=header-processes]")
+        chips.locator(".proc-chip.st-timeout", has_text="silent").wait_for()
+        assert "timeout" in chips.locator(".proc-chip", has_text="silent").inner_text()
+        assert chips.locator(".proc-chip.st-responded", has_text="answers").count() == 1
+        assert "partial" in page.locator("[data-testid=snapshot-info]").inner_text()
+        page.locator("[data-testid=tab-processes]").click()
+        row = page.locator("[data-testid=processes-table] tbody tr", has_text="silent")
+        assert "timeout" in row.inner_text()
+        ui_page.shot("test-partial-snapshot")
+    finally:
+        for proc in (talker, mute):
+            if proc:
+                proc.stop()
+        server.stop()
+
+
 def test_two_thousand_node_snapshot_renders_and_stays_interactive(
     peeps_server: PeepsServer, synthetic: type[SyntheticProcess], ui_page: Page
 ) -> None:
