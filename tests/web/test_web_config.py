@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,13 @@ def test_exposure_needs_a_token_or_an_explicit_opt_out() -> None:
         check_exposure(exposed)
     check_exposure(ServerConfig(http="0.0.0.0:9120", token="s3cret"))
     check_exposure(ServerConfig(listen="192.0.2.1:9119", insecure_no_token=True))
+
+
+def test_console_script_and_module_help() -> None:
+    script = Path(sys.executable).parent / "peeps-web"
+    commands = [[sys.executable, "-m", "peeps.web", "--help"]]
+    if script.exists():
+        commands.append([str(script), "--help"])
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        assert "PEEPS_SNAPSHOT_TIMEOUT_MS" in result.stdout
