@@ -62,3 +62,21 @@ def test_slow_frame_bodies_time_out_without_blocking_others(
         for sock in slow:
             sock.close()
         good.close()
+
+
+def test_connection_churn_does_not_grow_ingest_events_without_bound(
+        start_server: Callable[..., WebServer]) -> None:
+    server = start_server("--retain-ingest-events", "10")
+    for _ in range(250):
+        with socket.create_connection(server.ingest, timeout=5):
+            pass
+    deadline = time.monotonic() + 10
+    while True:
+        [(total,)] = server.db_rows("SELECT count(*) FROM ingest_events")
+        [(newest,)] = server.db_rows("SELECT max(id) FROM ingest_events")
+        if newest is not None and newest >= 250:
+            break
+        assert time.monotonic() < deadline, (total, newest)
+        time.sleep(0.05)
+    # Trimmed every 100 events down to the newest 10.
+    assert total <= 110, total

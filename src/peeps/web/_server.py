@@ -65,7 +65,7 @@ class PeepsWebServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.store = Store(config.db)
+        self.store = Store(config.db, retain_ingest_events=config.retain_ingest_events)
         self.ingest = IngestServer(config, self.store)
         self.coordinator = SnapshotCoordinator(config, self.store, self.ingest)
         self._runner: web.AppRunner | None = None

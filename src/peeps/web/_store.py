@@ -112,8 +112,10 @@ _STOP: Final = object()
 class Store:
     """Owns the database file and the writer thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, retain_ingest_events: int = 10000) -> None:
         self.path = Path(path).resolve()
+        self.retain_ingest_events = retain_ingest_events
+        self._ingest_events_since_trim = 0
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -212,11 +214,20 @@ class Store:
         """Fire-and-forget: an ingest event must never hold up ingest."""
         ts_ns = time.time_ns()
 
+        # Connection churn must not grow the table without bound between snapshots.
+        self._ingest_events_since_trim += 1
+        trim = self._ingest_events_since_trim >= max(100, self.retain_ingest_events // 10)
+        if trim:
+            self._ingest_events_since_trim = 0
+        keep = self.retain_ingest_events
+
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO ingest_events (ts_ns, proc_key, peer, kind, detail) VALUES (?,?,?,?,?)",
-                (ts_ns, proc_key, peer, kind, detail),
+                (ts_ns, proc_key, peer, kind, detail[:2000] if detail else detail),
             )
+            if trim:
+                trim_ingest_events(conn, keep)
 
         if not self._closed:
             self.submit(job)
@@ -321,12 +332,16 @@ def apply_retention(conn: sqlite3.Connection, *, retain: int, retain_ingest_even
             cur = conn.execute(f"DELETE FROM {table} WHERE snapshot_id < ?", (oldest_kept,))
             if table == "snapshots":
                 deleted = cur.rowcount
+    trim_ingest_events(conn, retain_ingest_events)
+    return deleted
+
+
+def trim_ingest_events(conn: sqlite3.Connection, keep: int) -> None:
     row = conn.execute(
-        "SELECT id FROM ingest_events ORDER BY id DESC LIMIT 1 OFFSET ?", (retain_ingest_events - 1,)
+        "SELECT id FROM ingest_events ORDER BY id DESC LIMIT 1 OFFSET ?", (keep - 1,)
     ).fetchone()
     if row is not None:
         conn.execute("DELETE FROM ingest_events WHERE id < ?", (int(row[0]),))
-    return deleted
 
 
 # -- read helpers (run on read-only connections) ----------------------------------------
