@@ -79,6 +79,7 @@ export class DataTable<T> {
   }
 
   setRows(rows: T[], selectedKey?: string | null): void {
+    const scrollTop = this.el.scrollTop;
     this.rows = rows;
     this.view = rows.slice();
     const col = this.opts.columns[this.sortCol];
@@ -113,8 +114,10 @@ export class DataTable<T> {
     this.selected = -1;
     if (selectedKey) {
       const idx = this.view.findIndex((r) => this.opts.rowKey(r) === selectedKey);
-      if (idx >= 0) this.select(idx, false);
+      if (idx >= 0) this.select(idx, false, false);
     }
+    // A refresh (live mode) leaves the table where the reader had scrolled it.
+    this.el.scrollTop = scrollTop;
   }
 
   selectedRow(): T | undefined {
@@ -130,7 +133,7 @@ export class DataTable<T> {
     this.rowEls[idx]?.classList.add("sel");
   }
 
-  select(i: number, notify: boolean): void {
+  select(i: number, notify: boolean, scroll = true): void {
     if (i < 0 || i >= this.view.length) return;
     this.rowEls[this.selected]?.classList.remove("sel");
     this.rowEls[this.selected]?.setAttribute("aria-selected", "false");
@@ -138,7 +141,7 @@ export class DataTable<T> {
     const tr = this.rowEls[i];
     tr?.classList.add("sel");
     tr?.setAttribute("aria-selected", "true");
-    tr?.scrollIntoView({ block: "nearest" });
+    if (scroll) tr?.scrollIntoView({ block: "nearest" });
     const row = this.view[i];
     if (notify && row !== undefined) this.opts.onSelect?.(row);
   }

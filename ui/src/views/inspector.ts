@@ -208,6 +208,7 @@ export class Inspector {
   readonly el: HTMLElement;
   private readonly body = h("div", { class: "insp-body" });
   private shownKey = "";
+  private shownNode: string | null = null;
 
   constructor(private readonly app: App) {
     this.el = h("aside", { class: "inspector", attrs: { "data-testid": "inspector" } }, this.body);
@@ -236,7 +237,11 @@ export class Inspector {
       );
       return;
     }
+    // A newer snapshot of the same node keeps the reader's scroll position.
+    const keep = this.shownNode === n.id ? this.el.scrollTop : 0;
+    this.shownNode = n.id;
     replace(this.body, this.render(g, n));
+    this.el.scrollTop = keep;
   }
 
   private closeBtn(): HTMLElement {

@@ -13,6 +13,10 @@ interface Row {
   s: Suspect;
 }
 
+function suspectKey(r: Row): string {
+  return `${r.s.kind}|${r.s.proc_key ?? ""}|${r.s.node_ids.join(",")}`;
+}
+
 export class SuspectsView {
   readonly el: HTMLElement;
   private readonly summary = h("div", { class: "view-summary" });
@@ -23,7 +27,8 @@ export class SuspectsView {
   constructor(private readonly app: App) {
     this.table = new DataTable<Row>({
       testId: "suspects-table",
-      rowKey: (r) => `${r.rank}`,
+      // Stable across snapshots, so live refresh keeps the selected suspect.
+      rowKey: suspectKey,
       rowClass: (r) => `row-sev-${r.s.severity}`,
       emptyText: "No suspects in this snapshot: nothing is waiting long, full, or in a cycle.",
       onSelect: (r) => this.pick(r),
@@ -92,7 +97,7 @@ export class SuspectsView {
   }
 
   private pick(r: Row): void {
-    this.selectedKey = `${r.rank}`;
+    this.selectedKey = suspectKey(r);
     const first = r.s.node_ids.find((id) => this.app.graph?.nodes.has(id)) ?? r.s.node_ids[0] ?? null;
     this.app.select(first, { highlight: r.s.node_ids });
   }
