@@ -6,11 +6,14 @@ the database file byte-for-byte unchanged.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from web_support import FakeProcess, WebServer, sample_graph
 
 
@@ -246,3 +249,33 @@ def test_body_that_is_not_json(sql_server: tuple[WebServer, int, int]) -> None:
     server, _, _ = sql_server
     got, payload = server.request("POST", "/api/sql", raw=b"{not json")
     assert got == 400 and payload["error"]["message"] == "request body must be JSON"
+
+
+SQL_WORDS = ["SELECT", "*", "FROM", "nodes", "edges", "main.nodes", "temp.nodes", "sqlite_master",
+             "WHERE", "1", "=", "(", ")", ",", ";", "--", "/*", "*/", "UNION", "ALL", "WITH",
+             "RECURSIVE", "x", "AS", "INSERT", "INTO", "VALUES", "DELETE", "UPDATE", "SET",
+             "DROP", "TABLE", "CREATE", "VIEW", "ATTACH", "'file.db'", "PRAGMA", "journal_mode",
+             "load_extension('x')", "randomblob(100)", "json_each(attrs)", "snapshot",
+             "count(*)", "id", "attrs", "ORDER", "BY", "LIMIT", "10", "'", "\"", "BEGIN",
+             "COMMIT", "VACUUM", "JOIN", "ON", "src", "dst", "snapshot_id", "rowid", "?"]
+
+
+@settings(max_examples=int(os.environ.get("PEEPS_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(SQL_WORDS), min_size=1, max_size=14))
+def test_random_statements_never_break_the_sandbox(sql_server: tuple[WebServer, int, int],
+                                                   words: list[str]) -> None:
+    server, sid, _ = sql_server
+    status, body = server.sql(sid, " ".join(words))
+    assert status in (200, 400, 403, 408, 413), body
+    if status != 200:
+        assert set(body) == {"error"}
+
+
+def test_fuzzing_left_the_database_unchanged(sql_server: tuple[WebServer, int, int]) -> None:
+    server, sid, _ = sql_server
+    assert server.rows(sid, "SELECT count(*) AS n FROM nodes") == [{"n": 2}]
+    assert server.db_rows("SELECT count(*) FROM main.nodes") == [(4,)]
+    assert server.db_rows("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") == [
+        ("edges",), ("events",), ("ingest_events",), ("nodes",), ("snapshot_processes",),
+        ("snapshots",), ("sqlite_sequence",)]
