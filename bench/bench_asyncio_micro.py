@@ -36,7 +36,7 @@ def _loop(variant: str) -> asyncio.AbstractEventLoop:
     if variant in ("auto", "auto_steps"):
         _autotrack.install_task_factory(loop)
         if variant == "auto_steps":
-            _autotrack._cancel_tracking = True
+            _autotrack._register_eagerly = True
             _autotrack.enable_step_stats()
     return loop
 

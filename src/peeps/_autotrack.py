@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events as _events
+import sys
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import _tasks as _tasks_module
 from ._config import STATE
-from ._registry import REGISTRY
+from ._registry import REGISTRY, Clock, base_attrs, new_id
 from ._tasks import (
     _BY_TASK_ID,
     TaskEntity,
     _current_tasks,
+    adopt_task,
     creation_site,
     current_waiter,
     entity_for_task,
     register_task,
 )
+from .types import Edge, Node
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
@@ -37,27 +41,50 @@ TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
     """The task class the automatic factory creates when no other factory is
-    installed.  Identical to ``asyncio.Task`` except that ``cancel()`` records
-    who asked (the running task or thread, else ``"loop"``)."""
+    installed: ``asyncio.Task`` plus one slot for where and by whom it was
+    spawned (read when the task is first seen), and a ``cancel()`` that
+    records who asked (the running task or thread, else ``"loop"``)."""
+
+    __slots__ = ("_peeps_cancel", "_peeps_spawn")
+
+    _peeps_spawn: tuple[int, Any, int, int]
+    _peeps_cancel: tuple[str, int]
 
     def cancel(self, msg: Any = None) -> bool:
-        entity = _BY_TASK_ID.get(id(self))
-        if entity is not None and entity.cancel_requested_mono_ns is None:
-            try:
-                by = current_waiter()
-                entity.cancelled_by = by.id if by is not None else "loop"
-                entity.cancel_requested_mono_ns = time.monotonic_ns()
-            except Exception as exc:
-                REGISTRY.part_failed("recording a cancel", exc)
+        try:
+            by = current_waiter()
+            by_id = by.id if by is not None else "loop"
+            now = time.monotonic_ns()
+            entity = _BY_TASK_ID.get(id(self))
+            if entity is not None and entity.task_ref() is self:
+                if entity.cancel_requested_mono_ns is None:
+                    entity.cancelled_by = by_id
+                    entity.cancel_requested_mono_ns = now
+            elif getattr(self, "_peeps_cancel", None) is None:
+                self._peeps_cancel = (by_id, now)
+        except Exception as exc:
+            REGISTRY.part_failed("recording a cancel", exc)
         return super().cancel(msg)
 
 
+_ASYNCIO_DIR = _tasks_module._ASYNCIO_DIR
+_getframe = sys._getframe
+
+
 class PeepsTaskFactory:
-    """A loop task factory that registers every task it creates.
+    """A loop task factory that tracks every task it creates.
 
     ``previous`` is the factory that was installed before (``None`` = the
     loop's default); it is called to create the task, so eager factories and
     custom task classes keep working.
+
+    Without a previous factory (the common case) the factory makes a
+    :class:`TrackedTask` and only stores ``(parent id, creation code, line,
+    created)`` in its slot: the entity is made when the task is first seen (at
+    a snapshot, or when it touches an instrumented primitive).  That keeps
+    spawn cheap; the price is that a task that finishes unseen leaves no
+    trace.  Chained factories, and step-statistics mode, register every task
+    at creation (entity plus done callback), so finished tasks are retained.
     """
 
     __slots__ = ("active", "previous")
@@ -69,12 +96,30 @@ class PeepsTaskFactory:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
         previous = self.previous
+        if previous is None and not _register_eagerly:
+            lean = TrackedTask(coro, loop=loop, **kwargs)
+            if self.active and STATE.enabled:
+                try:
+                    parent = (_current_tasks.get(loop) if _current_tasks is not None
+                              else _safe_current_task(loop))
+                    # Where: the first frame outside asyncio (frame 0 is us,
+                    # 1 is loop.create_task).  _getframe(n) builds one frame object.
+                    depth = 2
+                    frame = _getframe(2)
+                    while frame.f_code.co_filename.startswith(_ASYNCIO_DIR) and depth < 6:
+                        depth += 1
+                        frame = _getframe(depth)
+                    lean._peeps_spawn = (id(parent) if parent is not None and parent is not lean
+                                         else 0, frame.f_code, frame.f_lineno, _monotonic_ns())
+                except Exception as exc:
+                    REGISTRY.part_failed("automatic task tracking", exc)
+            return lean
+        created: asyncio.Future[Any]
         if previous is not None:
-            task = previous(loop, coro, **kwargs)
-        elif _cancel_tracking:
-            task = TrackedTask(coro, loop=loop, **kwargs)
+            created = previous(loop, coro, **kwargs)
         else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
+            created = TrackedTask(coro, loop=loop, **kwargs)
+        task = created
         if STATE.enabled and self.active:
             try:
                 if entity_for_task(task) is None:
@@ -85,6 +130,16 @@ class PeepsTaskFactory:
             except Exception as exc:
                 REGISTRY.part_failed("automatic task tracking", exc)
         return task
+
+
+_monotonic_ns = time.monotonic_ns
+
+
+def _safe_current_task(loop: asyncio.AbstractEventLoop) -> Any:
+    try:
+        return asyncio.current_task(loop)
+    except RuntimeError:
+        return None
 
 
 def _spawning_entity(loop: asyncio.AbstractEventLoop, task: Any) -> TaskEntity | None:
@@ -111,8 +166,52 @@ _OURS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[PeepsTaskFactor
     weakref.WeakKeyDictionary()
 )
 _step_stats_on = False
-#: Create ``TrackedTask`` (records who cancelled) rather than ``asyncio.Task``.
-_cancel_tracking = False
+#: Register every task at creation (entity + done callback) instead of lazily.
+_register_eagerly = False
+
+
+class LoopEntity:
+    """One event loop peeps installed on, as an ``event_loop`` node.  Describing
+    it (first in every snapshot: resources are described before tasks) adopts
+    the loop's lazily tracked tasks, so they get their entities in time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._peeps_id = new_id("event_loop")
+        self.loop_ref = weakref.ref(loop)
+        self.created_mono_ns = time.monotonic_ns()
+
+    def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
+        loop = self.loop_ref()
+        tasks: list[Any] = []
+        if loop is not None and not loop.is_closed():
+            try:
+                tasks = list(asyncio.all_tasks(loop))
+            except Exception as exc:
+                REGISTRY.part_failed("listing a loop's tasks", exc)
+        if STATE.enabled:
+            by_id = {id(t): t for t in tasks}
+            for task in tasks:
+                if entity_for_task(task) is None:
+                    try:
+                        adopt_task(task, by_id)
+                    except Exception as exc:
+                        REGISTRY.part_failed("adopting a task", exc)
+        attrs = base_attrs(self.created_mono_ns, None, None, now)
+        attrs.update(
+            running=bool(loop is not None and loop.is_running()),
+            closed=bool(loop is None or loop.is_closed()),
+            tasks=len(tasks),
+            loop_type=type(loop).__name__ if loop is not None else None,
+        )
+        node: Node = {"id": self._peeps_id, "kind": "event_loop", "label": "event loop",
+                      "attrs": attrs}
+        return node, []
+
+
+#: loop -> its LoopEntity (kept alive by the loop, registered weakly).
+_LOOP_ENTITIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopEntity] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
@@ -128,6 +227,10 @@ def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     loop.set_task_factory(factory)
     _INSTALLED.add(loop)
     _OURS.setdefault(loop, []).append(factory)
+    if loop not in _LOOP_ENTITIES:
+        loop_entity = LoopEntity(loop)
+        _LOOP_ENTITIES[loop] = loop_entity
+        REGISTRY.track(loop_entity)
     _register_existing(loop)
     return True
 
@@ -147,9 +250,12 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
             for factory in _OURS.get(each, ()):
                 factory.active = False
         _INSTALLED.discard(each)
+        loop_entity = _LOOP_ENTITIES.pop(each, None)
+        if loop_entity is not None:
+            REGISTRY.untrack(loop_entity)
     if loop is None:
-        global _cancel_tracking
-        _cancel_tracking = False
+        global _register_eagerly
+        _register_eagerly = False
         _remove_loop_hooks()
         disable_step_stats()
 
@@ -225,8 +331,8 @@ def enable_auto(*, step_stats: bool = False) -> None:
     ``step_stats`` also turns on per-step statistics and cancel attribution
     (tasks become ``TrackedTask``); both cost measurable time per task.
     """
-    global _cancel_tracking
-    _cancel_tracking = step_stats
+    global _register_eagerly
+    _register_eagerly = step_stats
     install_loop_hooks()
     try:
         loop = asyncio.get_running_loop()

@@ -416,10 +416,18 @@ def register_task(
     source: str = "first_sight",
     coro: Any = None,
 ) -> TaskEntity:
+    parent_id = parent.id if parent is not None else None
+    spawn = getattr(task, "_peeps_spawn", None)
+    if spawn is not None and location is None and parent is None:
+        location, parent_id, _ = _spawn_info(task, spawn, None)
+        source = "auto"
     entity = TaskEntity(
         task, name, tracked=tracked, location=location,
-        parent_id=parent.id if parent is not None else None, meta=meta, source=source,
+        parent_id=parent_id, meta=meta, source=source,
     )
+    if spawn is not None:
+        entity.created_mono_ns = spawn[3]
+        _copy_cancel(task, entity)
     if coro is not None:
         entity._coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
     elif not task.done():
@@ -523,13 +531,48 @@ def current_holder() -> Any:
     return hook() if hook is not None else None
 
 
-def adopt_task(task: asyncio.Future[Any]) -> TaskEntity:
+def _spawn_info(task: Any, spawn: tuple[int, Any, int, int],
+                by_id: dict[int, Any] | None) -> tuple[Location | None, str | None, int]:
+    """(location, parent node id, created mono ns) from a ``TrackedTask`` slot."""
+    parent_key, code, lineno, created = spawn
+    location: Location | None = (code.co_filename, lineno) if code is not None else None
+    parent_id: str | None = None
+    if parent_key:
+        # An id can be reused once its task is gone; a task created after this
+        # one cannot be its parent, so the creation times disambiguate.
+        parent_entity = _BY_TASK_ID.get(parent_key)
+        if parent_entity is not None and parent_entity.created_mono_ns <= created:
+            parent_id = parent_entity.id
+        elif by_id is not None and parent_key in by_id:
+            parent_task = by_id[parent_key]
+            parent_spawn = getattr(parent_task, "_peeps_spawn", None)
+            if parent_spawn is None or parent_spawn[3] <= created:
+                parent_id = adopt_task(parent_task, by_id).id
+    return location, parent_id, created
+
+
+def _copy_cancel(task: Any, entity: TaskEntity) -> None:
+    cancel = getattr(task, "_peeps_cancel", None)
+    if cancel is not None:
+        entity.cancelled_by, entity.cancel_requested_mono_ns = cancel
+
+
+def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -> TaskEntity:
     """The entity for ``task``, registering it if needed, from any thread (the
-    done callback is added on the task's own loop)."""
+    done callback is added on the task's own loop).  ``by_id`` (live tasks by
+    ``id``) lets a lazily tracked task's parent be found."""
     entity = entity_for_task(task)
     if entity is not None:
         return entity
-    entity = TaskEntity(task, None, tracked=False, location=None, parent_id=None)
+    spawn = getattr(task, "_peeps_spawn", None)
+    if spawn is not None:
+        location, parent_id, created = _spawn_info(task, spawn, by_id)
+        entity = TaskEntity(task, None, tracked=False, location=location, parent_id=parent_id,
+                            source="auto")
+        entity.created_mono_ns = created
+        _copy_cancel(task, entity)
+    else:
+        entity = TaskEntity(task, None, tracked=False, location=None, parent_id=None)
     if not task.done():
         _ = entity.coro_name
     _BY_TASK_ID[entity.task_id] = entity

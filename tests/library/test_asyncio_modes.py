@@ -222,13 +222,23 @@ def test_example_runs_as_a_script_and_stays_stalled(name: str, stall_line: str) 
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / name)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
     try:
-        time.sleep(1.0)
-        assert proc.poll() is None, proc.communicate()
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30  # generous: a loaded CI box starts Python slowly
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if stall_line in line:
+                break
+        time.sleep(0.5)  # stalled: it must still be running
+        assert proc.poll() is None, (seen, proc.communicate())
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
-    assert stall_line in out, (out, err)
+    assert stall_line in "".join(seen) + out, (seen, out, err)
     assert proc.returncode == 0, err
     doc_line = (ROOT / "examples" / name / "__main__.py").read_text().split('"""')[1]
     assert doc_line.strip().splitlines()[0].startswith(name.replace("_", "-") + ":")

@@ -125,6 +125,7 @@ def test_init_auto_before_the_loop_exists_tracks_the_main_task(
         assert me is not None
         workers = third_party.start_workers(1)
         await settle()
+        peeps.collect_graph()  # lazily tracked tasks get their entity when first seen
         parent = entity_for_task(workers[0])
         await cancel_all(workers)
         return me.source, parent.parent_id if parent else None
@@ -141,7 +142,7 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
         async def main() -> bool:
             t = asyncio.create_task(asyncio.sleep(0))
             await t
-            return entity_for_task(t) is not None
+            return isinstance(t, _autotrack.TrackedTask) and t._peeps_spawn is not None
 
         assert loop.run_until_complete(main())
         assert isinstance(loop.get_task_factory(), _autotrack.PeepsTaskFactory)
@@ -163,9 +164,9 @@ def test_factory_chains_to_an_existing_factory_and_uninstall_restores_it() -> No
         peeps.install_task_factory()
         assert peeps.install_task_factory() is False  # idempotent
         t = asyncio.create_task(asyncio.sleep(0), name="chained")
+        assert entity_for_task(t) is not None  # chained: registered at creation
         await t
         assert made == [t]
-        assert entity_for_task(t) is not None
         assert node(peeps.collect_graph(), tid(t))["label"] == "chained"
         peeps.uninstall_task_factory(loop)
         assert loop.get_task_factory() is user_factory
@@ -220,9 +221,37 @@ def test_spawn_tracked_names_tasks_the_factory_saw_first() -> None:
     asyncio.run(scenario())
 
 
-def test_finished_tasks_keep_outcome_and_exception_type() -> None:
+def test_lazy_tasks_seen_alive_keep_their_outcome() -> None:
     async def scenario() -> None:
         peeps.install_task_factory()
+        gate = asyncio.Event()
+
+        async def fails_later() -> None:
+            await gate.wait()
+            raise ValueError("late")
+
+        async def short() -> None:
+            return None
+
+        t = asyncio.create_task(fails_later())
+        unseen = asyncio.create_task(short())
+        await unseen
+        await settle()
+        g = peeps.collect_graph()  # t is seen (pending) here; unseen already finished
+        assert node(g, tid(t))["attrs"]["state"] == "pending"
+        assert entity_for_task(unseen) is None  # lazily tracked and never seen: no trace
+        gate.set()
+        await asyncio.gather(t, return_exceptions=True)
+        await settle()
+        attrs = node(peeps.collect_graph(), tid(t))["attrs"]
+        assert attrs["outcome"] == "failed" and attrs["exception_type"] == "ValueError"
+
+    asyncio.run(scenario())
+
+
+def test_finished_tasks_keep_outcome_and_exception_type() -> None:
+    async def scenario() -> None:
+        _autotrack.enable_auto(step_stats=True)  # registers every task at creation
 
         async def boom() -> None:
             raise KeyError("x")
@@ -253,7 +282,7 @@ def test_finished_tasks_keep_outcome_and_exception_type() -> None:
 
 def test_finished_task_retention_is_bounded_by_count_and_age() -> None:
     async def scenario() -> None:
-        peeps.install_task_factory()
+        _autotrack.enable_auto(step_stats=True)
         assert REGISTRY.finished.maxlen == STATE.finished_task_retention
         for _ in range(REGISTRY.finished.maxlen + 10):  # type: ignore[operator]
             await asyncio.create_task(asyncio.sleep(0))
@@ -398,6 +427,7 @@ def test_collected_pending_task_leaves_the_graph() -> None:
         peeps.install_task_factory(loop)
         t = loop.create_task(stuck(fut))
         loop.run_until_complete(asyncio.sleep(0))
+        peeps.collect_graph()  # first seen: the entity is made
         task_node = tid(t)
         assert task_node in {n["id"] for n in peeps.collect_graph()["nodes"]}
         loop.set_exception_handler(lambda loop, ctx: None)  # "destroyed but pending"
