@@ -80,7 +80,15 @@ export interface GraphSnapshot {
 // ---- HTTP API ------------------------------------------------------------
 
 export type SnapshotStatus = "in_progress" | "complete" | "partial" | "incomplete";
-export type ProcessStatus = "responded" | "timeout" | "disconnected" | (string & {});
+/** `pending` while the snapshot is in flight; `error`: the reply was not a graph. */
+export type ProcessStatus =
+  | "pending"
+  | "responded"
+  | "timeout"
+  | "disconnected"
+  | "error"
+  | "incomplete"
+  | (string & {});
 
 export interface SnapshotRecord {
   snapshot_id: number;
@@ -93,6 +101,7 @@ export interface SnapshotRecord {
   responded: number;
   timed_out: number;
   disconnected: number;
+  errored?: number;
 }
 
 export interface SnapshotProcess {
@@ -103,6 +112,8 @@ export interface SnapshotProcess {
   status: ProcessStatus;
   error: string | null;
   responded_at_ns: number | null;
+  /** The process's own capture time (the snapshot's is when processes were asked). */
+  captured_at_ns?: number | null;
   node_count: number;
   edge_count: number;
   event_count: number;
@@ -129,6 +140,8 @@ export interface ProcessesAnswer {
 export interface JumpNowAnswer {
   snapshot_id: number;
   captured_at_ns: number;
+  status?: SnapshotStatus | (string & {});
+  errored?: number;
   requested: number;
   responded: number;
   timed_out: number;

@@ -537,7 +537,7 @@ export class Inspector {
       .events(n.id)
       .then((events) => {
         if (key !== this.shownKey) return;
-        replace(box, renderEvents(this.app, events, g.capturedAtNs));
+        replace(box, renderEvents(this.app, n.id, events, g.capturedAtNs));
       })
       .catch((err: unknown) => {
         if (key !== this.shownKey) return;
@@ -547,7 +547,7 @@ export class Inspector {
   }
 }
 
-function renderEvents(app: App, events: Event[], capturedAtNs: number): Child {
+function renderEvents(app: App, entityId: string, events: Event[], capturedAtNs: number): Child {
   if (events.length === 0) return h("span", { class: "muted" }, "No events for this entity in the snapshot's ring buffer.");
   const sorted = events.slice().sort((a, b) => a.ts_ns - b.ts_ns);
   return h(
@@ -568,7 +568,13 @@ function renderEvents(app: App, events: Event[], capturedAtNs: number): Child {
           "div",
           { class: "ev-body" },
           h("span", { class: "ev-name" }, ev.name),
-          ev.parent_entity_id ? h("span", { class: "ev-parent" }, " ← ", nodeChip(app, ev.parent_entity_id)) : null,
+          // The events API also returns events whose parent is this entity
+          // (a task's channel.send.blocked is the channel's event).
+          ev.entity_id !== entityId
+            ? h("span", { class: "ev-parent" }, " on ", nodeChip(app, ev.entity_id))
+            : ev.parent_entity_id
+              ? h("span", { class: "ev-parent" }, " by ", nodeChip(app, ev.parent_entity_id))
+              : null,
           attrs ? h("div", { class: "ev-attrs" }, attrs) : null,
         ),
       );
