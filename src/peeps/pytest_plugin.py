@@ -55,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "wait chains with path:line, thread verdicts), then fail them")
     group.addoption("--peeps-timeout", type=float, default=None, metavar="SECONDS",
                     help="a test running longer than this is diagnosed and failed "
-                         "(default: ini peeps_timeout, else 80%% of pytest-timeout's "
+                         "(default: ini peeps_timeout, else a little before pytest-timeout's "
                          f"timeout, else {DEFAULT_TIMEOUT_S:g}s; 0 = off)")
     group.addoption("--peeps-no-patch", action="store_true", default=False,
                     help="do not swap asyncio/threading primitives for peeps' instrumented "
@@ -217,7 +217,9 @@ class HangWatch:
             return float(ini)
         other = _pytest_timeout_seconds(item)
         if other:
-            return other * 0.8  # fire before pytest-timeout kills the test
+            # Fire early enough to diagnose and stop the test before pytest-timeout
+            # kills it: 20% (at least 1 s) ahead, never before half its limit.
+            return max(other - max(1.0, other * 0.2), other * 0.5)
         return DEFAULT_TIMEOUT_S
 
     def _watch(self, running: _Running) -> None:
