@@ -25,11 +25,14 @@ from . import _lockdep
 from ._config import STATE
 from ._lockdep import HELD_BY_THREAD, held_here
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._threads import current_thread_entity, entity_for_ident
+from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident
 from .types import Edge, Node
 
 _get_ident = threading.get_ident
 _monotonic_ns = time.monotonic_ns
+#: The sampler's last tick (monotonic ns), 0 when no sampler runs: the fast path
+#: reads this instead of the clock (docs/threads.md, "Fast path").
+_COARSE_NOW = COARSE_NOW
 
 
 class _Instrumented:
@@ -169,7 +172,7 @@ class ThreadLock(_Instrumented):
     ``ThreadLock("demo.shared.left")``; ``name`` is also its lock-order class.
     """
 
-    __slots__ = ("_lock", "_lockdep_held", "_owner", "_since", "_try")
+    __slots__ = ("_lock", "_lockdep_held", "_lockdep_on", "_owner", "_since", "_try")
 
     def __new__(cls, name: str | None = None, **meta: Any) -> ThreadLock:
         if not STATE.enabled:
@@ -182,6 +185,7 @@ class ThreadLock(_Instrumented):
         self._owner: int | None = None
         self._since = 0
         self._lockdep_held: list[Any] | None = None
+        self._lockdep_on = _lockdep.ENABLED
         self._peeps_init(name, meta, capture_location())
 
     # The fast path is written out in full (no helper calls): each Python call
@@ -189,9 +193,9 @@ class ThreadLock(_Instrumented):
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._try(False):
             me = self._owner = _get_ident()
-            self._since = _monotonic_ns()
+            self._since = _COARSE_NOW[0] or _monotonic_ns()
             self._peeps_acquisitions += 1
-            if _lockdep.ENABLED:
+            if self._lockdep_on:
                 held = HELD_BY_THREAD.get(me)
                 if held is None:
                     held = _lockdep.held_by(me)
@@ -209,7 +213,7 @@ class ThreadLock(_Instrumented):
     def _acquire_contended(self, timeout: float) -> bool:
         waiter = _waiter()
         self._peeps_contentions += 1
-        if _lockdep.ENABLED and held_here():
+        if self._lockdep_on and held_here():
             _lockdep.check(held_here(), self)
         self._peeps_waiters.add(waiter, "acquire")
         start = _monotonic_ns()
@@ -223,7 +227,7 @@ class ThreadLock(_Instrumented):
             self._owner = _get_ident()
             self._since = now
             self._peeps_acquisitions += 1
-            if _lockdep.ENABLED:
+            if self._lockdep_on:
                 held = held_here()
                 held.append(self)
                 self._lockdep_held = held
@@ -231,14 +235,15 @@ class ThreadLock(_Instrumented):
 
     def release(self) -> None:
         if self._owner is not None:
-            held_ns = _monotonic_ns() - self._since
-            self._peeps_hold_total_ns += held_ns
-            if held_ns > self._peeps_hold_max_ns:
-                self._peeps_hold_max_ns = held_ns
+            held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
+            if held_ns > 0:
+                self._peeps_hold_total_ns += held_ns
+                if held_ns > self._peeps_hold_max_ns:
+                    self._peeps_hold_max_ns = held_ns
             self._owner = None
             held = self._lockdep_held
             if held is not None:
-                if held and held[-1] is self:
+                if held[-1] is self:
                     held.pop()
                 else:
                     _lockdep_pop(held, self)
@@ -249,14 +254,15 @@ class ThreadLock(_Instrumented):
                  tb: TracebackType | None) -> None:
         # release(), written out again: ``with`` is the common case.
         if self._owner is not None:
-            held_ns = _monotonic_ns() - self._since
-            self._peeps_hold_total_ns += held_ns
-            if held_ns > self._peeps_hold_max_ns:
-                self._peeps_hold_max_ns = held_ns
+            held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
+            if held_ns > 0:
+                self._peeps_hold_total_ns += held_ns
+                if held_ns > self._peeps_hold_max_ns:
+                    self._peeps_hold_max_ns = held_ns
             self._owner = None
             held = self._lockdep_held
             if held is not None:
-                if held and held[-1] is self:
+                if held[-1] is self:
                     held.pop()
                 else:
                     _lockdep_pop(held, self)
