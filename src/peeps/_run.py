@@ -149,12 +149,14 @@ def start_peeps(options: RunOptions, name: str) -> bool:
     return True
 
 
-def stop_peeps(*, patched: bool) -> None:
+def stop_peeps(*, patched: bool, auto: bool) -> None:
     """Undo :func:`start_peeps` (used by the pytest plugin at session end)."""
     import peeps
 
     if patched:
         peeps.unpatch()
+    if auto:
+        peeps.uninstall_task_factory()
     peeps.shutdown()
 
 

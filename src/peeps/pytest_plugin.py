@@ -18,6 +18,7 @@ exits.  The diagnosis is attached to the failure as a report section.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import os
 import signal
@@ -125,7 +126,7 @@ class HangWatch:
         if INTERRUPT_SIGNAL is not None and self._handler_installed:
             signal.signal(INTERRUPT_SIGNAL, self._previous_handler or signal.SIG_DFL)
             self._handler_installed = False
-        stop_peeps(patched=self._patched)
+        stop_peeps(patched=self._patched, auto=True)
         stuck = [t for t in threading.enumerate()
                  if t is not threading.main_thread() and t.is_alive() and not t.daemon]
         if self.fired and stuck:
@@ -234,10 +235,8 @@ class HangWatch:
         if not self.fired:
             register = getattr(threading, "_register_atexit", None)
             if register is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # already shutting down
                     register(self._at_thread_shutdown)
-                except RuntimeError:  # already shutting down
-                    pass
         self.fired.append(running)
         self._print(running.diagnosis)
         self._stop(running)
@@ -326,6 +325,10 @@ def _running_loops() -> list[asyncio.AbstractEventLoop]:
             continue
         if loop.is_running():
             loops[id(loop)] = loop
+    if loops:
+        return list(loops.values())
+    # No tracked task says where the loop is: look for run_forever on the main
+    # thread's stack (reading a foreign frame's locals, so only as a fallback).
     main_ident = threading.main_thread().ident
     frame = sys._current_frames().get(main_ident or 0)
     while frame is not None:
