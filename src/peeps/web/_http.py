@@ -170,23 +170,31 @@ async def get_snapshot(request: web.Request) -> web.Response:
 
 
 async def _load_graph(s: Services, snapshot_id: int) -> dict[str, Any]:
+    # Everything heavy (reading, joining) runs in the worker thread, off the loop.
     def read(conn: Any) -> dict[str, Any] | None:
         record = _store.get_snapshot(conn, snapshot_id)
         if record is None:
             return None
         nodes, edges = _store.get_graph(conn, snapshot_id)
-        return {"snapshot": record, "processes": _store.get_processes(conn, snapshot_id),
-                "nodes": nodes, "edges": edges}
+        return link_cross_process({"snapshot": record,
+                                   "processes": _store.get_processes(conn, snapshot_id),
+                                   "nodes": nodes, "edges": edges})
 
     graph = await s.store.read(read)
     if graph is None:
         raise web.HTTPNotFound(text=f"snapshot {snapshot_id} does not exist")
-    return link_cross_process(graph)
+    return graph
+
+
+async def json_off_loop(payload: Any) -> web.Response:
+    """Serialize a large answer in a worker thread so ingest is not held up."""
+    text = await asyncio.to_thread(json.dumps, payload)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def get_graph(request: web.Request) -> web.Response:
     graph = await _load_graph(_services(request), _snapshot_id(request))
-    return web.json_response(graph)
+    return await json_off_loop(graph)
 
 
 async def get_events(request: web.Request) -> web.Response:
@@ -198,7 +206,7 @@ async def get_events(request: web.Request) -> web.Response:
     await _require_snapshot(s, snapshot_id)
     events = await s.store.read(lambda c: _store.get_events(
         c, snapshot_id, entity_id=entity_id, proc_key=proc_key, limit=limit))
-    return web.json_response({"events": events})
+    return await json_off_loop({"events": events})
 
 
 async def get_suspects(request: web.Request) -> web.Response:
@@ -207,7 +215,7 @@ async def get_suspects(request: web.Request) -> web.Response:
     graph = await _load_graph(s, snapshot_id)
     events = await s.store.read(lambda c: _store.get_all_events(c, snapshot_id))
     suspects = await asyncio.to_thread(find_suspects, graph["nodes"], graph["edges"], events)
-    return web.json_response({"suspects": suspects})
+    return await json_off_loop({"suspects": suspects})
 
 
 async def sql(request: web.Request) -> web.Response:
@@ -236,7 +244,7 @@ async def sql(request: web.Request) -> web.Response:
                                              body.get("params"), limits)
         except SqlError as exc:
             return json_error(exc.status, exc.message)
-    return web.json_response(result)
+    return await json_off_loop(result)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
