@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _tasks as _tasks_module
-from ._config import STATE
+from ._config import STATE, env_flag
 from ._registry import REGISTRY, Clock, base_attrs, new_id
 from ._tasks import (
     _BY_TASK_ID,
@@ -68,6 +68,11 @@ class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
 
 
 _ASYNCIO_DIR = _tasks_module._ASYNCIO_DIR
+
+#: Record where each automatically tracked task was created (``ctx.location``).
+#: The frame lookup is about a quarter of a plain spawn's cost;
+#: ``PEEPS_TASK_SITES=0`` (or setting this False) skips it.
+capture_sites: bool = env_flag("PEEPS_TASK_SITES", True)
 _getframe = sys._getframe
 
 
@@ -102,15 +107,19 @@ class PeepsTaskFactory:
                 try:
                     parent = (_current_tasks.get(loop) if _current_tasks is not None
                               else _safe_current_task(loop))
-                    # Where: the first frame outside asyncio (frame 0 is us,
-                    # 1 is loop.create_task).  _getframe(n) builds one frame object.
-                    depth = 2
-                    frame = _getframe(2)
-                    while frame.f_code.co_filename.startswith(_ASYNCIO_DIR) and depth < 6:
-                        depth += 1
-                        frame = _getframe(depth)
-                    lean._peeps_spawn = (id(parent) if parent is not None and parent is not lean
-                                         else 0, frame.f_code, frame.f_lineno, _monotonic_ns())
+                    parent_key = id(parent) if parent is not None and parent is not lean else 0
+                    if capture_sites:
+                        # Where: the first frame outside asyncio (frame 0 is us, 1 is
+                        # loop.create_task); _getframe(n) builds just that frame object.
+                        depth = 2
+                        frame = _getframe(2)
+                        while frame.f_code.co_filename.startswith(_ASYNCIO_DIR) and depth < 6:
+                            depth += 1
+                            frame = _getframe(depth)
+                        lean._peeps_spawn = (parent_key, frame.f_code, frame.f_lineno,
+                                             _monotonic_ns())
+                    else:
+                        lean._peeps_spawn = (parent_key, None, 0, _monotonic_ns())
                 except Exception as exc:
                     REGISTRY.part_failed("automatic task tracking", exc)
             return lean

@@ -33,7 +33,7 @@ from ._registry import (
     format_location,
     new_id,
 )
-from ._tasks import current_holder, current_waiter, holder_id
+from ._tasks import _C_CURRENT_TASK, _current_task, current_holder, current_waiter, holder_id
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -138,7 +138,14 @@ class Lock(asyncio.Lock, _Identity):
         if not self._locked and not self._waiters:  # type: ignore[has-type]
             # Uncontended: the stdlib's own fast path (3.11-3.13), inlined.
             self._locked = True
-            self._peeps_holder = current_holder()
+            # current_holder(), inlined: this is the hottest path in the module.
+            if _C_CURRENT_TASK:
+                try:
+                    self._peeps_holder = _current_task() or current_holder()
+                except RuntimeError:
+                    self._peeps_holder = current_holder()
+            else:
+                self._peeps_holder = current_holder()
             self._peeps_held_since = _monotonic_ns()
             self._peeps_acquisitions += 1
             return True
@@ -282,7 +289,13 @@ class Semaphore(asyncio.Semaphore, _Identity):
             self._peeps_total_wait_ns += waited
             if waited > self._peeps_max_wait_ns:
                 self._peeps_max_wait_ns = waited
-        holder = current_holder()
+        if _C_CURRENT_TASK:
+            try:
+                holder = _current_task() or current_holder()
+            except RuntimeError:
+                holder = current_holder()
+        else:
+            holder = current_holder()
         entry = self._peeps_holding.get(holder)
         if entry is None:
             self._peeps_holding[holder] = [1, _monotonic_ns()]
