@@ -25,10 +25,11 @@ def test_a_thousand_idle_connections_do_not_slow_a_snapshot(
         snap = server.jump()
         elapsed = time.monotonic() - started
         assert snap["requested"] == 1 and snap["responded"] == 1
-        assert elapsed < 1.0, elapsed
+        # Far below the 5 s snapshot timeout (generous for loaded CI machines).
+        assert elapsed < 2.5, elapsed
         started = time.monotonic()
         server.get("/health")
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.5
     finally:
         for sock in idle:
             sock.close()

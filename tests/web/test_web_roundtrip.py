@@ -109,7 +109,8 @@ def test_all_answer_quickly_means_no_waiting_for_the_timeout(
         server.wait_connected(5)
         started = time.monotonic()
         snap = server.jump()
-        assert time.monotonic() - started < 2
+        # Well under the 10 s timeout: the snapshot ends when the last one answers.
+        assert time.monotonic() - started < 5
         assert snap["responded"] == 5 and snap["status"] == "complete"
     finally:
         for p in procs:
