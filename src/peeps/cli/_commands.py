@@ -30,6 +30,15 @@ ACTOR_KINDS = ("task", "thread")
 FINISHED_STATES = frozenset({"done", "cancelled", "failed", "collected"})
 
 
+def _shown(node: Mapping[str, Any], show_all: bool) -> bool:
+    """Finished tasks and peeps' own threads (``peeps-*``) only with ``--all``."""
+    if show_all:
+        return True
+    if node.get("kind") == "thread" and str(node.get("label", "")).startswith("peeps-"):
+        return False
+    return _state(node) not in FINISHED_STATES
+
+
 @dataclass
 class Context:
     client: PeepsClient
@@ -112,11 +121,11 @@ def cmd_ps(ctx: Context, *, show_all: bool) -> int:
     connected = {p["proc_key"] for p in ctx.client.processes()}
     index = GraphIndex.build(graph["nodes"], graph["edges"])
     actors = sorted((n for n in graph["nodes"] if n.get("kind") in ACTOR_KINDS), key=_sort_key)
-    if not show_all:
-        actors = [n for n in actors if _state(n) not in FINISHED_STATES]
-    counts: dict[str, int] = {}
+    actors = [n for n in actors if _shown(n, show_all)]
+    counts: dict[tuple[str, str], int] = {}
     for node in actors:
-        counts[str(node.get("proc_key"))] = counts.get(str(node.get("proc_key")), 0) + 1
+        key = (str(node.get("proc_key")), str(node.get("kind")))
+        counts[key] = counts.get(key, 0) + 1
 
     if ctx.json:
         ctx.emit_json({
@@ -135,15 +144,17 @@ def cmd_ps(ctx: Context, *, show_all: bool) -> int:
     out = ctx.out
     out.line(_snapshot_line(graph["snapshot"]), style="dim")
     out.table(
-        ["process", "proc_key", "pid", "status", "connected", "nodes", "tasks"],
+        ["process", "proc_key", "pid", "status", "connected", "nodes", "tasks", "threads"],
         [[p.get("process_name"), p.get("proc_key"), p.get("pid"), p.get("status"),
           "yes" if p["proc_key"] in connected else "no", p.get("node_count"),
-          counts.get(p["proc_key"], 0)] for p in graph["processes"]],
+          counts.get((p["proc_key"], "task"), 0), counts.get((p["proc_key"], "thread"), 0)]
+         for p in graph["processes"]],
         title="processes")
     out.line()
     if not actors:
         out.line("no tasks or threads in this snapshot"
-                 + ("" if show_all else " (finished ones are hidden; --all shows them)"))
+                 + ("" if show_all else " (finished tasks and peeps' own threads are hidden; "
+                                         "--all shows them)"))
         return 0
     out.table(
         ["process", "kind", "name", "state", "age", "waiting on", "created at"],
@@ -166,8 +177,8 @@ def cmd_tree(ctx: Context, *, show_stack: bool, show_all: bool) -> int:
     def key_of(node: Mapping[str, Any]) -> NodeKey:
         return (str(node.get("proc_key", "")), str(node["id"]))
 
-    actors = {key_of(n): n for n in nodes if n.get("kind") in ACTOR_KINDS
-              and (show_all or _state(n) not in FINISHED_STATES)}
+    actors = {key_of(n): n for n in nodes
+              if n.get("kind") in ACTOR_KINDS and _shown(n, show_all)}
     children: dict[NodeKey, list[NodeKey]] = {}
     has_parent: set[NodeKey] = set()
     for edge in graph["edges"]:

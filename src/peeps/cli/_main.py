@@ -45,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                "or a refused request.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ps = sub.add_parser("ps", parents=[common], help="processes and their tasks/threads")
-    ps.add_argument("--all", action="store_true", help="include finished tasks")
+    ps.add_argument("--all", action="store_true",
+                    help="include finished tasks and peeps' own threads")
     tree = sub.add_parser("tree", parents=[common],
                           help="tasks by who spawned whom, with what each needs")
     tree.add_argument("--stack", action="store_true", help="show each task's await stack")
-    tree.add_argument("--all", action="store_true", help="include finished tasks")
+    tree.add_argument("--all", action="store_true",
+                      help="include finished tasks and peeps' own threads")
     suspects = sub.add_parser("suspects", parents=[common],
                               help="ranked findings: deadlocks, long waits, full channels")
     suspects.add_argument("--fail-on", choices=["critical", "warning", "info"],
