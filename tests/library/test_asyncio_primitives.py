@@ -101,7 +101,6 @@ def test_lock_holder_holds_and_waiter_needs() -> None:
         assert not edges(g, "needs", dst=lock_id)
         stats = lock.statistics()
         assert not stats.locked and stats.acquisitions == 2 and stats.max_wait_ns > 0
-        assert stats.total_hold_ns > 0
 
         ref = weakref.ref(lock)
         del lock, stats
