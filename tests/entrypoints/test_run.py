@@ -142,3 +142,21 @@ def test_usage_errors(tmp_path: Path) -> None:
     nothing = PeepsRun(cwd=tmp_path)
     assert nothing.wait() == 2
     assert "give a script or -m module to run" in nothing.text
+
+
+def test_every_part_is_on_by_default_and_each_flag_turns_one_off(tmp_path: Path) -> None:
+    program = str(PROGRAMS / "introspect.py")
+    default = PeepsRun("-q", program, cwd=tmp_path)
+    off = PeepsRun("-q", "--no-auto", "--no-patch", "--no-threads", "--no-watchdog", program,
+                   cwd=tmp_path)
+    assert default.wait() == 0 and off.wait() == 0, default.text + off.text
+    assert default.text.splitlines() == [
+        "task_factory=PeepsTaskFactory",
+        "asyncio.Lock=peeps._sync",
+        "threads=peeps-sampler,peeps-watchdog",
+    ]
+    assert off.text.splitlines() == [
+        "task_factory=None",
+        "asyncio.Lock=asyncio.locks",
+        "threads=",
+    ]
