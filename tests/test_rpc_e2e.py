@@ -318,3 +318,22 @@ def test_a_shared_memory_segment_is_seen_from_two_processes(
     [link] = g.out(attached["id"], "touches")
     assert link["attrs"]["cross_process"] is True and link["attrs"]["shm_name"] == name
     assert json.dumps(g.by_id[link["dst"]]["attrs"]["meta"]).count("frames") == 1
+
+
+def test_the_suspects_follow_the_wait_chain_into_the_other_process(
+        server: PeepsServer, processes: list[ExampleProcess]) -> None:
+    start_rpc_example(server, processes)
+    wait_for_stuck_handler(server)
+    time.sleep(1.2)  # past the analysis' long-wait threshold (1 s)
+    snap = server.jump()
+    g = Graph(graph_of(server, snap["snapshot_id"]))
+    request = g.one(kind="request")
+    semaphore = g.one(kind="semaphore", label="inventory.permits")
+    suspects = server.get(f"/api/snapshots/{snap['snapshot_id']}/suspects")["suspects"]
+    spanning = [s for s in suspects if request["id"] in s["node_ids"]]
+    assert spanning, suspects
+    chain = spanning[0]["node_ids"]
+    # client task -> request -> (other process) response -> handler -> semaphore -> holder
+    assert chain.index(request["id"]) < chain.index(semaphore["id"])
+    assert g.by_id[chain[chain.index(semaphore["id"]) + 1]]["label"] == "inventory_janitor"
+    assert spanning[0]["proc_key"] is None  # more than one process

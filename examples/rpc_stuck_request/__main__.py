@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import aiohttp
 from aiohttp import web
@@ -66,37 +65,44 @@ async def serve() -> None:
     port = runner.addresses[0][1]
     print(f"rpc-stuck-request server: pid {os.getpid()} listening on 127.0.0.1:{port}",
           flush=True)
+    ready_fd = int(os.environ.pop(READY_FD_ENV))
+    os.write(ready_fd, f"{port}\n".encode())
+    os.close(ready_fd)
     try:
         await janitor
     finally:
         await runner.cleanup()
 
 
-def _exit_when_parent_goes() -> None:
-    # The client holds our stdin open; EOF means it is gone, so are we.
-    sys.stdin.read()
-    os._exit(0)
+def _die_with_parent(parent_pid: int) -> None:
+    # Linux: the kernel sends SIGTERM when the client dies, however it dies.
+    # No watcher thread or task, so the example's graph shows only the scenario.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the client died before prctl took effect
+        os._exit(0)
 
 
 # -- the client process ------------------------------------------------------------
 
+READY_FD_ENV = "RPC_STUCK_REQUEST_READY_FD"
 
-def start_server_process() -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--server"], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    for line in child.stdout:
-        print(line, end="", flush=True)
-        if "listening on" in line:
-            port = int(line.rsplit(":", 1)[1])
-            break
-    else:
+
+def start_server_process() -> tuple[subprocess.Popen[bytes], int]:
+    """Start the server process (sharing our stdout) and read the port it bound."""
+    ready_r, ready_w = os.pipe()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{READY_FD_ENV: str(ready_w)})
+    child = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--server", str(os.getpid())],
+        env=env, pass_fds=(ready_w,))
+    os.close(ready_w)
+    with os.fdopen(ready_r) as ready:
+        line = ready.readline()
+    if not line.strip():
         raise SystemExit(f"rpc-stuck-request: the server exited ({child.wait()})")
-    stdout = child.stdout
-    threading.Thread(target=lambda: [print(line, end="", flush=True) for line in stdout],
-                     daemon=True).start()
-    return child, port
+    return child, int(line)
 
 
 async def checkout(base: str) -> None:
@@ -108,9 +114,8 @@ async def checkout(base: str) -> None:
             print(f"rpc-stuck-request client: {response.status} {await response.text()}")
 
 
-async def main() -> None:
+async def main(child: subprocess.Popen[bytes], port: int) -> None:
     peeps.init("rpc-stuck-client")
-    child, port = start_server_process()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, child)
@@ -120,7 +125,7 @@ async def main() -> None:
         _stop(child)
 
 
-def _stop(child: subprocess.Popen[str]) -> None:
+def _stop(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
         child.terminate()
         try:
@@ -132,10 +137,12 @@ def _stop(child: subprocess.Popen[str]) -> None:
 
 if __name__ == "__main__":
     try:
-        if "--server" in sys.argv[1:]:
-            threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+        if sys.argv[1:2] == ["--server"]:
+            _die_with_parent(int(sys.argv[2]))
             asyncio.run(serve())
         else:
-            asyncio.run(main())
+            # Before the event loop starts: the client blocks only here, for the port.
+            server_process, server_port = start_server_process()
+            asyncio.run(main(server_process, server_port))
     except KeyboardInterrupt:
         pass
