@@ -287,7 +287,9 @@ class _CompleterIndex:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.feeds: dict[int, list[TaskEntity]] = {}
-        self.groups: dict[int, asyncio.TaskGroup] = {}
+        # Weak: the index lives until the next snapshot and must not keep
+        # finished task groups alive.
+        self.groups: dict[int, weakref.ref[asyncio.TaskGroup]] = {}
         self.emitted: set[str] = set()
         for entity in list(REGISTRY.tasks.copy().values()):
             if not isinstance(entity, TaskEntity):
@@ -303,7 +305,7 @@ class _CompleterIndex:
                         fut = getattr(target, "_on_completed_fut", None)
                         if fut is None:
                             continue
-                        self.groups[id(fut)] = target
+                        self.groups[id(fut)] = weakref.ref(target)
                         target = fut
                     self.feeds.setdefault(id(target), []).append(entity)
 
@@ -361,7 +363,8 @@ def _await_edges(
     kind, label = _future_label(fut, frames)
     attrs_type = type(fut).__name__
     children: list[TaskEntity] = []
-    group = index.groups.get(id(fut))
+    group_ref = index.groups.get(id(fut))
+    group = group_ref() if group_ref is not None else None
     if group is not None:
         kind, label = "group", "TaskGroup"
         attrs_type = "TaskGroup"

@@ -457,3 +457,38 @@ def test_uninstall_when_another_factory_was_installed_on_top() -> None:
         loop.set_task_factory(None)
 
     asyncio.run(scenario())
+
+
+def test_event_loop_node_and_lazy_cancel_attribution() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        me = current_task_entity()
+        assert me is not None
+        t = asyncio.create_task(asyncio.sleep(3600))
+        await settle()
+        t.cancel()  # before anyone saw the task: kept in its slot
+        g = peeps.collect_graph()
+        (loop_node,) = [n for n in g["nodes"] if n["kind"] == "event_loop"]
+        assert loop_node["attrs"]["running"] is True and loop_node["attrs"]["tasks"] >= 2
+        attrs = node(g, tid(t))["attrs"]
+        assert attrs["cancelled_by"] == me.id
+        await asyncio.gather(t, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_sites_can_be_switched_off() -> None:
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        _autotrack.capture_sites = False
+        try:
+            t = asyncio.create_task(asyncio.sleep(3600))
+        finally:
+            _autotrack.capture_sites = True
+        await settle()
+        attrs = node(peeps.collect_graph(), tid(t))["attrs"]
+        assert "ctx.location" not in attrs["meta"]
+        assert attrs["coro"] == "sleep"
+        await cancel_all([t])
+
+    asyncio.run(scenario())
