@@ -227,18 +227,21 @@ class HangWatch:
         if running.done.wait(running.timeout_s):
             return
         elapsed = time.monotonic() - running.started_mono
+        headline = f"hung past its {running.timeout_s:g}s timeout"
         try:
-            running.headline, running.diagnosis = diagnose(
-                running.item.nodeid, elapsed, running.timeout_s)
+            headline, diagnosis = diagnose(running.item.nodeid, elapsed, running.timeout_s)
         except Exception as exc:  # the diagnosis must never cost the interruption
-            running.diagnosis = f"{running.item.nodeid} hung; peeps' diagnosis failed: {exc!r}"
+            diagnosis = f"{running.item.nodeid} hung; peeps' diagnosis failed: {exc!r}"
+        if running.done.is_set():  # it finished while we looked: nothing to report
+            return
+        running.headline, running.diagnosis = headline, diagnosis
         if not self.fired:
             register = getattr(threading, "_register_atexit", None)
             if register is not None:
                 with contextlib.suppress(RuntimeError):  # already shutting down
                     register(self._at_thread_shutdown)
         self.fired.append(running)
-        self._print(running.diagnosis)
+        self._print(diagnosis)
         self._stop(running)
 
     def _print(self, text: str) -> None:
@@ -267,6 +270,8 @@ class HangWatch:
             except RuntimeError:  # closed meanwhile
                 continue
         if cancelled and running.done.wait(GRACE_S):
+            return
+        if running.done.is_set():
             return
         if INTERRUPT_SIGNAL is not None and self._handler_installed:
             running.interrupt_pending = True
