@@ -191,6 +191,7 @@ class Channel(_Closable[T], Generic[T]):
             return self.get_nowait()
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "recv")
+        REGISTRY.emit(self._peeps_id, "channel.recv.blocked", None, _id_of(waiter))
         try:
             return await super().get()
         finally:

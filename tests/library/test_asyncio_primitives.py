@@ -444,3 +444,29 @@ def test_sleep_waiter_needs_sleep_node() -> None:
         assert n["id"] not in ids(peeps.collect_graph())
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: peeps.Lock("gc"),
+    lambda: peeps.RWLock("gc"),
+    lambda: peeps.Semaphore(2, name="gc"),
+    lambda: peeps.BoundedSemaphore(2, name="gc"),
+    lambda: peeps.Event("gc"),
+    lambda: peeps.Notify("gc"),
+    lambda: peeps.Condition(name="gc"),
+    lambda: peeps.OnceCell("gc"),
+    lambda: peeps.channel("gc", 1),
+    lambda: peeps.watch(0, name="gc"),
+    lambda: peeps.interval(1, label="gc"),
+], ids=["lock", "rwlock", "semaphore", "bounded", "event", "notify", "condition",
+        "once_cell", "channel", "watch", "interval"])
+def test_garbage_collected_primitive_leaves_the_graph(make: Any) -> None:
+    async def scenario() -> None:
+        obj = make()
+        obj_id = obj._peeps_id
+        assert obj_id in ids(peeps.collect_graph())
+        ref = weakref.ref(obj)
+        del obj
+        assert_collected(ref, obj_id)
+
+    asyncio.run(scenario())
