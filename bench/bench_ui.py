@@ -203,6 +203,7 @@ def main() -> int:
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     try:
         import playwright.sync_api  # noqa: F401
         have_browser = Path("/usr/bin/chromium").exists()
@@ -251,9 +252,13 @@ def main() -> int:
         verdict = {True: "ok", False: "OVER", None: ""}[r.get("ok")]
         print(f"{r['name']:<58} {value:>12}  {r.get('spread', ''):<22} {r.get('target', '')}  {verdict}"
               f"{r.get('note', '')}")
+    # Wall-clock figures on a shared 2-core machine move with its load; say what it was.
+    load = (load_before, os.getloadavg()[0])
+    print(f"load average (1 min) before/after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores")
     if args.output:
         write_result(args.output, "ui", rows, quick=args.quick,
-                     meta={"machine": machine(), "nodes": args.nodes, "repeats": repeats})
+                     meta={"machine": machine(), "nodes": args.nodes, "repeats": repeats,
+                           "loadavg_1min_before_after": load})
     return 0
 
 

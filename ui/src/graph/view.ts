@@ -15,6 +15,9 @@ import { isFull, subtitle } from "../summary";
 import { EDGE_KINDS } from "../types";
 import { type LayoutResult, type Point, layoutGraph } from "./layout";
 
+/** Zoom below which node subtitles and edge labels, then all text, are hidden. */
+const LOD_MID = 0.55;
+const LOD_LOW = 0.22;
 /** Above this many visible nodes, selection and search do not dim the rest. */
 const DIM_LIMIT = 400;
 const NODE_W = 212;
@@ -62,6 +65,7 @@ export class GraphView {
   private layoutCache = new Map<string, LayoutResult>();
   private shown: { key: string; layout: LayoutResult; visible: Visible } | null = null;
   private nodeEls = new Map<string, SVGGElement>();
+  private cullables: { el: Element; x: number; y: number; w: number; h: number; on: boolean }[] = [];
   private edgeEls = new Map<string, SVGPathElement>();
   private tx = 0;
   private ty = 0;
@@ -318,7 +322,7 @@ export class GraphView {
       const pts = layout.edges.get(e.key);
       if (typeof op !== "string" || !pts || pts.length < 2) continue;
       const m = midpoint(pts);
-      parts.push(`<text class="elabel" x="${m.x.toFixed(1)}" y="${(m.y - 4).toFixed(1)}">${esc(op)}</text>`);
+      parts.push(`<text class="elabel off" x="${m.x.toFixed(1)}" y="${(m.y - 4).toFixed(1)}">${esc(op)}</text>`);
     }
     parts.push("</g><g class=\"nodes\">");
     for (const n of vis.nodes) {
@@ -326,7 +330,7 @@ export class GraphView {
       if (!b) continue;
       const st = kindStyle(n.kind);
       const sub = subtitle(n.kind, n.attrs);
-      const cls = `node k-${esc(n.kind)}${n.ghost ? " ghost" : ""}${isFull(n.attrs) ? " full" : ""}${this.isStuck(n.id) ? " stuck" : ""}`;
+      const cls = `node off k-${esc(n.kind)}${n.ghost ? " ghost" : ""}${isFull(n.attrs) ? " full" : ""}${this.isStuck(n.id) ? " stuck" : ""}`;
       parts.push(
         `<g class="${cls}" data-id="${esc(n.id)}" transform="translate(${b.x.toFixed(1)},${b.y.toFixed(1)})" style="--kc:${st.color}">` +
           `<title>${esc(`${n.label}\n${n.id} · ${n.proc_key}${sub ? `\n${sub}` : ""}`)}</title>` +
@@ -352,6 +356,16 @@ export class GraphView {
     for (const el of this.canvas.querySelectorAll<SVGPathElement>("path.edge")) {
       const key = el.dataset["key"];
       if (key) this.edgeEls.set(key, el);
+    }
+    this.cullables = [];
+    for (const [id, el] of this.nodeEls) {
+      const b = layout.nodes.get(id);
+      if (b) this.cullables.push({ el, x: b.x, y: b.y, w: b.w, h: b.h, on: false });
+    }
+    for (const el of this.canvas.querySelectorAll<SVGTextElement>("text.elabel")) {
+      const x = Number(el.getAttribute("x"));
+      const y = Number(el.getAttribute("y"));
+      this.cullables.push({ el, x: x - 30, y: y - 10, w: 60, h: 14, on: false });
     }
     this.shown = { key: vis.key, layout, visible: vis };
     const renderMs = performance.now() - t0;
@@ -612,6 +626,30 @@ export class GraphView {
     }, 140);
   }
 
+  /**
+   * Text is laid out only for what is on screen (plus a margin): SVG text is
+   * re-laid out whenever the zoom changes, and doing that for thousands of
+   * labels nobody can see made every zoom step and click cost most of a second.
+   */
+  private cull(): void {
+    const { width, height } = this.canvasSize();
+    const k = this.k;
+    const showText = k >= LOD_LOW;
+    const mx = width / k / 2;
+    const my = height / k / 2;
+    const x0 = -this.tx / k - mx;
+    const y0 = -this.ty / k - my;
+    const x1 = (width - this.tx) / k + mx;
+    const y1 = (height - this.ty) / k + my;
+    for (const c of this.cullables) {
+      const on = showText && c.x + c.w >= x0 && c.x <= x1 && c.y + c.h >= y0 && c.y <= y1;
+      if (on !== c.on) {
+        c.on = on;
+        c.el.classList.toggle("off", !on);
+      }
+    }
+  }
+
   private applyTransform(): void {
     if (this.commitTimer !== null) {
       window.clearTimeout(this.commitTimer);
@@ -621,8 +659,9 @@ export class GraphView {
     this.viewport.setAttribute("transform", `translate(${this.tx.toFixed(1)},${this.ty.toFixed(1)}) scale(${this.k.toFixed(4)})`);
     this.svg.style.transform = "";
     this.committed = { k: this.k, tx: this.tx, ty: this.ty };
-    this.svg.classList.toggle("lod-mid", this.k < 0.55);
-    this.svg.classList.toggle("lod-low", this.k < 0.22);
+    this.svg.classList.toggle("lod-mid", this.k < LOD_MID);
+    this.svg.classList.toggle("lod-low", this.k < LOD_LOW);
+    this.cull();
   }
 
   private zoomAt(x: number, y: number, factor: number, gesture = false): void {

@@ -209,9 +209,11 @@ export class Inspector {
   private readonly body = h("div", { class: "insp-body" });
   private shownKey = "";
   private shownNode: string | null = null;
+  private scrolled = 0;
 
   constructor(private readonly app: App) {
     this.el = h("aside", { class: "inspector", attrs: { "data-testid": "inspector" } }, this.body);
+    this.el.addEventListener("scroll", () => (this.scrolled = this.el.scrollTop), { passive: true });
     app.subscribe((c) => this.update(c));
   }
 
@@ -238,10 +240,14 @@ export class Inspector {
       return;
     }
     // A newer snapshot of the same node keeps the reader's scroll position.
-    const keep = this.shownNode === n.id ? this.el.scrollTop : 0;
+    // Restored in the next frame: touching scrollTop now would force a layout
+    // of the whole page (the graph's class changes included) inside the click.
+    const keep = this.shownNode === n.id ? this.scrolled : 0;
     this.shownNode = n.id;
     replace(this.body, this.render(g, n));
-    this.el.scrollTop = keep;
+    requestAnimationFrame(() => {
+      if (this.el.scrollTop !== keep) this.el.scrollTop = keep;
+    });
   }
 
   private closeBtn(): HTMLElement {
