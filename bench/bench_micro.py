@@ -37,6 +37,7 @@ import pyperf  # noqa: E402
 from _common import peeps_feature  # noqa: E402
 
 BATCH = 100
+_KEEP: list[Any] = []
 
 
 # -- variant set-up ----------------------------------------------------------------------
@@ -53,25 +54,25 @@ def _new_loop(variant: str) -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     if variant == "debug":
         loop.set_debug(True)
+        loop.slow_callback_duration = 1e9  # the batch is one long step by design
     if variant == "auto":
         install = peeps_feature("peeps._autotrack:install_task_factory")
         install(loop)
     if variant == "aiomonitor":
-        # What aiomonitor's Monitor(hook_task_factory=True) installs, with its
-        # janus queues (nobody drains them here, which only costs memory).
+        # aiomonitor's own Monitor._create_task (what hook_task_factory=True
+        # installs), with its janus queues, without starting its UI threads.
         import janus  # type: ignore[import-not-found]
-        from aiomonitor.task import TracedTask  # type: ignore[import-not-found]
+        from aiomonitor import Monitor  # type: ignore[import-not-found]
 
-        async def queues() -> tuple[Any, Any]:
-            return janus.Queue(), janus.Queue()
+        mon = Monitor(loop, hook_task_factory=True)
 
-        term_q, chain_q = loop.run_until_complete(queues())
+        async def queues() -> None:
+            mon._termination_info_queue = janus.Queue()
+            mon._cancellation_chain_queue = janus.Queue()
 
-        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
-            return TracedTask(coro, loop=loop, termination_info_queue=term_q.sync_q,
-                              cancellation_chain_queue=chain_q.sync_q, persistent=False, **kw)
-
-        loop.set_task_factory(factory)
+        loop.run_until_complete(queues())
+        loop.set_task_factory(mon._create_task)
+        _KEEP.append(mon)
     return loop
 
 
@@ -311,31 +312,47 @@ def _have_aiomonitor() -> bool:
 
 
 def benchmarks() -> list[tuple[str, Callable[[int], float]]]:
+    """Everything not already measured by bench_asyncio_micro.py (the asyncio
+    owners' file: spawn, queue put/get, lock, semaphore, event set/wait) or
+    bench_threads.py (thread locks); when those files are absent, their
+    operations run here instead."""
     have_auto = peeps_feature("peeps._autotrack:install_task_factory") is not None
     have_lock = peeps_feature("Lock") is not None
     have_sem = peeps_feature("Semaphore") is not None
     have_event = peeps_feature("Event") is not None
     have_tlock = _thread_lock_class() is not None
+    peer_file = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "bench_asyncio_micro.py"))
     out: list[tuple[str, Callable[[int], float]]] = []
 
     def add(op: str, factory: Callable[[str], Callable[[int], float]], variants: list[str]) -> None:
         for v in variants:
             out.append((f"{op}:{v}", factory(v)))
 
-    spawn = ["plain", "peeps", "disabled"] + (["auto"] if have_auto else []) + ["debug"]
+    # Peer figures need their own side-by-side baseline, so task_spawn stays here.
+    spawn = ["plain"] + (["auto"] if have_auto else []) + ["debug"]
+    if not peer_file:
+        spawn[1:1] = ["peeps", "disabled"]
     if _have_aiomonitor():
         spawn.append("aiomonitor")
     add("task_spawn", task_spawn, spawn)
-    add("queue_put_get", queue_put_get, ["plain", "peeps", "disabled"])
+    if not peer_file:
+        add("queue_put_get", queue_put_get, ["plain", "peeps", "disabled"])
+        for kind, have in (("lock", have_lock), ("semaphore", have_sem)):
+            variants = ["plain", "peeps", "disabled"] if have else ["plain"]
+            add(f"{kind}_uncontended", lock_uncontended(kind), variants)
+        add("lock_contended", lock_contended("lock"), ["plain", "peeps"] if have_lock else ["plain"])
+        add("event_set_wait", event_set_wait, ["plain", "peeps"] if have_event else ["plain"])
     add("queue_contended", queue_contended, ["plain", "peeps"])
-    for kind, have in (("lock", have_lock), ("semaphore", have_sem)):
-        variants = ["plain", "peeps", "disabled"] if have else ["plain"]
-        add(f"{kind}_uncontended", lock_uncontended(kind), variants)
-        add(f"{kind}_contended", lock_contended(kind), variants[:2])
-    add("event_set_wait", event_set_wait, ["plain", "peeps"] if have_event else ["plain"])
+    add("semaphore_contended", lock_contended("semaphore"),
+        ["plain", "peeps"] if have_sem else ["plain"])
     add("event_pingpong", event_pingpong, ["plain", "peeps"] if have_event else ["plain"])
-    add("thread_lock", thread_lock, ["plain", "peeps", "disabled"] if have_tlock else ["plain"])
-    add("thread_lock_with", thread_lock_with, ["plain", "peeps"] if have_tlock else ["plain"])
+    threads_file = os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "bench_threads.py"))
+    if not threads_file:  # the threads owners' file measures these when present
+        add("thread_lock", thread_lock, ["plain", "peeps", "disabled"] if have_tlock
+            else ["plain"])
+        add("thread_lock_with", thread_lock_with, ["plain", "peeps"] if have_tlock else ["plain"])
     return out
 
 

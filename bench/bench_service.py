@@ -91,18 +91,30 @@ def _enable_everything() -> list[str]:
                 except TypeError:
                     fn(interval_s=0.01)
                 return True
-        mod = getattr(peeps, "threads", None)
-        fn = getattr(mod, "start_sampler", None) if mod else None
-        if fn is not None:
-            fn(hz=100)
-            return True
-        return False
+        try:
+            from peeps import _threads  # type: ignore[attr-defined]
+        except ImportError:
+            return False
+        fn = getattr(_threads, "start_sampler", None)
+        if fn is None:
+            return False
+        fn(hz=100)
+        return True
 
     attempt("thread sampler at 100 Hz", sampler)
 
     def watchdog() -> bool:
         for name in ("start_watchdog", "watch_loop", "watchdog"):
             fn = getattr(peeps, name, None)
+            if callable(fn):
+                fn()
+                return True
+        try:
+            from peeps import _watchdog  # type: ignore[attr-defined]
+        except ImportError:
+            return False
+        for name in ("start_watchdog", "start", "watch_loop"):
+            fn = getattr(_watchdog, name, None)
             if callable(fn):
                 fn()
                 return True
@@ -362,7 +374,7 @@ def main() -> None:
                                            args.warmup))))
         return
 
-    reps = args.reps or (1 if args.quick else 5)
+    reps = args.reps or (1 if args.quick else 4)
     duration = args.duration or (1.0 if args.quick else 6.0)
     warmup = 0.3 if args.quick else 1.0
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}

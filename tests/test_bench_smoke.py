@@ -1,0 +1,60 @@
+"""The benchmark suite runs and produces well-formed output.
+
+Only that: ``bench/run --quick`` (tiny sizes, one repeat) must finish, write a
+JSON file and a markdown table with a row for every benchmark script present,
+and report no failures.  No timing is asserted here — the numbers belong in
+docs/performance.md, measured side by side, not in a pass/fail test on a noisy
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+
+@pytest.mark.timeout(180)
+def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
+    env = dict(os.environ, PEEPS_BENCH_PYTHON=sys.executable)
+    env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_DASHBOARD", None)
+    proc = subprocess.run([str(BENCH / "run"), "--quick", "--results", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    payload = json.loads((tmp_path / "latest.json").read_text())
+    assert payload["quick"] is True
+    assert payload["machine"]["nproc"] and payload["machine"]["python"]
+    rows = payload["rows"]
+    failed = [r for r in rows if str(r.get("note", "")).startswith("failed")]
+    assert not failed, failed
+    for r in rows:
+        assert isinstance(r["section"], str) and isinstance(r["name"], str), r
+        if r["value"] is not None:
+            assert isinstance(r["value"], int | float) and math.isfinite(r["value"]), r
+            assert isinstance(r["unit"], str), r
+
+    sections = {r["section"] for r in rows if r["value"] is not None}
+    for wanted in ("1. realistic service", "2. hot-path microbenchmarks", "3. snapshot cost",
+                   "4. server"):
+        assert any(s.startswith(wanted) for s in sections), (wanted, sections)
+    names = {r["name"] for r in rows}
+    # Every benchmark script in bench/ was run (not reported as missing).
+    for script in BENCH.glob("bench_*.py"):
+        assert script.name not in names or not any(
+            r["name"] == script.name and r["value"] is None and "not landed" in r.get("note", "")
+            for r in rows), script.name
+    assert any(n.startswith("task_spawn: peeps vs plain") for n in names), names
+
+    table = (tmp_path / "latest.md").read_text()
+    assert "| measure | value | spread | target |" in table
+    assert "### 1. realistic service" in table
