@@ -76,7 +76,8 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
                     sent=depth + 100, received=100, blocked_senders=2 if full else 0,
                     blocked_receivers=0, closed=False)
         lock = node("lock", f"stage{g}.state_lock", locked=True, waiters=2)
-        sem = node("semaphore", f"stage{g}.db_pool", permits=4, available=0 if g % 5 == 0 else 2)
+        sem = node("semaphore", f"stage{g}.db_pool", permits_total=4,
+                   permits_available=0 if g % 5 == 0 else 2, bounded=True)
         req = node("request", f"GET /stage/{g}", method="GET", state="in_flight")
         resp = node("response", f"response to GET /stage/{g}", state="pending",
                     ghost=g % 11 == 0)
@@ -87,7 +88,10 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
         # service's worker pools do.
         for t in range(rnd.randint(4, 12)):
             task = node("task", f"stage{g}.worker{t}", state="pending",
-                        coro=f"worker{t}", tracked=True, stack=stack(f"worker{t}"))
+                        coro=f"worker{t}", tracked=True, source="spawn_tracked",
+                        stack=stack(f"worker{t}"), steps=rnd.randint(1, 500),
+                        busy_ns=rnd.randint(1, 900) * 10**6,
+                        longest_step_ns=rnd.randint(1, 90) * 10**6)
             tasks.append(task)
             edge(group, task, "spawned")
             waited = rnd.randint(1, 120) * 10**8

@@ -27,8 +27,8 @@ export interface LayoutResponse {
   seq: number;
   /** [id, x, y, w, h] — top-left corner. */
   nodes: [string, number, number, number, number][];
-  /** [id, flat x,y list from the edge's src to its dst]. */
-  edges: [string, number[]][];
+  /** [id, flat x,y list from the edge's src to its dst, joins two islands]. */
+  edges: [string, number[], boolean][];
   width: number;
   height: number;
   ms: number;

@@ -22,6 +22,8 @@ export interface LayoutResult {
   nodes: Map<string, Box>;
   /** Polyline from the edge's src to its dst, in graph coordinates. */
   edges: Map<string, Point[]>;
+  /** Edges between islands (drawn as plain curves). */
+  between: Set<string>;
   width: number;
   height: number;
   /** Time inside the worker, and end to end as seen by the page. */
@@ -91,7 +93,9 @@ export function layoutGraph(
     const boxes = new Map<string, Box>();
     for (const [id, x, y, w, h] of r.nodes) boxes.set(id, { x, y, w, h });
     const paths = new Map<string, Point[]>();
-    for (const [id, flat] of r.edges) {
+    const between = new Set<string>();
+    for (const [id, flat, free] of r.edges) {
+      if (free) between.add(id);
       const pts: Point[] = [];
       for (let i = 0; i + 1 < flat.length; i += 2) pts.push({ x: flat[i] as number, y: flat[i + 1] as number });
       paths.set(id, pts);
@@ -99,6 +103,7 @@ export function layoutGraph(
     return {
       nodes: boxes,
       edges: paths,
+      between,
       width: r.width,
       height: r.height,
       workerMs: r.ms,

@@ -185,7 +185,7 @@ function layoutCached(c: Component): Placed {
 
 interface Packing {
   outNodes: [string, number, number, number, number][];
-  outEdges: [string, number[]][];
+  outEdges: [string, number[], boolean][];
   width: number;
   height: number;
   score: number;
@@ -194,7 +194,7 @@ interface Packing {
 /** Shelf packing: left to right, wrapping to a new row at the target width. */
 function pack(placed: Placed[], target: number): Packing {
   const outNodes: [string, number, number, number, number][] = [];
-  const outEdges: [string, number[]][] = [];
+  const outEdges: [string, number[], boolean][] = [];
   let x = 0;
   let y = 0;
   let rowH = 0;
@@ -206,7 +206,7 @@ function pack(placed: Placed[], target: number): Packing {
       rowH = 0;
     }
     for (const [id, b] of p.nodes) outNodes.push([id, b.x + x, b.y + y, b.w, b.h]);
-    for (const [id, pts] of p.edges) outEdges.push([id, pts.map((v, i) => v + (i % 2 === 0 ? x : y))]);
+    for (const [id, pts] of p.edges) outEdges.push([id, pts.map((v, i) => v + (i % 2 === 0 ? x : y)), false]);
     width = Math.max(width, x + p.width);
     rowH = Math.max(rowH, p.height);
     x += p.width + GAP;
@@ -256,7 +256,7 @@ function layout(req: LayoutRequest): LayoutResponse {
     const a = pos.get(e.src);
     const b = pos.get(e.dst);
     if (!a || !b) continue;
-    outEdges.push([e.id, [a[1] + a[3], a[2] + a[4] / 2, b[1], b[2] + b[4] / 2]]);
+    outEdges.push([e.id, [a[1] + a[3], a[2] + a[4] / 2, b[1], b[2] + b[4] / 2], true]);
   }
   return {
     seq: req.seq,

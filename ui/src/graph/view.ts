@@ -311,7 +311,7 @@ export class GraphView {
       const d = edgePath(pts);
       const marker = EDGE_STYLES[e.kind] ? e.kind : "other";
       parts.push(
-        `<path class="edge e-${esc(e.kind)}" data-key="${esc(e.key)}" d="${d}" stroke="${s.color}" stroke-width="${s.width}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} marker-end="url(#arr-${marker})"><title>${esc(`${e.src} ${e.kind} ${e.dst}${e.attrs["op"] ? ` (${String(e.attrs["op"])})` : ""}`)}</title></path>`,
+        `<path class="edge e-${esc(e.kind)}${layout.between.has(e.key) && e.kind !== "needs" && e.kind !== "holds" ? " far" : ""}" data-key="${esc(e.key)}" d="${d}" stroke="${s.color}" stroke-width="${s.width}"${s.dash ? ` stroke-dasharray="${s.dash}"` : ""} marker-end="url(#arr-${marker})"><title>${esc(`${e.src} ${e.kind} ${e.dst}${e.attrs["op"] ? ` (${String(e.attrs["op"])})` : ""}`)}</title></path>`,
       );
     }
     parts.push("</g><g class=\"edge-labels\">");
