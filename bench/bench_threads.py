@@ -42,7 +42,6 @@ import peeps
 from peeps import _lockdep, _threads
 from peeps._config import STATE
 
-
 _clock = time.thread_time
 
 
