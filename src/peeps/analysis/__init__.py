@@ -25,3 +25,27 @@ from ._suspects import find_loop_stalls as find_loop_stalls
 from ._suspects import find_suspects as find_suspects
 from ._suspects import find_thread_verdicts as find_thread_verdicts
 from ._suspects import rank as rank
+
+__all__ = [
+    "GraphIndex",
+    "NodeKey",
+    "Severity",
+    "Suspect",
+    "Thresholds",
+    "WaitArc",
+    "describe_node",
+    "find_contended",
+    "find_deadlocks",
+    "find_full_channels",
+    "find_long_waits",
+    "find_loop_stalls",
+    "find_suspects",
+    "find_thread_verdicts",
+    "format_arc",
+    "format_chain",
+    "format_duration_ns",
+    "format_wait_chain",
+    "join_cross_process",
+    "node_location",
+    "rank",
+]

@@ -18,3 +18,24 @@ from ._wire import SnapshotRequest as SnapshotRequest
 from ._wire import decode_body as decode_body
 from ._wire import decode_length as decode_length
 from ._wire import encode_frame as encode_frame
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "EDGE_KINDS",
+    "HEADER",
+    "PROTOCOL_VERSION",
+    "Edge",
+    "EdgeKind",
+    "ErrorFrame",
+    "Event",
+    "FrameError",
+    "GraphReply",
+    "GraphSnapshot",
+    "Hello",
+    "Node",
+    "NodeKind",
+    "SnapshotRequest",
+    "decode_body",
+    "decode_length",
+    "encode_frame",
+]
