@@ -298,7 +298,7 @@ class ThreadRLock(_Instrumented):
     """``threading.RLock`` that shows its holder (with its recursion count),
     waiters and timings."""
 
-    __slots__ = ("_count", "_lock", "_lockdep_held", "_owner", "_since", "_try")
+    __slots__ = ("_count", "_lock", "_lockdep_held", "_lockdep_on", "_owner", "_since", "_try")
 
     lock_type = "rlock"
 
@@ -314,17 +314,36 @@ class ThreadRLock(_Instrumented):
         self._count = 0
         self._since = 0
         self._lockdep_held: list[Any] | None = None
+        self._lockdep_on = _lockdep.ENABLED
         self._peeps_init(name, meta, capture_location())
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._try(False):
-            self._took(_monotonic_ns(), contended=False)
+            me = _get_ident()
+            if self._owner == me:
+                self._count += 1
+                return True
+            self._owner = me
+            self._count = 1
+            self._since = _COARSE_NOW[0] or _monotonic_ns()
+            self._peeps_acquisitions += 1
+            if self._lockdep_on:
+                held = HELD_BY_THREAD.get(me)
+                if held is None:
+                    held = _lockdep.held_by(me)
+                elif held:
+                    _lockdep.check(held, self)
+                held.append(self)
+                self._lockdep_held = held
             return True
         if not blocking:
             return False
+        return self._acquire_contended(timeout)
+
+    def _acquire_contended(self, timeout: float) -> bool:
         waiter = _waiter()
         self._peeps_contentions += 1
-        if _lockdep.ENABLED and held_here():
+        if self._lockdep_on and held_here():
             _lockdep.check(held_here(), self)
         self._peeps_waiters.add(waiter, "acquire")
         start = _monotonic_ns()
@@ -335,37 +354,32 @@ class ThreadRLock(_Instrumented):
         now = _monotonic_ns()
         self._waited(now - start)
         if acquired:
-            self._took(now, contended=True)
-        return acquired
-
-    def _took(self, now: int, *, contended: bool) -> None:
-        me = _get_ident()
-        if self._owner == me:
-            self._count += 1
-            return
-        self._owner = me
-        self._count = 1
-        self._since = now
-        self._peeps_acquisitions += 1
-        if _lockdep.ENABLED:
-            if contended:
+            self._owner = _get_ident()
+            self._count = 1
+            self._since = now
+            self._peeps_acquisitions += 1
+            if self._lockdep_on:
                 held = held_here()
                 held.append(self)
                 self._lockdep_held = held
-            else:
-                self._lockdep_held = _lockdep_push(self)
+        return acquired
 
     def release(self) -> None:
         if self._owner == _get_ident():
             if self._count > 1:
                 self._count -= 1
             else:
-                self._held(_monotonic_ns() - self._since)
-                self._owner = None
-                self._count = 0
-                _lockdep_pop(self._lockdep_held, self)
-                self._lockdep_held = None
+                self._release_bookkeeping()
         self._lock.release()  # raises RuntimeError for a non-owner, as RLock does
+
+    def _release_bookkeeping(self) -> None:
+        held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
+        if held_ns > 0:
+            self._held(held_ns)
+        self._owner = None
+        self._count = 0
+        _lockdep_pop(self._lockdep_held, self)
+        self._lockdep_held = None
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -391,7 +405,7 @@ class ThreadRLock(_Instrumented):
         self._owner = _get_ident()
         self._count = count
         self._since = _monotonic_ns()
-        if _lockdep.ENABLED:
+        if self._lockdep_on:
             self._lockdep_held = _lockdep_push(self)
 
     def _is_owned(self) -> bool:

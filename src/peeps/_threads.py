@@ -626,6 +626,8 @@ class Sampler:
                 return
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.running:  # a late signal, or stopped from a non-main thread
+            return
         try:
             self.tick()
         except Exception as exc:
