@@ -201,6 +201,8 @@ const KIND_FACTS: Record<string, [string, string][]> = {
 /** Durations that keep growing after capture while the state lasts. */
 const LIVE_DURATIONS = new Set(["held_ns", "waiting_ns", "since_resumed_ns", "running_ns", "idle_ns", "verdict_ns", "elapsed_ns"]);
 
+const WIDTH_KEY = "peeps.inspector.width";
+
 /** Attributes shown in their own sections, left out of the generic table. */
 const HANDLED = new Set(["meta", "stack", "dominant_frames", "ghost"]);
 
@@ -214,6 +216,7 @@ export class Inspector {
   constructor(private readonly app: App) {
     this.el = h("aside", { class: "inspector", attrs: { "data-testid": "inspector" } }, this.body);
     this.el.addEventListener("scroll", () => (this.scrolled = this.el.scrollTop), { passive: true });
+    this.installResizer();
     app.subscribe((c) => this.update(c));
   }
 
@@ -247,6 +250,32 @@ export class Inspector {
     replace(this.body, this.render(g, n));
     requestAnimationFrame(() => {
       if (this.el.scrollTop !== keep) this.el.scrollTop = keep;
+    });
+  }
+
+  /** Drag the inspector's left edge to resize it; the width is remembered. */
+  private installResizer(): void {
+    const handle = h("div", { class: "insp-resizer", title: "Drag to resize" });
+    this.el.prepend(handle);
+    const saved = Number(localStorage.getItem(WIDTH_KEY));
+    if (saved >= 280) this.el.style.setProperty("--insp-w", `${saved}px`);
+    handle.addEventListener("pointerdown", (ev) => {
+      ev.preventDefault();
+      handle.setPointerCapture(ev.pointerId);
+      handle.classList.add("dragging");
+      const right = this.el.getBoundingClientRect().right;
+      const move = (e: PointerEvent) => {
+        const w = Math.max(280, Math.min(window.innerWidth * 0.7, right - e.clientX));
+        this.el.style.setProperty("--insp-w", `${Math.round(w)}px`);
+      };
+      const up = () => {
+        handle.classList.remove("dragging");
+        handle.removeEventListener("pointermove", move);
+        handle.removeEventListener("pointerup", up);
+        localStorage.setItem(WIDTH_KEY, String(Math.round(this.el.getBoundingClientRect().width)));
+      };
+      handle.addEventListener("pointermove", move);
+      handle.addEventListener("pointerup", up);
     });
   }
 
