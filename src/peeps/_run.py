@@ -4,7 +4,7 @@ The program runs in this interpreter with ``__main__`` semantics (``runpy``),
 ``sys.argv`` and ``sys.path[0]`` set as ``python script.py`` / ``python -m mod``
 would set them.  Before it starts, peeps is initialised with automatic task
 tracking (which also reaches loops created later, e.g. by ``asyncio.run``),
-patched asyncio/threading primitives, the thread sampler and the event-loop
+patched asyncio primitives, the thread sampler and the event-loop
 stall watchdog; each part has a flag to turn it off.
 """
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m peeps run", usage=USAGE,
         description="Run a Python program with peeps on: every asyncio task tracked, "
-                    "asyncio/threading locks and queues instrumented, threads sampled and "
+                    "asyncio locks, queues and events instrumented, threads sampled and "
                     "event-loop stalls recorded, connected to peeps-web. The program is not "
                     "changed.")
     parser.add_argument("--dashboard", metavar="HOST:PORT",
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-auto", dest="auto", action="store_false",
                         help="do not track every asyncio task automatically")
     parser.add_argument("--no-patch", dest="patch", action="store_false",
-                        help="do not swap asyncio/threading primitives for peeps' ones")
+                        help="do not swap asyncio.Lock, Queue, Semaphore, Event, Condition for "
+                             "peeps' instrumented ones")
     parser.add_argument("--no-threads", dest="threads", action="store_false",
                         help="do not sample threads")
     parser.add_argument("--no-watchdog", dest="watchdog", action="store_false",

@@ -59,8 +59,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: ini peeps_timeout, else a little before pytest-timeout's "
                          f"timeout, else {DEFAULT_TIMEOUT_S:g}s; 0 = off)")
     group.addoption("--peeps-no-patch", action="store_true", default=False,
-                    help="do not swap asyncio/threading primitives for peeps' instrumented "
-                         "ones (only explicit peeps primitives are then visible)")
+                    help="do not swap asyncio primitives (Lock, Queue, ...) for peeps' "
+                         "instrumented ones (only explicit peeps primitives are then visible)")
     parser.addini("peeps_timeout", "seconds before a test is diagnosed and failed "
                                    "under --peeps", default=None)
 
