@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from entrypoints.entry_support import PROGRAMS, PeepsRun
+from entrypoints.entry_support import PROGRAMS, PeepsRun, peeps_cli
 from support import PeepsServer
 
 
@@ -49,6 +49,15 @@ def test_asyncio_deadlock_shows_its_cycle(peeps_server: PeepsServer) -> None:
         assert len(rows) == 2, rows
         assert all(r["location"].endswith(("asyncio_deadlock.py:18", "asyncio_deadlock.py:19"))
                    for r in rows), rows
+        # The terminal says the same.
+        cli = peeps_cli("suspects", "--snapshot", str(deadlock["snapshot_id"]),
+                        http=peeps_server.http_base)
+        assert cli.returncode == 0, cli.stderr
+        first = cli.stdout.split("\n\n")[1]
+        assert "1. CRITICAL deadlock: " in first
+        for text in ("task debit (", "task credit (", "--needs[acquire", "--held by",
+                     "asyncio_deadlock.py:18", "asyncio_deadlock.py:19"):
+            assert text in first, first
     finally:
         run.stop()
 
