@@ -30,6 +30,9 @@ from .types import Edge, Node
 
 ENV_LOCKDEP: Final = "PEEPS_LOCKDEP"
 MAX_REPORTS: Final = 64
+#: Distinct (first, then) class pairs remembered.  Lock names built per request
+#: (``f"conn-{n}"``) would otherwise grow the order graph without bound.
+MAX_ORDERS: Final = 20_000
 STACK_LIMIT: Final = 12
 
 #: Read by the lock wrappers on every acquire; ``PEEPS_LOCKDEP=0`` turns it off.
@@ -166,6 +169,11 @@ def check(held: list[OrderedLock], lock: OrderedLock) -> None:
 
 def _new_order(first: OrderedLock, then: OrderedLock) -> None:
     key = (first._peeps_class, then._peeps_class)
+    if len(_ORDERS) >= MAX_ORDERS:
+        REGISTRY.part_failed("lock order validation",
+                             RuntimeError(f"more than {MAX_ORDERS} lock-order pairs; are lock "
+                                          "names unique per object? New orders are not recorded"))
+        return
     record = OrderRecord(first, then)
     with _MUTEX:
         if key in _ORDERS:
