@@ -319,3 +319,20 @@ def test_disabled_mode_gives_plain_threading_primitives(disabled: None) -> None:
         pass
     assert not any(n["label"] == "x" for n in peeps.collect_graph()["nodes"])
     assert _threads.current_thread_entity() is None or True
+
+
+def test_thread_waiter_hook_names_the_calling_thread() -> None:
+    from peeps import _registry
+
+    peeps.init("t-hook", sampler="off")
+    hook = _registry.thread_waiter_hook
+    assert hook is not None
+    seen: list[Any] = []
+    t = threading.Thread(target=lambda: seen.extend([hook(), hook()]), name="t.hooked")
+    t.start()
+    t.join()
+    first, second = seen
+    assert first is second and first.name == "t.hooked"
+    assert first.id.startswith("thread:")
+    peeps.shutdown()
+    assert _registry.thread_waiter_hook is None
