@@ -67,10 +67,14 @@ def encode_reply_frame(message: dict[str, Any], *,
     """``encode_frame(message)``, in GIL-releasing slices."""
     parts: list[str] = []
     _encode_yielding(message, parts)
-    body = "".join(parts).encode("utf-8")
-    if len(body) > max_frame_bytes:
-        raise FrameError(f"frame of {len(body)} bytes exceeds the cap of {max_frame_bytes} bytes")
-    return HEADER.pack(len(body)) + body
+    # Encoded piece by piece and joined once with the header: one 13 MB ``join``
+    # plus ``encode`` plus ``header + body`` were three more GIL-holding copies.
+    chunks = [part.encode("utf-8") for part in parts]
+    length = sum(map(len, chunks))
+    if length > max_frame_bytes:
+        raise FrameError(f"frame of {length} bytes exceeds the cap of {max_frame_bytes} bytes")
+    chunks.insert(0, HEADER.pack(length))
+    return b"".join(chunks)
 
 
 @contextlib.contextmanager
