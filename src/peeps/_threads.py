@@ -968,6 +968,7 @@ def _after_fork_in_child() -> None:
     # The sampler thread does not exist in the child (and fork does not inherit
     # interval timers); the child starts its own by calling init() again.
     _SAMPLER = None
+    COARSE_NOW[0] = 0  # nobody ticks it any more: locks must read the clock
 
 
 if hasattr(os, "register_at_fork"):
