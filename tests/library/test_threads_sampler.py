@@ -211,3 +211,23 @@ def test_sigprof_mode_sees_almost_nothing_while_the_main_thread_sleeps() -> None
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGPROF) in (previous, signal.SIG_IGN)
     assert signal.getsignal(signal.SIGPROF) != signal.SIG_DFL
+
+
+def test_a_failing_sampler_stops_itself_and_never_raises_into_the_host(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(self: _threads.Sampler) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_threads.Sampler, "_sample_all", broken)
+    _registry.REGISTRY._failed_parts.discard("thread sampler")  # logged once per process
+    sampler = peeps.start_sampler(mode="thread", hz=100)
+    assert sampler is not None and sampler.thread_obj is not None
+    sampler.thread_obj.join(5)
+    assert not sampler.thread_obj.is_alive() and not sampler.running
+    assert _threads.COARSE_NOW[0] == 0
+    assert "thread sampler failed" in caplog.text
+    peeps.stop_sampler()
+    # Thread locks keep working without it.
+    lock = peeps.ThreadLock("t.after_failure")
+    with lock:
+        assert lock.locked()
