@@ -48,16 +48,23 @@ def test_channel_full_stall_from_suspects_to_the_line(
     page = _open(ui_page, peeps_server.http_base + "/")
 
     # Landing view: the suspects, ranked; the full channel is one of them.
-    row = page.locator("[data-testid=suspects-table] tbody tr", has_text="demo.work_queue").first
+    row = (page.locator("[data-testid=suspects-table] tbody tr")
+           .filter(has_text="full_channel").filter(has_text="demo.work_queue").first)
     row.wait_for()
     assert "16/16" in row.inner_text()
     assert page.locator("[data-testid=snapshot-info]").inner_text().startswith(f"#{sid}")
     ui_page.shot("test-suspects")
 
-    # Click 1: the suspect opens the inspector on the channel.
+    # Click 1: the suspect opens the inspector on one of its nodes (the
+    # analysis orders them) and marks the row; its channel is one click away.
     row.click()
     inspector = page.locator("[data-testid=inspector]")
-    assert inspector.locator("[data-testid=inspector-label]").inner_text() == "demo.work_queue"
+    label = inspector.locator("[data-testid=inspector-label]")
+    assert label.inner_text() in ("demo.work_queue", "bounded_sender")
+    assert "sel" in (row.get_attribute("class") or "")
+    if label.inner_text() != "demo.work_queue":
+        row.locator("a.chip", has_text="demo.work_queue").click()
+    assert label.inner_text() == "demo.work_queue"
     assert inspector.locator("[data-testid=channel-depth]").inner_text() == "16 / 16"
 
     # The blocked sender, and the line of code where it is blocked.

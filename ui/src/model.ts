@@ -111,19 +111,31 @@ export function str(v: unknown): string | null {
 /** Frames in peeps itself or the standard library: not where the user's code is. */
 export function isLibraryFrame(frame: string): boolean {
   if (/[/\\]peeps[/\\]_[^/\\]*\.py:/.test(frame)) return true;
+  if (frame.startsWith("<frozen ")) return true;
   return /[/\\]lib[/\\]python3\.\d+[/\\]/.test(frame) && !/(site|dist)-packages/.test(frame);
+}
+
+/** Frames of installed third-party packages (aiohttp, …). */
+export function isPackageFrame(frame: string): boolean {
+  return /[/\\](site|dist)-packages[/\\]/.test(frame);
 }
 
 /**
  * Where a waiting entity is stuck in the user's code: the innermost stack
- * frame outside peeps and the standard library, else the innermost frame,
+ * frame outside peeps, the standard library and installed packages; else the
+ * innermost outside peeps and the standard library; else the innermost frame;
  * else the creation site.
  */
 export function userFrame(node: { attrs: Attrs }): string | null {
   const frames = stack(node);
-  for (let i = frames.length - 1; i >= 0; i--) {
-    const f = frames[i];
-    if (f && !isLibraryFrame(f)) return f;
+  for (const accept of [
+    (f: string) => !isLibraryFrame(f) && !isPackageFrame(f),
+    (f: string) => !isLibraryFrame(f),
+  ]) {
+    for (let i = frames.length - 1; i >= 0; i--) {
+      const f = frames[i];
+      if (f && accept(f)) return f;
+    }
   }
   return frames[frames.length - 1] ?? location(node);
 }

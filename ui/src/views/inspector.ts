@@ -6,7 +6,7 @@ import { type App, type Change, errorText, formatHash } from "../app";
 import { type Child, h, replace } from "../dom";
 import { fmtAttr, fmtClock, fmtDuration } from "../format";
 import { edgeStyle, kindStyle } from "../kinds";
-import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, location as creationSite, meta, num, stack, str, userFrame } from "../model";
+import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, isPackageFrame, location as creationSite, meta, num, stack, str, userFrame } from "../model";
 import { depthText, isFull } from "../summary";
 import type { Attrs, Event } from "../types";
 import { frameEl, kv, nodeChip, tickSpan } from "./widgets";
@@ -501,7 +501,7 @@ export class Inspector {
             h(
               "div",
               { class: "stack", attrs: { "data-testid": "stack" } },
-              frames.map((f) => frameEl(f, f === stuckAt ? "innermost" : isLibraryFrame(f) ? "lib" : "")),
+              frames.map((f) => frameEl(f, f === stuckAt ? "innermost" : isLibraryFrame(f) || isPackageFrame(f) ? "lib" : "")),
             ),
           ]
         : null,
