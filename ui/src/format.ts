@@ -67,6 +67,9 @@ export function fmtAttr(key: string, value: unknown): string {
     if (key.endsWith("_at_ns") || key === "since_ns") return fmtDateTime(value);
     if (key.endsWith("_ns")) return fmtDuration(value);
     if (key.endsWith("_ms")) return fmtDuration(value * NS_PER_MS);
+    if (key.endsWith("share")) return `${(value * 100).toFixed(value < 0.1 ? 1 : 0)}%`;
+    // Identifiers read as they are: no thousands separators in a pid.
+    if (/(^|_)(id|pid|ident|port|returncode|version)$/.test(key)) return String(value);
     return fmtCount(value);
   }
   if (typeof value === "string") return value;

@@ -367,19 +367,6 @@ export class Inspector {
           h("div", { class: "hero-value", attrs: { "data-testid": "permits" } }, `${avail ?? "?"} / ${total ?? "?"}`),
           total ? h("div", { class: "bar" }, h("span", { style: `width:${Math.min(100, (100 * (total - (avail ?? 0))) / total)}%` })) : null,
         );
-    } else if (n.kind === "thread") {
-      const frames = dominantFrames(a);
-      if (frames.length)
-        rows.push([
-          "dominant frames",
-          h(
-            "div",
-            { class: "frames" },
-            frames.map((f) =>
-              h("div", { class: "dom-frame" }, h("span", { class: "share" }, `${Math.round(f.share * 100)}%`), frameEl(f.frame)),
-            ),
-          ),
-        ]);
     }
     if (n.kind === "lock" || n.kind === "rwlock" || n.kind === "thread_lock" || n.kind === "semaphore" || n.kind === "once_cell") {
       const holders = g.inOf(n.id, "holds");
@@ -399,6 +386,20 @@ export class Inspector {
     for (const [key, label] of KIND_FACTS[n.kind] ?? []) {
       if (!(key in a)) continue;
       rows.push([label, this.factValue(key, a[key], g)]);
+    }
+    if (n.kind === "thread") {
+      const frames = dominantFrames(a);
+      if (frames.length)
+        rows.push([
+          "dominant frames",
+          h(
+            "div",
+            { class: "frames" },
+            frames.map((f) =>
+              h("div", { class: "dom-frame" }, h("span", { class: "share" }, `${Math.round(f.share * 100)}%`), frameEl(f.frame)),
+            ),
+          ),
+        ]);
     }
     const age = num(a["age_ns"]);
     if (age !== null) rows.push(["age", tickSpan(age, g.capturedAtNs)]);
@@ -454,7 +455,16 @@ export class Inspector {
           { class: "waits" },
           holds.map((e) => {
             const held = num(e.attrs["held_ns"]);
-            return h("div", { class: "wait-row" }, nodeChip(this.app, e.dst, { summary: true }), held !== null ? h("span", { class: "wait-dur holds" }, "held ", tickSpan(held, cap)) : null);
+            return h(
+              "div",
+              { class: "wait-row holds" },
+              h(
+                "div",
+                { class: "wait-main" },
+                nodeChip(this.app, e.dst, { summary: true }),
+                held !== null ? h("span", { class: "wait-dur holds", title: "held since" }, tickSpan(held, cap)) : null,
+              ),
+            );
           }),
         ),
       );

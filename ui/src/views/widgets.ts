@@ -69,13 +69,24 @@ export function tickAll(): void {
   }
 }
 
+/** Text with line-break opportunities after each `/`, so paths wrap between parts. */
+function breakable(path: string): Child[] {
+  const out: Child[] = [];
+  const parts = path.split("/");
+  parts.forEach((p, i) => {
+    out.push(i < parts.length - 1 ? `${p}/` : p);
+    if (i < parts.length - 1) out.push(h("wbr"));
+  });
+  return out;
+}
+
 /** A `path:line` source location, monospace, with the function name muted. */
 export function frameEl(frame: string, cls = ""): HTMLElement {
   const { where, func } = parseFrame(frame);
   return h(
     "div",
     { class: `frame ${cls}`, title: frame },
-    h("span", { class: "loc" }, where),
+    h("span", { class: "loc" }, breakable(where)),
     func ? h("span", { class: "func" }, ` in ${func}`) : null,
   );
 }
