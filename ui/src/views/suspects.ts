@@ -60,7 +60,7 @@ export class SuspectsView {
           render: (r) =>
             r.s.duration_ns === null || r.s.duration_ns === undefined
               ? "—"
-              : tickSpan(r.s.duration_ns, this.app.graph?.capturedAtNs ?? null, this.app.live),
+              : tickSpan(r.s.duration_ns, this.app.graph?.capturedAtNs ?? null),
         },
         {
           title: "nodes",

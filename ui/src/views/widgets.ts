@@ -36,7 +36,7 @@ export function nodeChip(app: App, id: string, opts: { summary?: boolean } = {})
  * A duration that keeps growing: `baseNs` was measured at capture time
  * `capturedAtNs`; now it is `baseNs + (now - capturedAtNs)`.
  */
-export function tickSpan(baseNs: number, capturedAtNs: number | null, _live = true): HTMLElement {
+export function tickSpan(baseNs: number, capturedAtNs: number | null): HTMLElement {
   if (capturedAtNs === null) return h("span", { class: "dur" }, fmtDuration(baseNs));
   const el = h("span", {
     class: "dur tick",
@@ -85,7 +85,22 @@ export function frameEl(frame: string, cls = ""): HTMLElement {
   const { where, func } = parseFrame(frame);
   return h(
     "div",
-    { class: `frame ${cls}`, title: frame },
+    {
+      class: `frame ${cls}`,
+      title: `${frame}\n(click to copy ${where})`,
+      // path:line is what an editor's "go to file" wants.
+      onclick: (ev: MouseEvent) => {
+        ev.stopPropagation();
+        const el = ev.currentTarget as HTMLElement;
+        void navigator.clipboard?.writeText(where).then(
+          () => {
+            el.classList.add("copied");
+            window.setTimeout(() => el.classList.remove("copied"), 900);
+          },
+          () => undefined,
+        );
+      },
+    },
     h("span", { class: "loc" }, breakable(where)),
     func ? h("span", { class: "func" }, ` in ${func}`) : null,
   );
