@@ -67,6 +67,7 @@ class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
         return super().cancel(msg)
 
 
+_tasks_module.SPAWN_SLOT_TYPES.add(TrackedTask)
 _ASYNCIO_DIR = _tasks_module._ASYNCIO_DIR
 
 #: Record where each automatically tracked task was created (``ctx.location``).

@@ -420,7 +420,9 @@ def register_task(
     coro: Any = None,
 ) -> TaskEntity:
     parent_id = parent.id if parent is not None else None
-    spawn = getattr(task, "_peeps_spawn", None)
+    # ``getattr`` with a default raises and catches inside for a plain Task:
+    # only ask the task types that have the slot.
+    spawn = getattr(task, "_peeps_spawn", None) if type(task) in SPAWN_SLOT_TYPES else None
     if spawn is not None and location is None and parent is None:
         location, parent_id, _ = _spawn_info(task, spawn, None)
         source = "auto"
@@ -534,6 +536,10 @@ def current_holder() -> Any:
     return hook() if hook is not None else None
 
 
+#: Task classes with the ``_peeps_spawn``/``_peeps_cancel`` slots (``TrackedTask``).
+SPAWN_SLOT_TYPES: set[type[Any]] = set()
+
+
 def _spawn_info(task: Any, spawn: tuple[int, Any, int, int],
                 by_id: dict[int, Any] | None) -> tuple[Location | None, str | None, int]:
     """(location, parent node id, created mono ns) from a ``TrackedTask`` slot."""
@@ -567,7 +573,7 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
     entity = entity_for_task(task)
     if entity is not None:
         return entity
-    spawn = getattr(task, "_peeps_spawn", None)
+    spawn = getattr(task, "_peeps_spawn", None) if type(task) in SPAWN_SLOT_TYPES else None
     if spawn is not None:
         location, parent_id, created = _spawn_info(task, spawn, by_id)
         entity = TaskEntity(task, None, tracked=False, location=location, parent_id=parent_id,
