@@ -78,6 +78,8 @@ MIN_SAMPLES: Final = 5
 CPU_INTERVAL_NS: Final = 100_000_000
 #: A parked thread with no CPU since its last read is re-read this often.
 PARKED_REREAD_NS: Final = 1_000_000_000
+#: How often the sampler checks for threads that became blocked or spinning.
+VERDICT_EVENT_INTERVAL_NS: Final = 1_000_000_000
 
 _STDLIB_DIRS: Final = tuple(
     {os.path.normpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"],
@@ -235,6 +237,7 @@ class ThreadEntity:
         "thread_ref",
         "top",
         "top_since",
+        "verdict_event",
     )
 
     def __init__(self, ident: int, thread: threading.Thread | None, window_len: int) -> None:
@@ -270,6 +273,8 @@ class ThreadEntity:
         self.last_frame_id = 0
         self.last_lasti = -1
         self.last_sample: tuple[CodeType, int, CodeType, int] | None = None
+        #: (verdict, since_mono_ns) last announced by a ``thread.verdict.*`` event.
+        self.verdict_event: tuple[str, int] | None = None
 
     def thread(self) -> threading.Thread | None:
         return self.thread_ref() if self.thread_ref is not None else None
@@ -328,6 +333,34 @@ class ThreadEntity:
         # The frame's id, not the frame: holding it would keep its locals alive.
         self.last_frame_id = id(frame)
         self.last_lasti = frame.f_lasti
+
+    def settled_verdict(self, now: int, window_ns: int, frame: FrameType) -> str | None:
+        """``blocked``/``spinning`` when the frame (region) has not changed for the
+        whole window, else None: the sampler's cheap once-a-second check."""
+        if self.name.startswith("peeps-"):
+            return None
+        top_stable = now - self.top_since >= window_ns
+        region_stable = now - self.region_since >= window_ns
+        if not (top_stable or region_stable) or len(self.cpu) < 2:
+            return None
+        cutoff = now - window_ns
+        first = last = self.cpu[-1]
+        for reading in reversed(self.cpu):
+            if reading[0] < cutoff:
+                break
+            first = reading
+        if last[0] <= first[0]:
+            return None
+        wall = last[0] - first[0]
+        busy = last[1] - first[1]
+        if first[2] is not None and last[2] is not None:
+            busy += last[2] - first[2]
+        share = busy / wall
+        if top_stable and share <= LOW_CPU_SHARE:
+            return None if _is_idle_wait(frame) else "blocked"
+        if region_stable and share >= HIGH_CPU_SHARE:
+            return "spinning"
+        return None
 
     # -- snapshot side ------------------------------------------------------------
     def analyse(self, now_mono: int, window_ns: int,
@@ -396,9 +429,7 @@ class ThreadEntity:
             self.name = thread.name
         alive = self.alive()
         if not alive:
-            # Shown once as exited, then forgotten.
-            self.exited = True
-            _forget(self)
+            _forget(self)  # shown once as exited, then forgotten
         attrs = base_attrs(self.created_mono_ns, self.location, None, now)
         frame = sys._current_frames().get(self.ident) if alive else None
         sampler = _SAMPLER
@@ -487,6 +518,12 @@ def entity_for_ident(ident: int, *, create: bool = True,
 
 
 def _forget(entity: ThreadEntity) -> None:
+    if not entity.exited and entity.verdict_event is not None:
+        verdict, since = entity.verdict_event
+        entity.verdict_event = None
+        REGISTRY.emit(entity.id, "thread.verdict.cleared",
+                      {"previous": verdict, "lasted_ns": time.monotonic_ns() - since,
+                       "exited": True, "thread": entity.name})
     entity.exited = True
     if _BY_IDENT.get(entity.ident) is entity:
         _BY_IDENT.pop(entity.ident, None)
@@ -565,6 +602,7 @@ class Sampler:
         self._prev_handler: Any = None
         self._budget_window_start = 0
         self._budget_window_cost = 0
+        self._next_verdict_ns = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -700,8 +738,32 @@ class Sampler:
                 gone = by_ident.get(ident)
                 if gone is not None:
                     _forget(gone)
+            if now >= self._next_verdict_ns:
+                self._next_verdict_ns = now + VERDICT_EVENT_INTERVAL_NS
+                self._announce_verdicts(now, frames)
         finally:
             del frames
+
+    def _announce_verdicts(self, now: int, frames: dict[int, FrameType]) -> None:
+        """Events when a thread becomes blocked or spinning, and when it stops:
+        ``thread.verdict.blocked``/``spinning``/``cleared``."""
+        for ident, frame in frames.items():
+            entity = _BY_IDENT.get(ident)
+            if entity is None:
+                continue
+            verdict = entity.settled_verdict(now, self.window_ns, frame)
+            previous = entity.verdict_event
+            if verdict is not None and (previous is None or previous[0] != verdict):
+                since = entity.top_since if verdict == "blocked" else entity.region_since
+                entity.verdict_event = (verdict, since)
+                REGISTRY.emit(entity.id, f"thread.verdict.{verdict}",
+                              {"frame": user_frame(frame), "verdict_ns": now - since,
+                               "thread": entity.name})
+            elif verdict is None and previous is not None:
+                entity.verdict_event = None
+                REGISTRY.emit(entity.id, "thread.verdict.cleared",
+                              {"previous": previous[0], "lasted_ns": now - previous[1],
+                               "frame": user_frame(frame), "thread": entity.name})
 
     def _account(self, cost_ns: int) -> None:
         """Back off when the sampler costs more than its budget of one core."""

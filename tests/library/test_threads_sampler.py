@@ -31,6 +31,11 @@ def sampler() -> Iterator[_threads.Sampler]:
         peeps.stop_sampler()
 
 
+def _event_names(thread_name: str) -> set[str]:
+    return {e["name"] for e in peeps.collect_graph()["events"]
+            if e["attrs"].get("thread") == thread_name}
+
+
 class Spinner:
     """A thread in a tight pure-Python loop until stopped."""
 
@@ -60,6 +65,8 @@ def test_blocked_and_spinning_threads_get_their_verdicts(sampler: _threads.Sampl
         with Spinner():
             graph = wait_for_graph(lambda g: verdict_of(g, "t.spinner") == "spinning"
                                    and verdict_of(g, "t.blocker") == "blocked")
+            # The sampler announces it once the region has settled for a window.
+            wait_until(lambda: "thread.verdict.spinning" in _event_names("t.spinner"))
     finally:
         release.set()
         blocker.join(5)
@@ -74,6 +81,8 @@ def test_blocked_and_spinning_threads_get_their_verdicts(sampler: _threads.Sampl
     assert attrs["verdict_ns"] > 0
     assert attrs["native_id"] == attrs["native_id"] and attrs["ident"]
     assert attrs["stack"][-1].endswith(" in run")
+    # ... and that it stopped, when the thread ended.
+    wait_until(lambda: "thread.verdict.cleared" in _event_names("t.spinner"))
     block = thread_node(graph, "t.blocker")
     assert block is not None
     assert block["attrs"]["cpu_share"] <= _threads.LOW_CPU_SHARE
