@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
 from web_support import FakeProcess, WebServer
 
 import peeps.web
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
 OPENAPI = Path(peeps.web.__file__).resolve().parent / "openapi.json"
 schema = schemathesis.openapi.from_path(str(OPENAPI))
