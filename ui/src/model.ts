@@ -139,3 +139,50 @@ export function userFrame(node: { attrs: Attrs }): string | null {
   }
   return frames[frames.length - 1] ?? location(node);
 }
+
+/**
+ * The wait-for chain from a node: what it needs, transitively, crossing a
+ * held resource to its holder ("A needs lock L, L is held by B, B needs …").
+ * Returns the nodes and edge keys on it (bounded, cycles stop it).
+ */
+export function waitChain(g: GraphIndex, id: string, limit = 200): { nodes: Set<string>; edges: Set<string> } {
+  const nodes = new Set<string>([id]);
+  const edges = new Set<string>();
+  const queue = [id];
+  while (queue.length && nodes.size < limit) {
+    const cur = queue.shift() as string;
+    const next: [string, string][] = [];
+    for (const e of g.outOf(cur, "needs")) next.push([e.dst, e.key]);
+    for (const e of g.inOf(cur, "holds")) next.push([e.src, e.key]);
+    for (const [n, key] of next) {
+      edges.add(key);
+      if (!nodes.has(n)) {
+        nodes.add(n);
+        queue.push(n);
+      }
+    }
+  }
+  return { nodes, edges };
+}
+
+/** One path along the wait-for chain (first edge at each step); `cycle` when it loops back. */
+export function waitPath(g: GraphIndex, id: string, maxHops = 12): { path: { id: string; via: string }[]; cycle: boolean } {
+  const path: { id: string; via: string }[] = [];
+  const seen = new Set([id]);
+  let cur = id;
+  for (let i = 0; i < maxHops; i++) {
+    const need = g.outOf(cur, "needs")[0];
+    const holder = need ? undefined : g.inOf(cur, "holds")[0];
+    const next = need ? need.dst : holder?.src;
+    if (!next) return { path, cycle: false };
+    const via = need ? String(need.attrs["op"] ?? "needs") : "held by";
+    if (seen.has(next)) {
+      path.push({ id: next, via });
+      return { path, cycle: true };
+    }
+    seen.add(next);
+    path.push({ id: next, via });
+    cur = next;
+  }
+  return { path, cycle: false };
+}

@@ -10,7 +10,7 @@ import { errorText } from "../app";
 import { h, replace, esc } from "../dom";
 import { fmtCount } from "../format";
 import { EDGE_STYLES, edgeStyle, kindStyle, shapePath } from "../kinds";
-import type { GEdge, GNode, GraphIndex } from "../model";
+import { type GEdge, type GNode, type GraphIndex, waitChain } from "../model";
 import { isFull, subtitle } from "../summary";
 import { EDGE_KINDS } from "../types";
 import { type LayoutResult, type Point, layoutGraph } from "./layout";
@@ -397,7 +397,7 @@ export class GraphView {
   private applySelection(center: boolean): void {
     if (!this.svg) return;
     const app = this.app;
-    for (const el of this.canvas.querySelectorAll(".sel, .hl, .nb")) el.classList.remove("sel", "hl", "nb");
+    for (const el of this.canvas.querySelectorAll(".sel, .hl, .nb, .chain")) el.classList.remove("sel", "hl", "nb", "chain");
     for (const id of app.highlight) this.nodeEls.get(id)?.classList.add("hl");
     const sel = app.selected;
     if (sel) {
@@ -409,6 +409,10 @@ export class GraphView {
           this.edgeEls.get(e.key)?.classList.add("hl");
           this.nodeEls.get(e.src === sel ? e.dst : e.src)?.classList.add("nb");
         }
+        // The whole wait-for chain downstream of the selection stands out.
+        const chain = waitChain(g, sel);
+        for (const key of chain.edges) this.edgeEls.get(key)?.classList.add("hl", "chain");
+        for (const id of chain.nodes) if (id !== sel) this.nodeEls.get(id)?.classList.add("nb", "chain");
       }
       // Dimming everything else restyles every node; on big graphs that costs
       // more than it helps, so only small graphs dim (see .dim-others).

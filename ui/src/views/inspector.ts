@@ -6,7 +6,7 @@ import { type App, type Change, errorText, formatHash } from "../app";
 import { type Child, h, replace } from "../dom";
 import { fmtAttr, fmtClock, fmtDuration } from "../format";
 import { edgeStyle, kindStyle } from "../kinds";
-import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, isPackageFrame, location as creationSite, meta, num, stack, str, userFrame } from "../model";
+import { type GEdge, type GNode, type GraphIndex, isLibraryFrame, isPackageFrame, location as creationSite, meta, num, stack, str, userFrame, waitPath } from "../model";
 import { depthText, isFull } from "../summary";
 import type { Attrs, Event } from "../types";
 import { frameEl, kv, nodeChip, tickSpan } from "./widgets";
@@ -427,6 +427,23 @@ export class Inspector {
     const waiters = g.inOf(n.id, "needs");
     const holds = g.outOf(n.id, "holds");
     const parts: Child[] = [];
+    const chain = waitPath(g, n.id);
+    if (chain.path.length >= 2) {
+      // The whole chain, so "what is this really waiting for" is one glance.
+      parts.push(
+        h("h3", null, "Wait chain", chain.cycle ? h("span", { class: "cycle" }, " ↺ cycle") : null),
+        h(
+          "div",
+          { class: "chain wait-chain", attrs: { "data-testid": "wait-chain" } },
+          nodeChip(this.app, n.id),
+          chain.path.map((step) => [
+            h("span", { class: "chain-arrow", title: step.via }, step.via === "held by" ? "⇢" : "→"),
+            h("span", { class: "chain-via" }, step.via),
+            nodeChip(this.app, step.id),
+          ]),
+        ),
+      );
+    }
     if (needs.length) {
       parts.push(
         h("h3", null, "Waiting on"),
