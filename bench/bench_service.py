@@ -55,8 +55,14 @@ def _enable_everything() -> list[str]:
     import peeps
 
     missing: list[str] = []
+    # The attribution run switches components on one at a time.
+    wanted = os.environ.get("PEEPS_BENCH_COMPONENTS", "auto,patch,sampler,watchdog").split(",")
+    keys = {"automatic task tracking": "auto", "peeps.patch()": "patch",
+            "thread sampler at 100 Hz": "sampler", "loop-stall watchdog": "watchdog"}
 
     def attempt(what: str, *calls: Any) -> None:
+        if keys[what] not in wanted:
+            return
         for call in calls:
             try:
                 if call():
@@ -298,15 +304,29 @@ class _WebServer:
             self.proc.kill()
 
 
+#: ``--attribution``: all-on built up one component at a time (label, components, dashboard).
+ATTRIBUTION = [
+    ("wrappers only (channel, Lock, Semaphore, spawn_tracked)", "", False),
+    ("+ automatic task tracking", "auto", False),
+    ("+ peeps.patch()", "auto,patch", False),
+    ("+ sampler 100 Hz and watchdog", "auto,patch,sampler,watchdog", False),
+    ("+ peeps-web snapshot every second (all-on)", "auto,patch,sampler,watchdog", True),
+]
+
+
 def _run_variant(variant: str, dashboard: str, tmp: Path, concurrency: int, duration: float,
-                 warmup: float) -> dict[str, Any]:
+                 warmup: float, components: str | None = None,
+                 connect: bool = True) -> dict[str, Any]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PEEPS_DASHBOARD", None)
     env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_BENCH_COMPONENTS", None)
     if variant == "disabled":
         env["PEEPS_DISABLE"] = "1"
-    if variant == "enabled":
+    if variant == "enabled" and connect:
         env["PEEPS_DASHBOARD"] = dashboard
+    if components is not None:
+        env["PEEPS_BENCH_COMPONENTS"] = components
     port_file = tmp / f"port-{variant}-{time.monotonic_ns()}"
     server = subprocess.Popen([sys.executable, __file__, "serve", "--variant", variant,
                                "--port-file", str(port_file)], env=env,
@@ -342,6 +362,35 @@ def _run_variant(variant: str, dashboard: str, tmp: Path, concurrency: int, dura
 VARIANTS = ("plain", "disabled", "enabled")
 
 
+def _attribution(args: argparse.Namespace, reps: int, duration: float, warmup: float) -> None:
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in ATTRIBUTION}
+    plain: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        web = _WebServer(tmp)
+        try:
+            for rep in range(reps):
+                base = _run_variant("plain", web.dashboard, tmp, args.concurrency, duration, warmup)
+                plain.append(base["cpu_us_per_req"])
+                for label, components, connect in ATTRIBUTION:
+                    res = _run_variant("enabled", web.dashboard, tmp, args.concurrency, duration,
+                                       warmup, components=components, connect=connect)
+                    cpu[label].append(res["cpu_us_per_req"] / base["cpu_us_per_req"])
+                    print(f"attribution round {rep + 1}: {label}: "
+                          f"{cpu[label][-1]:.3f}x plain CPU/request", file=sys.stderr)
+        finally:
+            web.stop()
+    rows = [row("1b. service overhead by component", f"{label}: CPU per request vs plain",
+                median(ratios), "×", spread=spread_text(ratios, "{:.3f}"), baseline="plain",
+                note=f"plain {median(plain):.0f} µs/req")
+            for label, ratios in cpu.items()]
+    if args.output:
+        write_result(args.output, "service_attribution", rows, quick=args.quick,
+                     meta={"plain_cpu_us": plain, "ratios": cpu})
+    else:
+        print(json.dumps(rows, indent=1))
+
+
 def _cpu_s(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -364,6 +413,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--attribution", action="store_true",
+                        help="instead: CPU per request as components are switched on")
     args = parser.parse_args()
 
     if args.cmd == "serve":
@@ -377,6 +428,9 @@ def main() -> None:
     reps = args.reps or (1 if args.quick else 4)
     duration = args.duration or (1.0 if args.quick else 6.0)
     warmup = 0.3 if args.quick else 1.0
+    if args.attribution:
+        _attribution(args, reps, duration, warmup)
+        return
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
