@@ -36,6 +36,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from . import _registry
 from ._config import STATE
+from ._lockdep import forget_thread
 from ._registry import (
     _PKG_DIR,
     REGISTRY,
@@ -527,8 +528,6 @@ def _forget(entity: ThreadEntity) -> None:
     entity.exited = True
     if _BY_IDENT.get(entity.ident) is entity:
         _BY_IDENT.pop(entity.ident, None)
-        from ._lockdep import forget_thread
-
         forget_thread(entity.ident)
     REGISTRY.tasks.pop(entity.id, None)
 
