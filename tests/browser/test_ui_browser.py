@@ -317,3 +317,73 @@ def test_two_thousand_node_snapshot_renders_and_stays_interactive(
         timeout=30_000,
     )
     assert canvas.locator("g.node.sel").count() == 1
+
+
+def _jump_until(peeps_server: PeepsServer, ready: Any, what: str, timeout: float = 20.0) -> int:
+    """Take snapshots until ``ready(snapshot_id)`` holds (the scenario has reached its stall)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sid = int(peeps_server.jump()["snapshot_id"])
+        if ready(sid):
+            return sid
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no snapshot showed {what} within {timeout:g}s")
+        time.sleep(0.3)
+
+
+def test_wait_chain_follows_a_request_into_another_process(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    example = run_example("rpc-stuck-request")
+    example.wait_for_output("client: GET /reserve/42")
+    peeps_server.wait_connected(2)
+
+    def joined(sid: int) -> bool:
+        graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+        return any(e["kind"] == "needs" and e["attrs"].get("cross_process") for e in graph["edges"])
+
+    sid = _jump_until(peeps_server, joined, "the request joined to its response")
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    checkout = next(n for n in graph["nodes"] if n["kind"] == "task" and n["label"] == "checkout")
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}/node/{checkout['id']}?view=requests")
+    chain = page.locator("[data-testid=wait-chain]")
+    chain.wait_for()
+    text = chain.inner_text()
+    # client task → its request → the server's response → handler → semaphore ⇢ its holder
+    for part in ("checkout", "GET /reserve/42", "GET /reserve/{item}", "inventory.permits", "held by",
+                 "inventory_janitor"):
+        assert part in text, (part, text)
+    assert text.index("GET /reserve/42") < text.index("inventory.permits") < text.index("inventory_janitor")
+    # The Requests tab shows the request with the server's response after it.
+    row = page.locator("[data-testid=requests-table] tbody tr").filter(has_text="rpc-stuck-client").first
+    row.wait_for()
+    assert "GET /reserve/{item}" in row.inner_text()
+    ui_page.shot("test-wait-chain-rpc")
+
+
+def test_deadlock_suspect_shows_the_cycle(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    example = run_example("mutex-lock-order-inversion")
+    example.wait_for_output("running")
+    peeps_server.wait_connected(name="mutex-lock-order-inversion")
+
+    def deadlocked(sid: int) -> bool:
+        suspects = peeps_server.get(f"/api/snapshots/{sid}/suspects")["suspects"]
+        return any(s["kind"] == "deadlock" for s in suspects)
+
+    sid = _jump_until(peeps_server, deadlocked, "the deadlock")
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}")
+    row = page.locator("[data-testid=suspects-table] tbody tr").filter(has_text="deadlock").first
+    row.click()
+    chain = page.locator("[data-testid=wait-chain]")
+    chain.wait_for()
+    assert "cycle" in page.locator("[data-testid=inspector]").inner_text()
+    assert "demo.shared.left" in chain.inner_text() and "demo.shared.right" in chain.inner_text()
+    # Enter: the graph focused on the cycle, its wait-for edges drawn as a chain.
+    page.locator("[data-testid=suspects-table]").focus()
+    page.keyboard.press("Enter")
+    canvas = page.locator("[data-testid=graph-canvas]")
+    canvas.locator("g.node.sel").wait_for()
+    assert canvas.locator("path.edge.chain").count() >= 4
+    ui_page.shot("test-deadlock-cycle")
