@@ -101,6 +101,12 @@ def test_channel_full_stall_from_suspects_to_the_line(
     needs = canvas.locator("path.edge.e-needs")
     assert needs.count() >= 1
     assert canvas.locator(f'g.node.sel[data-id="{by_label["bounded_sender"]}"]').count() == 1
+    # Keyboard: → walks along the wait-for chain, ← back.
+    canvas.focus()
+    page.keyboard.press("ArrowRight")
+    assert label.inner_text() == "demo.work_queue"
+    page.keyboard.press("ArrowLeft")
+    assert label.inner_text() == "bounded_sender"
 
     # The inspector's event timeline comes from the events API.
     page.evaluate("id => { location.hash = `#/snapshot/${id[0]}/node/${id[1]}?view=graph`; }",

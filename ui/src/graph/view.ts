@@ -144,8 +144,56 @@ export class GraphView {
     if (ev.key === "f") this.fit();
     else if (ev.key === "+" || ev.key === "=") this.zoomBy(1.25);
     else if (ev.key === "-") this.zoomBy(0.8);
-    else return;
+    else if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") this.walk(ev.key === "ArrowRight" ? 1 : -1);
+    else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") this.sibling(ev.key === "ArrowDown" ? 1 : -1);
+    else if (ev.key === "Enter" && this.app.selected) {
+      this.app.setFocus({ roots: [this.app.selected], depth: Math.max(1, Number(this.depthInput.value) || 2) });
+    } else return;
     ev.preventDefault();
+  }
+
+  /** Edges from the selection to visible nodes, in the reading direction. */
+  private steps(id: string, dir: number): string[] {
+    const g = this.app.graph;
+    if (!g || !this.shown) return [];
+    const shown = new Set(this.shown.visible.nodes.map((n) => n.id));
+    const out: string[] = [];
+    // Right: what it waits on (a held resource leads to its holder), then the rest.
+    const fwd = dir > 0
+      ? [...g.outOf(id, "needs").map((e) => e.dst), ...g.inOf(id, "holds").map((e) => e.src), ...g.outOf(id).map((e) => e.dst)]
+      : [...g.inOf(id, "needs").map((e) => e.src), ...g.outOf(id, "holds").map((e) => e.dst), ...g.inOf(id).map((e) => e.src)];
+    for (const n of fwd) if (shown.has(n) && n !== id && !out.includes(n)) out.push(n);
+    return out;
+  }
+
+  private walkFrom: { from: string; dir: number; options: string[] } | null = null;
+
+  /** ←/→ move the selection along the wait-for chain. */
+  private walk(dir: number): void {
+    const sel = this.app.selected;
+    if (!sel) {
+      const first = this.shown?.visible.nodes[0];
+      if (first) this.app.select(first.id);
+      return;
+    }
+    const options = this.steps(sel, dir);
+    const next = options[0];
+    if (!next) return;
+    this.walkFrom = { from: sel, dir, options };
+    this.pendingCenter = next;
+    this.app.select(next);
+  }
+
+  /** ↑/↓ try the other nodes reachable by the last ←/→ step. */
+  private sibling(delta: number): void {
+    const w = this.walkFrom;
+    const sel = this.app.selected;
+    if (!w || !sel) return;
+    const i = w.options.indexOf(sel);
+    const next = w.options[(i + delta + w.options.length) % w.options.length];
+    if (!next || next === sel) return;
+    this.pendingCenter = next;
+    this.app.select(next);
   }
 
   update(changes: Set<Change>): void {
