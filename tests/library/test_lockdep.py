@@ -59,7 +59,8 @@ def test_opposite_orders_are_reported_without_any_deadlock() -> None:
     node = node_labelled(graph, report["title"], "lockdep")
     assert {e["dst"] for e in edges(graph, "touches", src=node["id"])} == {a._peeps_id, b._peeps_id}
     assert node_labelled(graph, "t.dep.a")["attrs"]["lockdep_reports"] == [report["id"]]
-    [event] = [e for e in graph["events"] if e["name"] == "lock.order.inversion"]
+    [event] = [e for e in graph["events"] if e["name"] == "lock.order.inversion"
+               and e["attrs"]["report_id"] == report["id"]]
     assert event["attrs"]["cycle"] == report["cycle"]
     assert sorted(event["attrs"]["sites"]) == sorted(sites.values())
 

@@ -35,7 +35,7 @@ def test_stall_is_visible_while_it_lasts_and_recorded_when_it_ends() -> None:
         time.sleep(0.6)  # the stall
 
     async def main() -> None:
-        watch = peeps.watch_loop(threshold_ms=50)
+        watch = peeps.watch_loop(threshold_ms=100)
         assert watch is not None
         task = peeps.tasks.spawn_tracked("t.stall.blocker", blocker())
         # The snapshot is taken from another thread while the loop is stuck.
@@ -52,7 +52,7 @@ def test_stall_is_visible_while_it_lasts_and_recorded_when_it_ends() -> None:
     loop_node = next(n for n in graph["nodes"] if n["kind"] == "loop")
     task_node = node_labelled(graph, "t.stall.blocker", "task")
     attrs = loop_node["attrs"]
-    assert attrs["stalled_ns"] > 50_000_000
+    assert attrs["stalled_ns"] > 100_000_000
     assert attrs["task_id"] == task_node["id"] and attrs["task_name"] == "t.stall.blocker"
     line = Path(HERE).read_text().splitlines().index("        time.sleep(0.6)  # the stall") + 1
     assert attrs["frame"] == f"{HERE}:{line} in blocker"
@@ -60,7 +60,9 @@ def test_stall_is_visible_while_it_lasts_and_recorded_when_it_ends() -> None:
     [step] = edges(graph, "needs", src=loop_node["id"])
     assert step["dst"] == task_node["id"] and step["attrs"]["op"] == "step"
 
-    [event] = _stall_events(loop_node["id"])
+    # (A loaded machine may add short stalls of its own: pick the blocker's.)
+    [event] = [e for e in _stall_events(loop_node["id"])
+               if e["attrs"]["task_id"] == task_node["id"]]
     ev = event["attrs"]
     assert 500_000_000 <= ev["duration_ns"] < 2_000_000_000
     assert ev["task_id"] == task_node["id"] and ev["frame"] == attrs["frame"]
