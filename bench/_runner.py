@@ -254,11 +254,29 @@ def _loadavg() -> float | None:
         return None
 
 
+DOCS = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- bench/run table: begin -->", "<!-- bench/run table: end -->"
+
+
+def update_docs(md: str) -> None:
+    """Replace the table between the markers in docs/performance.md."""
+    text = DOCS.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"bench/run: {DOCS} has no {BEGIN} ... {END} markers")
+    body = "\n".join(md.splitlines()[1:]).replace("\n### ", "\n#### ").strip()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOCS.write_text(f"{head}{BEGIN}\n\n{body}\n\n{END}{tail}")
+    print(f"bench/run: updated {DOCS}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="run the peeps benchmark suite")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke)")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--results", default=None, help="directory for the JSON + markdown")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also paste the table into docs/performance.md (between its markers)")
     parser.add_argument("--rerender", action="store_true",
                         help="rebuild latest.md/json from the result files already there")
     args = parser.parse_args()
@@ -318,6 +336,8 @@ def main() -> int:
     (out_dir / "latest.md").write_text(md)
     print(md)
     print(f"bench/run: wrote {out_dir / 'latest.md'} and latest.json", file=sys.stderr)
+    if args.update_docs:
+        update_docs(md)
     return 1 if failures else 0
 
 
