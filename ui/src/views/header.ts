@@ -6,9 +6,12 @@ import { h, replace } from "../dom";
 import { fmtAge, fmtClock, fmtCount, fmtDateTime } from "../format";
 import type { SnapshotRecord } from "../types";
 
+const MAX_CHIPS = 3;
+
 export class Header {
   readonly el: HTMLElement;
   private readonly procs = h("div", { class: "procs", attrs: { "data-testid": "header-processes" } });
+  private readonly more = h("span", { class: "procs-more" });
   private readonly snapInfo = h("div", { class: "snap-info", attrs: { "data-testid": "snapshot-info" } });
   private readonly timeline = h("div", { class: "timeline" });
   private readonly slider = h("input", {
@@ -51,6 +54,7 @@ export class Header {
       this.snapInfo,
       this.timeline,
       this.procs,
+      this.more,
       h("div", { class: "spacer" }),
       this.progress,
       this.connected,
@@ -138,9 +142,17 @@ export class Header {
       replace(this.procs);
       return;
     }
+    // Processes that did not answer come first: they are what a partial
+    // snapshot is about.  Beyond a few, the rest fold into "+N".
+    const rank = (st: string) => (st === "responded" ? 1 : 0);
+    const procs = g.processes
+      .slice()
+      .sort((a, b) => rank(a.status) - rank(b.status) || a.process_name.localeCompare(b.process_name));
+    const shown = procs.slice(0, MAX_CHIPS);
+    const rest = procs.slice(MAX_CHIPS);
     replace(
       this.procs,
-      g.processes.map((p) =>
+      shown.map((p) =>
         h(
           "span",
           {
@@ -148,11 +160,28 @@ export class Header {
             title: `${p.proc_key}\nstatus: ${p.status}${p.error ? `\nerror: ${p.error}` : ""}\n${fmtCount(p.node_count)} nodes, ${fmtCount(p.edge_count)} edges, ${fmtCount(p.event_count)} events`,
           },
           h("span", { class: "dot" }),
-          p.process_name,
-          h("span", { class: "muted" }, ` ${p.pid}`),
+          h("span", { class: "proc-name" }, p.process_name),
           p.status !== "responded" ? h("span", { class: "proc-st" }, p.status) : null,
         ),
       ),
+    );
+    replace(
+      this.more,
+      rest.length
+        ? h(
+            "a",
+            {
+              href: "#",
+              class: "proc-chip more",
+              title: rest.map((p) => `${p.process_name} ${p.pid}: ${p.status}`).join("\n"),
+              onclick: (ev: MouseEvent) => {
+                ev.preventDefault();
+                this.app.setView("processes");
+              },
+            },
+            `+${rest.length}`,
+          )
+        : null,
     );
   }
 }

@@ -67,6 +67,7 @@ export class SqlView {
   private readonly runBtn = h("button", { class: "btn primary", attrs: { "data-testid": "sql-run" } }, "Run  ⌃↵");
   private readonly meta = h("span", { class: "muted small", attrs: { "data-testid": "sql-meta" } });
   private readonly results = h("div", { class: "sql-results", attrs: { "data-testid": "sql-results" } });
+  private readonly copyBtn = h("button", { class: "btn small", hidden: true, title: "Copy the result as tab-separated text" }, "copy TSV");
   private running = false;
 
   constructor(private readonly app: App) {
@@ -78,6 +79,7 @@ export class SqlView {
       }
     });
     this.runBtn.addEventListener("click", () => void this.run());
+    this.copyBtn.addEventListener("click", () => this.copyTsv(this.copyBtn));
     const examples = h(
       "div",
       { class: "sql-examples" },
@@ -124,7 +126,7 @@ export class SqlView {
         "div",
         { class: "sql-main" },
         this.editor,
-        h("div", { class: "sql-bar" }, this.runBtn, this.meta),
+        h("div", { class: "sql-bar" }, this.runBtn, this.meta, h("span", { class: "spacer" }), this.copyBtn),
         this.results,
       ),
     );
@@ -155,6 +157,7 @@ export class SqlView {
     } catch (err) {
       this.meta.textContent = err instanceof ApiError && err.status ? `error ${err.status}` : "error";
       const msg = err instanceof Error ? err.message : String(err);
+      this.copyBtn.hidden = true;
       replace(this.results, h("pre", { class: "sql-error", attrs: { "data-testid": "sql-error" } }, msg));
     } finally {
       this.running = false;
@@ -162,7 +165,26 @@ export class SqlView {
     }
   }
 
+  private last: SqlAnswer | null = null;
+
+  /** The result as tab-separated text (pastes into a spreadsheet). */
+  private copyTsv(btn: HTMLElement): void {
+    const ans = this.last;
+    if (!ans) return;
+    const cell = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v)).replace(/[\t\n]/g, " ");
+    const text = [ans.columns.join("\t"), ...ans.rows.map((r) => r.map(cell).join("\t"))].join("\n");
+    void navigator.clipboard?.writeText(text).then(
+      () => {
+        btn.textContent = "copied";
+        window.setTimeout(() => (btn.textContent = "copy TSV"), 1200);
+      },
+      () => undefined,
+    );
+  }
+
   private showRows(ans: SqlAnswer): void {
+    this.last = ans;
+    this.copyBtn.hidden = false;
     const table = new DataTable<Row>({
       testId: "sql-table",
       rowKey: (r) => String(r.i),
