@@ -154,3 +154,28 @@ def test_a_dashboard_sending_garbage_costs_the_service_nothing() -> None:
     finally:
         ticker.stop()
         listener.close()
+
+
+def test_a_rename_by_init_reaches_the_dashboard(peeps_server: PeepsServer) -> None:
+    """``python -m peeps run --name a`` then the program's own ``peeps.init("b")``:
+    the dashboard must show the name the program chose."""
+    import subprocess
+    import sys
+    code = ("import peeps, time; peeps.init('first-name'); time.sleep(0.5); "
+            "peeps.init('second-name'); print('renamed', flush=True); time.sleep(30)")
+    import os
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PEEPS_DASHBOARD=peeps_server.dashboard))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "renamed"
+        peeps_server.wait_connected(name="second-name")
+        deadline = time.monotonic() + 10
+        while any(p["process_name"] == "first-name" for p in peeps_server.connected()):
+            assert time.monotonic() < deadline, "the old connection stayed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -12,6 +12,7 @@ or:   scripts/run-example channel-full-stall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import peeps
 
@@ -40,7 +41,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

@@ -21,8 +21,8 @@ from typing import Any
 
 from . import __version__
 from ._config import STATE
-from ._reply_encoder import encode_reply_frame, gc_paused, release_in_slices
 from ._registry import REGISTRY
+from ._reply_encoder import encode_reply_frame, gc_paused, release_in_slices
 from ._snapshot import collect_graph
 from .types import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -67,6 +67,8 @@ class Collector:
         self.max_frame_bytes = max_frame_bytes
         self.state = "idle"
         self.snapshots_answered = 0
+        #: The identity announced in the hello; a rename needs a new connection.
+        self.proc_key = STATE.proc_key
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="peeps-collector", daemon=True)
@@ -175,7 +177,7 @@ class Collector:
                                   if e["src"] in kept and e["dst"] in kept]
                 reply["truncated"] = str(exc)
                 frame = encode_reply_frame(reply, max_frame_bytes=self.max_frame_bytes)
-            release_in_slices(graph)
+            release_in_slices(graph)  # type: ignore[arg-type]  # a TypedDict is a dict
             del graph, reply
         sock.sendall(frame)
         self.snapshots_answered += 1
@@ -227,7 +229,8 @@ def start_collector(address: str, *, token: str | None = None,
     parsed = parse_address(address)
     with _LOCK:
         if _COLLECTOR is not None:
-            if _COLLECTOR.address == parsed and _COLLECTOR.alive:
+            if (_COLLECTOR.address == parsed and _COLLECTOR.alive
+                    and _COLLECTOR.proc_key == STATE.proc_key):
                 return _COLLECTOR
             _COLLECTOR.stop()
         _COLLECTOR = Collector(parsed, token=token, max_frame_bytes=max_frame_bytes)
