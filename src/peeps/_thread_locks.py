@@ -146,6 +146,13 @@ def _lockdep_push(lock: Any) -> list[Any]:
     return held
 
 
+def _lockdep_unpop(held: list[Any], top: Any, lock: Any) -> None:
+    """The release popped ``top``, not ``lock`` (locks released out of order):
+    put it back and remove ``lock`` itself."""
+    held.append(top)
+    _lockdep_pop(held, lock)
+
+
 def _lockdep_pop(held: list[Any] | None, lock: Any) -> None:
     if not held:
         return
@@ -196,10 +203,11 @@ class ThreadLock(_Instrumented):
             self._since = _COARSE_NOW[0] or _monotonic_ns()
             self._peeps_acquisitions += 1
             if self._lockdep_on:
-                held = HELD_BY_THREAD.get(me)
-                if held is None:
+                try:
+                    held = HELD_BY_THREAD[me]
+                except KeyError:
                     held = _lockdep.held_by(me)
-                elif held:
+                if held:
                     _lockdep.check(held, self)
                 held.append(self)
                 self._lockdep_held = held
@@ -242,12 +250,8 @@ class ThreadLock(_Instrumented):
                     self._peeps_hold_max_ns = held_ns
             self._owner = None
             held = self._lockdep_held
-            if held is not None:
-                if held[-1] is self:
-                    held.pop()
-                else:
-                    _lockdep_pop(held, self)
-                self._lockdep_held = None
+            if held and (top := held.pop()) is not self:
+                _lockdep_unpop(held, top, self)
         self._lock.release()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -261,12 +265,8 @@ class ThreadLock(_Instrumented):
                     self._peeps_hold_max_ns = held_ns
             self._owner = None
             held = self._lockdep_held
-            if held is not None:
-                if held[-1] is self:
-                    held.pop()
-                else:
-                    _lockdep_pop(held, self)
-                self._lockdep_held = None
+            if held and (top := held.pop()) is not self:
+                _lockdep_unpop(held, top, self)
         self._lock.release()
 
     def locked(self) -> bool:
@@ -328,10 +328,11 @@ class ThreadRLock(_Instrumented):
             self._since = _COARSE_NOW[0] or _monotonic_ns()
             self._peeps_acquisitions += 1
             if self._lockdep_on:
-                held = HELD_BY_THREAD.get(me)
-                if held is None:
+                try:
+                    held = HELD_BY_THREAD[me]
+                except KeyError:
                     held = _lockdep.held_by(me)
-                elif held:
+                if held:
                     _lockdep.check(held, self)
                 held.append(self)
                 self._lockdep_held = held
