@@ -85,9 +85,12 @@ class SyntheticProcess:
             self.proc.stdout.close()
 
 
-def wait_until(predicate: Any, timeout: float = 15.0, message: str = "condition") -> None:
+def wait_until(predicate: Any, timeout: float = 15.0, message: str = "condition",
+               state: Any = None) -> None:
+    """Poll ``predicate``; on timeout say what was awaited and, if given, ``state()``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
+            seen = f" (saw: {state()!r})" if state is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}{seen}")
         time.sleep(0.05)

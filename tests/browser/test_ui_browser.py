@@ -230,23 +230,29 @@ def test_jump_now_and_live_refresh(peeps_server: PeepsServer, run_example: type[
     sid = _stalled_snapshot(peeps_server, run_example)
     page = _open(ui_page, peeps_server.http_base + "/")
     info = page.locator("[data-testid=snapshot-info]")
-    wait_until(lambda: info.inner_text().startswith(f"#{sid}"), message="the first snapshot")
+
+    def shows(n: int) -> bool:
+        return info.inner_text().split()[0] == f"#{n}"
+
+    wait_until(lambda: shows(sid), message=f"snapshot #{sid}", state=info.inner_text)
     assert page.locator("[data-testid=live-toggle]").get_attribute("aria-pressed") == "true"
     chip = page.locator("[data-testid=header-processes]")
     assert "channel-full-stall" in chip.inner_text()
 
     page.locator("[data-testid=jump-now]").click()
-    wait_until(lambda: info.inner_text().startswith(f"#{sid + 1}"), message="jump now to show snapshot +1")
+    wait_until(lambda: shows(sid + 1), timeout=30, message="Jump now to show the new snapshot",
+               state=info.inner_text)
 
-    # Live: a snapshot taken elsewhere appears by itself.
+    # Live: a snapshot taken elsewhere appears by itself (the UI polls every 2 s).
     peeps_server.jump()
-    wait_until(lambda: info.inner_text().startswith(f"#{sid + 2}"), timeout=15,
-               message="live refresh to follow the newest snapshot")
+    wait_until(lambda: shows(sid + 2), timeout=30,
+               message="live refresh to follow the newest snapshot", state=info.inner_text)
     # Live off: the view stays pinned.
     page.locator("[data-testid=live-toggle]").click()
+    assert page.locator("[data-testid=live-toggle]").get_attribute("aria-pressed") == "false"
     peeps_server.jump()
     time.sleep(3)
-    assert info.inner_text().startswith(f"#{sid + 2}")
+    assert shows(sid + 2), info.inner_text()
 
 
 def test_a_process_that_does_not_answer_shows_as_timeout(tmp_path: Path, ui_page: Page) -> None:
