@@ -53,8 +53,10 @@ function boot(root: HTMLElement): void {
     ),
   );
   const viewHost = h("div", { class: "view-host" }, Object.values(views).map((v) => v.el));
+  const help = helpPanel();
   replace(
     root,
+    help,
     header.el,
     h("div", { class: "workspace" }, h("div", { class: "main-col" }, tabs, banner, viewHost), inspector.el),
   );
@@ -94,7 +96,8 @@ function boot(root: HTMLElement): void {
       banner.textContent = msg ?? "";
       banner.classList.toggle("error", !!app.error);
     }
-    document.title = app.snapshotId ? `peeps · #${app.snapshotId}` : "peeps";
+    const n = app.suspects?.length ?? 0;
+    document.title = app.snapshotId ? `peeps · #${app.snapshotId}${n ? ` · ${n} suspect${n === 1 ? "" : "s"}` : ""}` : "peeps";
   });
 
   window.addEventListener("hashchange", () => {
@@ -125,8 +128,11 @@ function boot(root: HTMLElement): void {
     else if (ev.key === "/" && app.view === "graph") {
       ev.preventDefault();
       graph.focusSearch();
+    } else if (ev.key === "?") {
+      help.hidden = !help.hidden;
     } else if (ev.key === "Escape") {
-      if (app.selected) app.select(null);
+      if (!help.hidden) help.hidden = true;
+      else if (app.selected) app.select(null);
       else if (app.focus) app.setFocus(null);
     }
   });
@@ -137,6 +143,45 @@ function boot(root: HTMLElement): void {
     const v = views[app.view];
     v.focus?.();
   });
+}
+
+const KEYS: [string, string][] = [
+  ["1 … 6", "Suspects, Graph, Requests, Threads, Processes, SQL"],
+  ["↑ ↓ j k PgUp PgDn Home End", "move in a table (the inspector follows)"],
+  ["Enter", "table: open (graph focus / select) · graph: focus on the selection"],
+  ["[ ]", "older / newer snapshot"],
+  ["/", "search the graph"],
+  ["→ ←  (graph)", "walk the wait-for chain; ↑ ↓ the other branches"],
+  ["f + −  (graph)", "fit, zoom"],
+  ["Ctrl+Enter  (SQL)", "run the query"],
+  ["Esc", "close this, clear the selection, then the focus"],
+  ["?", "this help"],
+];
+
+function helpPanel(): HTMLElement {
+  const panel = h(
+    "div",
+    { class: "help", hidden: true, attrs: { role: "dialog", "aria-label": "Keyboard shortcuts" } },
+    h(
+      "div",
+      { class: "help-box" },
+      h("div", { class: "help-title" }, "Keyboard", h("span", { class: "muted small" }, "  Esc closes")),
+      h(
+        "dl",
+        { class: "kv" },
+        KEYS.map(([k, v]) => [h("dt", null, h("kbd", null, k)), h("dd", null, v)]),
+      ),
+      h(
+        "p",
+        { class: "muted small" },
+        "Deep links: the URL names the snapshot, view and node (#/snapshot/12/node/task:4711:3); reload restores it.",
+      ),
+    ),
+  );
+  panel.addEventListener("click", (ev) => {
+    if (ev.target === panel) panel.hidden = true;
+  });
+  return panel;
 }
 
 const root = document.getElementById("app");

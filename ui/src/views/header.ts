@@ -60,6 +60,15 @@ export class Header {
       this.connected,
       this.liveBtn,
       this.jumpBtn,
+      h(
+        "button",
+        {
+          class: "btn icon",
+          title: "Keyboard shortcuts (?)",
+          onclick: () => document.dispatchEvent(new KeyboardEvent("keydown", { key: "?" })),
+        },
+        "?",
+      ),
     );
     app.subscribe((c) => this.update(c));
   }
