@@ -83,10 +83,3 @@ export function parseFrame(frame: string): { where: string; func: string | null 
   if (m && m[1]) return { where: m[1], func: m[2] ?? null };
   return { where: frame, func: null };
 }
-
-/** Shorten a long path for dense tables, keeping the tail that identifies it. */
-export function shortPath(where: string, keep = 3): string {
-  const parts = where.split("/");
-  if (parts.length <= keep + 1) return where;
-  return `…/${parts.slice(-keep).join("/")}`;
-}

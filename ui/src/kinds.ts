@@ -129,10 +129,3 @@ export function shapePath(shape: Shape, w: number, h: number): string {
     }
   }
 }
-
-const SEVERITY_ORDER = ["critical", "high", "warning", "medium", "low", "info"];
-
-export function severityRank(sev: string): number {
-  const i = SEVERITY_ORDER.indexOf(sev);
-  return i < 0 ? SEVERITY_ORDER.length : i;
-}
