@@ -12,7 +12,7 @@ import peeps
 Graph = Mapping[str, Any]
 
 
-def wait_for_graph(predicate: Callable[[Graph], bool], timeout: float = 5.0,
+def wait_for_graph(predicate: Callable[[Graph], bool], timeout: float = 10.0,
                    interval: float = 0.02) -> dict[str, Any]:
     """``collect_graph()`` until ``predicate`` holds; fail with the last graph."""
     deadline = time.monotonic() + timeout
@@ -27,7 +27,7 @@ def wait_for_graph(predicate: Callable[[Graph], bool], timeout: float = 5.0,
     return graph
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
