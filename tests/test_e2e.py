@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
-from support import ExampleProcess, PeepsServer
+from support import EXAMPLES, ExampleProcess, PeepsServer
+
+EXAMPLE = EXAMPLES / "channel_full_stall" / "__main__.py"
+
+
+def line_of(path: Path, text: str) -> int:
+    """The line number of the one line of ``path`` containing ``text``."""
+    [number] = [i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line]
+    return number
 
 
 def test_channel_full_stall_is_queryable_by_sql(peeps_server: PeepsServer, run_example: type[ExampleProcess]) -> None:
@@ -23,7 +32,8 @@ def test_channel_full_stall_is_queryable_by_sql(peeps_server: PeepsServer, run_e
                json_extract(attrs, '$.capacity') AS capacity, location
         FROM nodes WHERE kind = 'channel' AND label = 'demo.work_queue'""")
     assert (channel["depth"], channel["capacity"]) == (16, 16)
-    assert channel["location"].endswith("channel_full_stall/__main__.py:35")
+    channel_line = line_of(EXAMPLE, 'peeps.channel("demo.work_queue"')
+    assert channel["location"].endswith(f"channel_full_stall/__main__.py:{channel_line}")
 
     [blocked] = peeps_server.rows(sid, """
         SELECT t.label AS task, t.location AS location,
@@ -34,7 +44,8 @@ def test_channel_full_stall_is_queryable_by_sql(peeps_server: PeepsServer, run_e
     assert blocked["task"] == "bounded_sender"
     assert blocked["op"] == "send"
     assert blocked["waited_ns"] > 100_000_000
-    assert blocked["location"].endswith("channel_full_stall/__main__.py:36")
+    sender_line = line_of(EXAMPLE, 'spawn_tracked("bounded_sender"')
+    assert blocked["location"].endswith(f"channel_full_stall/__main__.py:{sender_line}")
 
     [sleeping] = peeps_server.rows(sid, """
         SELECT s.kind, json_extract(s.attrs, '$.remaining_ns') AS remaining_ns

@@ -5,8 +5,7 @@ blocks on the 17th.  ``stalled_receiver`` is asleep and never receives.  The
 graph shows: bounded_sender --needs[send]--> demo.work_queue (16/16), and
 stalled_receiver --needs[sleep]--> its sleep.
 
-Run:  PEEPS_DASHBOARD=127.0.0.1:9119 python examples/channel_full_stall
-or:   scripts/run-example channel-full-stall
+Run:  scripts/run-example channel-full-stall  (or PEEPS_DASHBOARD=... python examples/channel_full_stall)
 """
 
 from __future__ import annotations

@@ -22,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser_support import CHROMIUM_ARGS, Page, SyntheticProcess, chromium_path
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop marked
+# running in the main thread while it lives, and every later test that calls
+# asyncio.run() would fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     exe = chromium_path()
@@ -54,8 +57,9 @@ def synthetic(peeps_server: Any) -> Iterator[type[SyntheticProcess]]:
     started: list[SyntheticProcess] = []
 
     class _Started(SyntheticProcess):
-        def __init__(self, nodes: int, name: str = "synthetic", threads: int = 3) -> None:
-            super().__init__(peeps_server.dashboard, nodes, name, threads)
+        def __init__(self, nodes: int, name: str = "synthetic", threads: int = 3,
+                     shape: str = "groups") -> None:
+            super().__init__(peeps_server.dashboard, nodes, name, threads, shape=shape)
             started.append(self)
 
     try:
