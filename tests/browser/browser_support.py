@@ -60,11 +60,11 @@ class SyntheticProcess:
     """``synthetic_process.py``: a wire-protocol client with a large graph."""
 
     def __init__(self, dashboard: str, nodes: int, name: str = "synthetic", threads: int = 3,
-                 mute: bool = False) -> None:
+                 mute: bool = False, shape: str = "groups") -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "synthetic_process.py"), "--dashboard", dashboard,
              "--nodes", str(nodes), "--name", name, "--threads", str(threads),
-             *(["--mute"] if mute else [])],
+             "--shape", shape, *(["--mute"] if mute else [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.proc.stdout is not None

@@ -135,6 +135,30 @@ def build_graph(n_nodes: int, pid: int, *, threads: int = 3, seed: int = 7) -> t
     return nodes, edges, events
 
 
+def build_fan_in(n_nodes: int, pid: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The worst case for a layered layout: every task waits on one lock."""
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    loc = {"meta": {"ctx.location": "/srv/app/pool.py:42"}, "age_ns": 30 * 10**9}
+    nodes.append({"id": f"task:{pid}:1", "kind": "task", "label": "main",
+                  "attrs": {**loc, "state": "pending"}})
+    nodes.append({"id": f"lock:{pid}:2", "kind": "lock", "label": "pool.lock",
+                  "attrs": {**loc, "locked": True, "waiters": n_nodes - 3}})
+    nodes.append({"id": f"task:{pid}:3", "kind": "task", "label": "fanin.holder",
+                  "attrs": {**loc, "state": "pending"}})
+    edges.append({"src": f"task:{pid}:3", "dst": f"lock:{pid}:2", "kind": "holds",
+                  "attrs": {"held_ns": 30 * 10**9}})
+    for i in range(4, n_nodes + 1):
+        tid = f"task:{pid}:{i}"
+        nodes.append({"id": tid, "kind": "task", "label": f"fanin.worker{i}",
+                      "attrs": {**loc, "state": "pending",
+                                "stack": [f"/srv/app/pool.py:{100 + i % 7} in work"]}})
+        edges.append({"src": f"task:{pid}:1", "dst": tid, "kind": "spawned", "attrs": {}})
+        edges.append({"src": tid, "dst": f"lock:{pid}:2", "kind": "needs",
+                      "attrs": {"op": "acquire", "waited_ns": 20 * 10**9}})
+    return nodes, edges, []
+
+
 def send(sock: socket.socket, message: dict[str, Any]) -> None:
     body = json.dumps(message, separators=(",", ":")).encode()
     sock.sendall(HEADER.pack(len(body)) + body)
@@ -169,13 +193,18 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--name", default="synthetic")
     parser.add_argument("--threads", type=int, default=3, help="thread nodes to include")
+    parser.add_argument("--shape", choices=("groups", "fan-in"), default="groups",
+                        help="worker groups (default) or every task waiting on one lock")
     parser.add_argument("--mute", action="store_true",
                         help="say hello, then never answer (the server records a timeout)")
     args = parser.parse_args()
     host, _, port = args.dashboard.rpartition(":")
     pid = os.getpid()
     proc_key = f"{args.name}-{pid}"
-    nodes, edges, events = build_graph(args.nodes, pid, threads=args.threads)
+    if args.shape == "fan-in":
+        nodes, edges, events = build_fan_in(args.nodes, pid)
+    else:
+        nodes, edges, events = build_graph(args.nodes, pid, threads=args.threads)
     sock = socket.create_connection((host, int(port)), timeout=30)
     sock.settimeout(None)
     send(sock, {"type": "hello", "protocol_version": PROTOCOL_VERSION, "process_name": args.name,

@@ -399,3 +399,32 @@ def test_deadlock_suspect_shows_the_cycle(
     canvas.locator("g.node.sel").wait_for()
     assert canvas.locator("path.edge.chain").count() >= 4
     ui_page.shot("test-deadlock-cycle")
+
+
+def test_a_two_thousand_task_fan_in_folds_into_one_node(
+    peeps_server: PeepsServer, synthetic: type[SyntheticProcess], ui_page: Page
+) -> None:
+    synthetic(2000, shape="fan-in")
+    peeps_server.wait_connected(name="synthetic")
+    sid = peeps_server.jump()["snapshot_id"]
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}?view=graph")
+    canvas = page.locator("[data-testid=graph-canvas]")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=graph-canvas]').dataset.nodes !== undefined",
+        timeout=60_000,
+    )
+    group = canvas.locator("g.node.agg")
+    assert group.count() == 1
+    assert "1,997 × task" in (group.text_content() or "")
+    assert canvas.locator("g.node").count() < 10
+    ui_page.shot("test-fan-in")
+
+    # Search reaches a folded task: it comes out of the group, selected.
+    search = page.locator("[data-testid=graph-search]")
+    search.fill("fanin.worker1500")
+    search.press("Enter")
+    page.locator("[data-testid=inspector-label]", has_text="fanin.worker1500").wait_for()
+    canvas.locator('g.node.sel').wait_for()
+    assert "1,996 × task" in (canvas.locator("g.node.agg").text_content() or "")
+    waiting = page.locator("[data-testid=waiting-on]").inner_text()
+    assert "pool.lock" in waiting and "acquire" in waiting

@@ -18,6 +18,10 @@ import { type LayoutResult, type Point, layoutGraph } from "./layout";
 /** Zoom below which node subtitles and edge labels, then all text, are hidden. */
 const LOD_MID = 0.55;
 const LOD_LOW = 0.22;
+/** Above this many visible nodes, look-alike leaf nodes fold into groups. */
+const AGGREGATE_ABOVE = 300;
+/** Smallest group worth folding. */
+const AGGREGATE_MIN = 8;
 /** Above this many visible nodes, selection and search do not dim the rest. */
 const DIM_LIMIT = 400;
 const NODE_W = 212;
@@ -65,6 +69,8 @@ export class GraphView {
   private layoutCache = new Map<string, LayoutResult>();
   private shown: { key: string; layout: LayoutResult; visible: Visible } | null = null;
   private nodeEls = new Map<string, SVGGElement>();
+  /** Aggregate node id → the member ids it stands for (big graphs only). */
+  private groups = new Map<string, string[]>();
   private cullables: { el: Element; x: number; y: number; w: number; h: number; on: boolean }[] = [];
   private edgeEls = new Map<string, SVGPathElement>();
   private tx = 0;
@@ -216,8 +222,8 @@ export class GraphView {
       this.pendingCenter = this.app.selected;
     }
     if (!this.active) return;
-    if (changes.has("data") || changes.has("focus") || changes.has("view")) this.refresh();
-    else if (changes.has("selection")) this.applySelection(true);
+    // A selection can pull a node out of its group, so it may change the layout.
+    if (changes.has("data") || changes.has("focus") || changes.has("view") || changes.has("selection")) this.refresh();
   }
 
   // ---- visible subgraph -------------------------------------------------------
@@ -258,15 +264,33 @@ export class GraphView {
       ids = new Set(dist.keys());
       edges = edges.filter((e) => ids.has(e.src) && ids.has(e.dst));
     }
-    const nodes = [...ids].map((id) => g.nodes.get(id)).filter((n): n is GNode => n !== undefined);
+    let nodes = [...ids].map((id) => g.nodes.get(id)).filter((n): n is GNode => n !== undefined);
+    let aggKey = "";
+    if (nodes.length > AGGREGATE_ABOVE) {
+      const agg = aggregate(nodes, edges, this.keepApart());
+      nodes = agg.nodes;
+      edges = agg.edges;
+      this.groups = agg.groups;
+      aggKey = [...agg.groups].map(([id, m]) => `${id}:${m.length}`).join(",");
+    } else this.groups = new Map();
     const key = [
       g.snapshot.snapshot_id,
       [...f.hiddenProcs].sort().join(","),
       [...f.hiddenKinds].sort().join(","),
       [...f.hiddenEdgeKinds].sort().join(","),
       focusKey,
+      aggKey,
     ].join("|");
     return { nodes, edges, key };
+  }
+
+  /** Nodes never folded into a group: the selection, highlighted and focused nodes. */
+  private keepApart(): Set<string> {
+    const app = this.app;
+    const keep = new Set<string>(app.highlight);
+    if (app.selected) keep.add(app.selected);
+    for (const r of app.focus?.roots ?? []) keep.add(r);
+    return keep;
   }
 
   // ---- layout + render --------------------------------------------------------
@@ -378,10 +402,16 @@ export class GraphView {
       if (!b) continue;
       const st = kindStyle(n.kind);
       const sub = subtitle(n.kind, n.attrs);
-      const cls = `node off k-${esc(n.kind)}${n.ghost ? " ghost" : ""}${isFull(n.attrs) ? " full" : ""}${this.isStuck(n.id) ? " stuck" : ""}`;
+      const members = this.groups.get(n.id);
+      const stuck = this.isStuck(members?.[0] ?? n.id);
+      const cls = `node off k-${esc(n.kind)}${n.ghost ? " ghost" : ""}${isFull(n.attrs) ? " full" : ""}${stuck ? " stuck" : ""}${members ? " agg" : ""}`;
+      const title = members
+        ? `${members.length} ${n.kind} nodes with the same edges, shown as one.\nClick to take one out; search finds each.`
+        : `${n.label}\n${n.id} · ${n.proc_key}${sub ? `\n${sub}` : ""}`;
       parts.push(
         `<g class="${cls}" data-id="${esc(n.id)}" transform="translate(${b.x.toFixed(1)},${b.y.toFixed(1)})" style="--kc:${st.color}">` +
-          `<title>${esc(`${n.label}\n${n.id} · ${n.proc_key}${sub ? `\n${sub}` : ""}`)}</title>` +
+          `<title>${esc(title)}</title>` +
+          (members ? `<path class="shape stack" transform="translate(5,5)" d="${shapePath(st.shape, NODE_W, NODE_H)}"/>` : "") +
           `<path class="shape" d="${shapePath(st.shape, NODE_W, NODE_H)}"/>` +
           `<circle class="icon" cx="17" cy="${NODE_H / 2}" r="11"/>` +
           `<text class="glyph" x="17" y="${NODE_H / 2 + 4}">${esc(st.glyph)}</text>` +
@@ -492,7 +522,20 @@ export class GraphView {
   }
 
   private nextMatch(dir: number): void {
-    if (!this.matches.length) return;
+    if (!this.matches.length) {
+      // Only folded into groups (or filtered): select the first; a grouped
+      // node then comes out of its group.
+      const q = this.search.value.trim().toLowerCase();
+      const hidden = [...this.groups.values()].flat().find((id) => {
+        const n = this.app.graph?.nodes.get(id);
+        return n && (n.label.toLowerCase().includes(q) || n.id.toLowerCase().includes(q));
+      });
+      if (q && hidden) {
+        this.pendingCenter = hidden;
+        this.app.select(hidden);
+      }
+      return;
+    }
     this.matchIdx = (this.matchIdx + dir + this.matches.length) % this.matches.length;
     const id = this.matches[this.matchIdx];
     if (!id) return;
@@ -645,7 +688,12 @@ export class GraphView {
       const target = (ev.target as Element | null)?.closest?.("g.node") as SVGGElement | null;
       if (target && this.canvas.contains(target)) {
         const id = target.dataset["id"];
-        if (id) this.app.select(id);
+        // A group: take its first member out and inspect it.
+        const member = id ? this.groups.get(id)?.[0] : undefined;
+        if (member) {
+          this.pendingCenter = member;
+          this.app.select(member);
+        } else if (id) this.app.select(id);
       }
     });
     this.canvas.addEventListener("dblclick", (ev) => {
@@ -803,6 +851,67 @@ function edgePath(pts: Point[]): string {
     d += `Q${fmtPt(p)} ${fmtPt(mid)}`;
   }
   return d;
+}
+
+/**
+ * Fold look-alike leaves into one node: nodes of one kind and process with at
+ * most three edges, all to the same other nodes (2,000 tasks waiting on one
+ * lock become "2,000 × task").  A fan-in that size is one fact, and laying it
+ * out node by node would take the layout minutes and the reader a scroll bar.
+ */
+function aggregate(
+  nodes: GNode[],
+  edges: GEdge[],
+  keep: Set<string>,
+): { nodes: GNode[]; edges: GEdge[]; groups: Map<string, string[]> } {
+  const incident = new Map<string, GEdge[]>();
+  for (const e of edges) {
+    (incident.get(e.src) ?? incident.set(e.src, []).get(e.src))?.push(e);
+    if (e.dst !== e.src) (incident.get(e.dst) ?? incident.set(e.dst, []).get(e.dst))?.push(e);
+  }
+  const bySig = new Map<string, string[]>();
+  for (const n of nodes) {
+    const inc = incident.get(n.id) ?? [];
+    if (keep.has(n.id) || inc.length === 0 || inc.length > 3) continue;
+    const parts = inc.map((e) => (e.src === n.id ? `>${e.kind}>${e.dst}` : `<${e.kind}<${e.src}`)).sort();
+    const sig = `${n.kind}|${n.proc_key}|${n.ghost}|${parts.join("|")}`;
+    (bySig.get(sig) ?? bySig.set(sig, []).get(sig))?.push(n.id);
+  }
+  const rep = new Map<string, string>();
+  const groups = new Map<string, string[]>();
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  const aggNodes: GNode[] = [];
+  for (const members of bySig.values()) {
+    if (members.length < AGGREGATE_MIN) continue;
+    const first = byId.get(members[0] as string) as GNode;
+    const id = `group-of:${first.id}`;
+    groups.set(id, members);
+    for (const m of members) rep.set(m, id);
+    aggNodes.push({
+      ...first,
+      id,
+      label: `${members.length.toLocaleString("en-US")} × ${first.kind}`,
+      attrs: { ...first.attrs, meta: {} },
+      synthetic: true,
+    });
+  }
+  if (groups.size === 0) return { nodes, edges, groups };
+  const outNodes = nodes.filter((n) => !rep.has(n.id)).concat(aggNodes);
+  const outEdges: GEdge[] = [];
+  const seen = new Set<string>();
+  for (const e of edges) {
+    const src = rep.get(e.src) ?? e.src;
+    const dst = rep.get(e.dst) ?? e.dst;
+    if (src === e.src && dst === e.dst) {
+      outEdges.push(e);
+      continue;
+    }
+    const key = `${src}|${e.kind}|${dst}|grouped`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    outEdges.push({ ...e, src, dst, key });
+  }
+  return { nodes: outNodes, edges: outEdges, groups };
 }
 
 function truncate(s: string, n: number): string {
