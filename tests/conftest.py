@@ -3,6 +3,7 @@ a check that every test leaves the library's global state clean."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 from collections.abc import Iterator
@@ -42,11 +43,21 @@ def run_example(peeps_server: PeepsServer) -> Iterator[type[ExampleProcess]]:
             proc.stop()
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 @pytest.fixture(autouse=True)
-def _library_state_is_clean() -> Iterator[None]:
+def _library_state_is_clean(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test starts and ends with peeps enabled, no collector and no
     peeps thread left running."""
     assert STATE.enabled, "a previous test left peeps disabled"
+    if "browser" not in request.fixturenames:  # Playwright's sync API runs a loop
+        assert not _loop_running(), "an event loop is left running in the main thread"
     yield
     leftover = _collector.current_collector()
     peeps.shutdown()
