@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from ._config import STATE
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._tasks import current_task_entity, entity_for_task
+from ._tasks import adopt_task, current_task_entity
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -59,7 +59,9 @@ def peep(awaitable: Awaitable[T], label: str, **meta: Any) -> Awaitable[T]:
     """
     if not STATE.enabled:
         return awaitable
-    target = entity_for_task(awaitable) if isinstance(awaitable, asyncio.Future) else None
+    # A lazily tracked task (automatic mode) gets its entity now, so the peep
+    # can point at it.
+    target = adopt_task(awaitable) if isinstance(awaitable, asyncio.Task) else None
     entity = PeepEntity(label, capture_location(), meta or None,
                         target.id if target is not None else None)
     return _peeped(awaitable, entity)
