@@ -45,6 +45,10 @@ NodeKind = Literal[
     "shm_segment",
     "group",
     "provider_error",
+    "event_loop",
+    "loop",
+    "thread_call",
+    "lockdep",
 ]
 
 
