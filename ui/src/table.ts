@@ -21,6 +21,8 @@ export interface TableOptions<T> {
   emptyText?: Child;
   rowClass?: (row: T) => string;
   testId?: string;
+  /** Rows built at first; the rest behind a "show all" row (long suspect lists). */
+  limit?: number;
 }
 
 export class DataTable<T> {
@@ -33,6 +35,7 @@ export class DataTable<T> {
   private sortCol = -1;
   private sortDesc = false;
   private rowEls: HTMLTableRowElement[] = [];
+  private showAll = false;
 
   constructor(private readonly opts: TableOptions<T>) {
     this.thead = h("thead");
@@ -92,7 +95,11 @@ export class DataTable<T> {
         return (ka < kb ? -1 : ka > kb ? 1 : 0) * dir;
       });
     }
-    this.rowEls = this.view.map((row, i) => {
+    const limit = this.showAll ? Infinity : (this.opts.limit ?? Infinity);
+    // Keep the selected row built even when it lies past the limit.
+    const wanted = selectedKey ? this.view.findIndex((r) => this.opts.rowKey(r) === selectedKey) : -1;
+    const count = Math.min(this.view.length, Math.max(limit, wanted + 1));
+    this.rowEls = this.view.slice(0, count).map((row, i) => {
       const tr = h(
         "tr",
         {
@@ -110,7 +117,34 @@ export class DataTable<T> {
         this.tbody,
         h("tr", { class: "empty" }, h("td", { colSpan: this.opts.columns.length }, this.opts.emptyText ?? "Nothing here.")),
       );
-    } else replace(this.tbody, this.rowEls);
+    } else {
+      replace(this.tbody, this.rowEls);
+      if (count < this.view.length) {
+        const more = h(
+          "tr",
+          { class: "more-rows" },
+          h(
+            "td",
+            { colSpan: this.opts.columns.length },
+            h(
+              "a",
+              {
+                href: "#",
+                onclick: (ev: MouseEvent) => {
+                  ev.preventDefault();
+                  this.showAll = true;
+                  const key = this.selectedRow() ? this.opts.rowKey(this.selectedRow() as T) : null;
+                  this.setRows(this.rows, key);
+                },
+              },
+              `Show all ${this.view.length.toLocaleString("en-US")} rows`,
+            ),
+            h("span", { class: "muted" }, ` (${count.toLocaleString("en-US")} shown)`),
+          ),
+        );
+        this.tbody.appendChild(more);
+      }
+    }
     this.selected = -1;
     if (selectedKey) {
       const idx = this.view.findIndex((r) => this.opts.rowKey(r) === selectedKey);
@@ -126,7 +160,8 @@ export class DataTable<T> {
 
   /** Highlight the row with this key without notifying (e.g. state came from elsewhere). */
   markKey(key: string | null): void {
-    const idx = key === null ? -1 : this.view.findIndex((r) => this.opts.rowKey(r) === key);
+    let idx = key === null ? -1 : this.view.findIndex((r) => this.opts.rowKey(r) === key);
+    if (idx >= this.rowEls.length) idx = -1;
     if (idx === this.selected) return;
     this.rowEls[this.selected]?.classList.remove("sel");
     this.selected = idx;
@@ -134,7 +169,7 @@ export class DataTable<T> {
   }
 
   select(i: number, notify: boolean, scroll = true): void {
-    if (i < 0 || i >= this.view.length) return;
+    if (i < 0 || i >= this.rowEls.length) return;
     this.rowEls[this.selected]?.classList.remove("sel");
     this.rowEls[this.selected]?.setAttribute("aria-selected", "false");
     this.selected = i;
@@ -157,7 +192,7 @@ export class DataTable<T> {
 
   private onKey(ev: KeyboardEvent): void {
     if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
-    const n = this.view.length;
+    const n = this.rowEls.length;
     if (n === 0) return;
     const page = Math.max(1, Math.floor(this.el.clientHeight / 24) - 1);
     let next: number | null = null;

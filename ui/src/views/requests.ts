@@ -48,6 +48,7 @@ export class RequestsView {
   constructor(private readonly app: App) {
     this.table = new DataTable<GNode>({
       testId: "requests-table",
+      limit: 300,
       rowKey: (n) => n.id,
       rowClass: (n) => (n.ghost ? "ghost-row" : ""),
       emptyText: "No request or response nodes in this snapshot.",

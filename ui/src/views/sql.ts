@@ -187,6 +187,7 @@ export class SqlView {
     this.copyBtn.hidden = false;
     const table = new DataTable<Row>({
       testId: "sql-table",
+      limit: 500,
       rowKey: (r) => String(r.i),
       emptyText: "The query returned no rows.",
       onActivate: (r) => {

@@ -29,6 +29,7 @@ export class SuspectsView {
       testId: "suspects-table",
       // Stable across snapshots, so live refresh keeps the selected suspect.
       rowKey: suspectKey,
+      limit: 300,
       rowClass: (r) => `row-sev-${r.s.severity}`,
       emptyText: "No suspects in this snapshot: nothing is waiting long, full, or in a cycle.",
       onSelect: (r) => this.pick(r),
