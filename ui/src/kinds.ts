@@ -47,6 +47,10 @@ const STYLES: Record<string, KindStyle> = {
   net_op: { color: IO, glyph: "Nt", shape: "rect", group: "io" },
   shm_segment: { color: IO, glyph: "Sh", shape: "rect", group: "io" },
   provider_error: { color: "#f87171", glyph: "!", shape: "rect", group: "other" },
+  event_loop: { color: THREAD, glyph: "EL", shape: "hex", group: "actors" },
+  loop: { color: THREAD, glyph: "EL", shape: "hex", group: "actors" },
+  thread_call: { color: ACTOR, glyph: "TC", shape: "round", group: "actors" },
+  lockdep: { color: "#f87171", glyph: "LD", shape: "tag", group: "other" },
 };
 
 const FALLBACK: KindStyle = { color: "#9ca3af", glyph: "?", shape: "rect", group: "other" };

@@ -35,6 +35,10 @@ export const NODE_KINDS = [
   "shm_segment",
   "group",
   "provider_error",
+  "event_loop",
+  "loop",
+  "thread_call",
+  "lockdep",
 ] as const;
 /** Providers may add kinds of their own, so any string is accepted. */
 export type NodeKind = (typeof NODE_KINDS)[number] | (string & {});

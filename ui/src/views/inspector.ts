@@ -71,9 +71,16 @@ const KIND_FACTS: Record<string, [string, string][]> = {
     ["contentions", "contentions"],
   ],
   thread_lock: [
+    ["lock_type", "type"],
+    ["lock_class", "lock class"],
     ["locked", "locked"],
-    ["holder", "holder"],
+    ["held_ns", "held for"],
     ["waiters", "waiters"],
+    ["available", "available"],
+    ["acquisitions", "acquisitions"],
+    ["contentions", "contentions"],
+    ["max_wait_ns", "longest wait"],
+    ["lockdep_reports", "lock-order reports"],
   ],
   semaphore: [
     ["bounded", "bounded"],
@@ -190,6 +197,25 @@ const KIND_FACTS: Record<string, [string, string][]> = {
     ["size", "size"],
     ["role", "role"],
     ["attached_in", "attached in"],
+  ],
+  event_loop: [
+    ["running", "running"],
+    ["closed", "closed"],
+    ["tasks", "live tasks"],
+    ["loop_type", "type"],
+  ],
+  thread_call: [
+    ["function", "function"],
+    ["state", "state"],
+    ["queued_ns", "queued for"],
+    ["running_ns", "running for"],
+    ["worker_thread_id", "worker thread"],
+  ],
+  lockdep: [
+    ["title", "report"],
+    ["cycle", "lock-order cycle"],
+    ["sites", "sites"],
+    ["detected_at_ns", "detected at"],
   ],
   provider_error: [
     ["provider", "provider"],
