@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS, ROOT, machine, row  # noqa: E402
+from _common import RESULTS, ROOT, machine, row
 
 BENCH = ROOT / "bench"
 

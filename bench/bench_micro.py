@@ -32,9 +32,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import pyperf  # noqa: E402
-
-from _common import peeps_feature  # noqa: E402
+import pyperf
+from _common import peeps_feature
 
 BATCH = 100
 _KEEP: list[Any] = []

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import median, row, spread_text, write_result  # noqa: E402
+from _common import median, row, spread_text, write_result
 
 SECTION = "4. server"
 

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import ROOT, median, quantile, row, spread_text, write_result  # noqa: E402
+from _common import median, quantile, row, spread_text, write_result
 
 SECTION = "1. realistic service"
 WORKERS = 8
@@ -48,6 +48,30 @@ PERMITS = 48
 
 
 # -- the service ------------------------------------------------------------------------
+
+
+def _init_everything() -> list[str]:
+    """``peeps.init`` with every feature asked for by ``PEEPS_BENCH_COMPONENTS``
+    (default: all) through its public arguments, else through the probes below."""
+    import inspect
+
+    import peeps
+
+    wanted = os.environ.get("PEEPS_BENCH_COMPONENTS", "auto,patch,sampler,watchdog").split(",")
+    params = inspect.signature(peeps.init).parameters
+    if not {"auto", "sampler", "sampler_hz", "watchdog"} <= params.keys():
+        peeps.init("bench-service")
+        return _enable_everything()
+    peeps.init("bench-service", auto="auto" in wanted,
+               sampler="thread" if "sampler" in wanted else "off", sampler_hz=100,
+               watchdog="watchdog" in wanted)
+    missing = []
+    if "patch" in wanted:
+        if hasattr(peeps, "patch"):
+            peeps.patch()
+        else:
+            missing.append("peeps.patch()")
+    return missing
 
 
 def _enable_everything() -> list[str]:
@@ -163,9 +187,10 @@ async def _serve(variant: str, port_file: str) -> None:
     if variant != "plain":
         import peeps
 
-        peeps.init("bench-service")
         if variant == "enabled":
-            missing = _enable_everything()
+            missing = _init_everything()
+        else:
+            peeps.init("bench-service")
     prims = _Prims(variant)
     stats = {"done": 0, "work": 0}
 
@@ -306,7 +331,7 @@ class _WebServer:
 
 #: ``--attribution``: all-on built up one component at a time (label, components, dashboard).
 ATTRIBUTION = [
-    ("wrappers only (channel, Lock, Semaphore, spawn_tracked)", "", False),
+    ("wrappers only (channel, Lock, Semaphore, spawn_tracked)", "none", False),
     ("+ automatic task tracking", "auto", False),
     ("+ peeps.patch()", "auto,patch", False),
     ("+ sampler 100 Hz and watchdog", "auto,patch,sampler,watchdog", False),

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import median, row, spread_text, write_result  # noqa: E402
+from _common import median, row, spread_text, write_result
 
 SECTION = "3. snapshot cost"
 MAX_FRAME = 512 * 1024 * 1024
