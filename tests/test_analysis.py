@@ -261,3 +261,22 @@ def test_structural_await_edges_do_not_hide_real_waiters() -> None:
     titles = [s["title"] for s in find_suspects(nodes, edges) if s["kind"] == "long_wait"]
     assert "task permit_waiter waiting 2s on semaphore demo.api_gate held by task permit_holder" in titles
     assert any(t.startswith("task permit_holder waiting") for t in titles)
+
+
+def test_lock_order_inversion_is_a_suspect_before_any_deadlock() -> None:
+    nodes = [node("thread_lock:1", "thread_lock", "demo.shared.left"),
+             node("thread_lock:2", "thread_lock", "demo.shared.right"),
+             node("lockdep:3", "lockdep", "lock order inversion",
+                  cycle=["demo.shared.left", "demo.shared.right", "demo.shared.left"],
+                  orders=[{"first": "demo.shared.left", "then": "demo.shared.right",
+                           "site": "app.py:10", "first_lock_id": "thread_lock:1",
+                           "then_lock_id": "thread_lock:2"},
+                          {"first": "demo.shared.right", "then": "demo.shared.left",
+                           "site": "app.py:20", "first_lock_id": "thread_lock:2",
+                           "then_lock_id": "thread_lock:1"}])]
+    [suspect] = find_suspects(nodes, [])
+    assert suspect["kind"] == "lock_order" and suspect["severity"] == "warning"
+    assert suspect["title"] == ("lock order inversion: demo.shared.left -> "
+                                "demo.shared.right -> demo.shared.left")
+    assert "app.py:10" in suspect["reason"] and "app.py:20" in suspect["reason"]
+    assert suspect["node_ids"] == ["lockdep:3", "thread_lock:1", "thread_lock:2"]

@@ -91,6 +91,8 @@ def check_lock_order_inversion(server: PeepsServer, sid: int, suspects: list[dic
     assert deadlock["severity"] == "critical"
     for name in ("worker_left_first", "worker_right_first", "demo.shared.left", "demo.shared.right"):
         assert name in deadlock["reason"]
+    [inversion] = [s for s in suspects if s["kind"] == "lock_order"]
+    assert "demo.shared.left" in inversion["title"] and "demo.shared.right" in inversion["title"]
     [report] = server.rows(sid, "SELECT attrs FROM nodes WHERE kind = 'lockdep'")
     assert "demo.shared.left" in report["attrs"] and "demo.shared.right" in report["attrs"]
     assert report["attrs"].count("mutex_lock_order_inversion/__main__.py:") >= 2  # both sites

@@ -370,6 +370,43 @@ def find_loop_stalls(index: GraphIndex, events: Iterable[Mapping[str, Any]],
 # -- all together --------------------------------------------------------------------------
 
 
+# -- lock order -------------------------------------------------------------------------------
+
+
+def find_lock_order_inversions(index: GraphIndex) -> list[Suspect]:
+    """Lock-order inversions the library's lockdep reported (``lockdep`` nodes):
+    two code paths take the same locks in opposite orders.  A warning before
+    anything deadlocks; when the locks are also in a wait-for cycle the deadlock
+    suspect says so separately."""
+    suspects: list[Suspect] = []
+    for key, node in sorted(index.nodes.items()):
+        if node.get("kind") != "lockdep":
+            continue
+        attrs = attrs_of(node)
+        orders = attrs.get("orders")
+        sites: list[str] = []
+        locks: list[NodeKey] = []
+        if isinstance(orders, list):
+            for order in orders:
+                if not isinstance(order, Mapping):
+                    continue
+                sites.append(f"{order.get('first')} then {order.get('then')} at "
+                             f"{order.get('site') or '?'}")
+                for field in ("first_lock_id", "then_lock_id"):
+                    lock = index.resolve(key[0], order.get(field))
+                    if lock is not None:
+                        locks.append(lock)
+        cycle = attrs.get("cycle")
+        chain = " -> ".join(str(c) for c in cycle) if isinstance(cycle, list) else node_name(node)
+        suspects.append(Suspect(
+            kind="lock_order", severity="warning", score=150.0,
+            title=f"lock order inversion: {chain}",
+            reason=("these locks are taken in opposite orders, which can deadlock: "
+                    + "; ".join(sites)) if sites else "locks taken in opposite orders",
+            duration_ns=None, node_ids=_ids([key, *locks]), proc_key=key[0]))
+    return suspects
+
+
 def rank(suspects: Iterable[Suspect]) -> list[Suspect]:
     return sorted(suspects, key=lambda s: (SEVERITY_RANK.get(s["severity"], 9), -s["score"],
                                            s["title"]))
@@ -393,4 +430,5 @@ def find_suspects(nodes: Iterable[Mapping[str, Any]], edges: Iterable[Mapping[st
         *find_contended(index, limits),
         *find_thread_verdicts(index, limits),
         *find_loop_stalls(index, events, limits),
+        *find_lock_order_inversions(index),
     ])
