@@ -114,6 +114,7 @@ def check_thread_spin(server: PeepsServer, sid: int, suspects: list[dict[str, An
         SELECT label, json_extract(attrs, '$.verdict') AS verdict,
                json_extract(attrs, '$.dominant_frame') AS frame
         FROM nodes WHERE kind = 'thread'""")}
+    assert "spin_worker" in verdicts and "idle_worker" in verdicts, verdicts
     assert verdicts["spin_worker"]["verdict"] == "spinning"
     assert "thread_spin/__main__.py:" in verdicts["spin_worker"]["frame"]
     assert verdicts["idle_worker"]["verdict"] in ("blocked", "idle")
