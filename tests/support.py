@@ -83,17 +83,8 @@ class PeepsServer:
                 self._ready.set()
 
     def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, kill=kill)
 
     # -- HTTP helpers ----------------------------------------------------
     def request(self, method: str, path: str, body: Any = None,
@@ -146,7 +137,62 @@ class PeepsServer:
             time.sleep(0.05)
 
 
-class ExampleProcess:
+def stop_process(proc: subprocess.Popen[Any], *, kill: bool = False) -> None:
+    """Terminate (or kill) a child and reap it; kill it if it ignores SIGTERM."""
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class ChildProcess:
+    """A child process whose combined output is collected line by line."""
+
+    def __init__(self, command: list[str], *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.output.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def wait_for_output(self, text: str, timeout: float = 15.0) -> str:
+        """The first line containing ``text``; fails if the child exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.output):
+                if text in line:
+                    return line
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.1)  # let the pump read the last lines
+                raise AssertionError(f"never printed {text!r}:\n{self.text}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout=timeout)
+        time.sleep(0.05)  # let the pump read the last lines
+        return code
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class ExampleProcess(ChildProcess):
     """A real example (``examples/<dir>``) or script run as a child process."""
 
     def __init__(self, target: Path | str, *, dashboard: str | None,
@@ -159,29 +205,4 @@ class ExampleProcess:
         if dashboard:
             full_env["PEEPS_DASHBOARD"] = dashboard
         full_env.update(env or {})
-        self.output: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, str(path), *(args or [])], env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for line in self.proc.stdout:
-                self.output.append(line)
-
-    def wait_for_output(self, text: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.output):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"never printed {text!r}:\n{''.join(self.output)}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        super().__init__([sys.executable, str(path), *(args or [])], env=full_env)

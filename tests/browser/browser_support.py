@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from support import stop_process
+
 HERE = Path(__file__).resolve().parent
 CHROMIUM_ARGS = [
     "--headless",
@@ -74,13 +76,7 @@ class SyntheticProcess:
             raise AssertionError(f"synthetic process did not connect: {line!r}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
 

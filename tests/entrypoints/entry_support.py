@@ -7,9 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+from support import ChildProcess
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
@@ -43,51 +43,13 @@ def peeps_cli(*args: str, http: str | None = None,
                           timeout=60)
 
 
-class PeepsRun:
+class PeepsRun(ChildProcess):
     """``python -m peeps run [options] target...`` as a child process."""
 
     def __init__(self, *args: str, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peeps", "run", *args], cwd=cwd, env=child_env(**(env or {})),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for line in self.proc.stdout:
-                self.output.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.output)
-
-    def wait_for_output(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.output):
-                if text in line:
-                    return line
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                time.sleep(0.1)
-                raise AssertionError(f"never printed {text!r}:\n{self.text}")
-            time.sleep(0.02)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        code = self.proc.wait(timeout=timeout)
-        time.sleep(0.05)  # let the pump read the last lines
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        super().__init__([sys.executable, "-m", "peeps", "run", *args], cwd=cwd,
+                         env=child_env(**(env or {})))
 
 
 PYTEST_INI = """[pytest]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from peeps.types import HEADER, PROTOCOL_VERSION, encode_frame
+from support import stop_process
 
 _INGEST_RE = re.compile(r"^peeps-web: ingest listening on (\S+):(\d+)$")
 _HTTP_RE = re.compile(r"^peeps-web: http listening on (http://\S+)$")
@@ -92,16 +93,7 @@ class WebServer:
     def stop(self, *, kill: bool = False) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, kill=kill)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
