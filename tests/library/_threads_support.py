@@ -53,7 +53,3 @@ def node_labelled(graph: Graph, label: str, kind: str | None = None) -> dict[str
     return found[0]  # type: ignore[no-any-return]
 
 
-def edges(graph: Graph, kind: str, src: str | None = None,
-          dst: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in graph["edges"] if e["kind"] == kind
-            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]

@@ -11,24 +11,8 @@ from typing import Any
 import pytest
 
 import peeps
+from graph_support import edges, node, settle
 from peeps._tasks import entity_for_task
-
-
-async def settle(rounds: int = 8) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
-
-
-def node(graph: Any, node_id: str) -> dict[str, Any]:
-    found = [n for n in graph["nodes"] if n["id"] == node_id]
-    assert found, f"{node_id} not in graph"
-    return found[0]  # type: ignore[no-any-return]
-
-
-def edges(graph: Any, kind: str, *, src: str | None = None,
-          dst: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in graph["edges"] if e["kind"] == kind
-            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]
 
 
 def task_id(task: asyncio.Task[Any]) -> str:

@@ -11,20 +11,10 @@ from typing import Any
 
 import peeps
 import peeps.io
+from graph_support import edges, settle
 from peeps._config import STATE
 from peeps._registry import REGISTRY
 from peeps._tasks import entity_for_task
-
-
-async def settle(rounds: int = 8) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
-
-
-def edges(graph: Any, kind: str, *, src: str | None = None,
-          dst: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in graph["edges"] if e["kind"] == kind
-            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]
 
 
 def task_id(task: Any) -> str:

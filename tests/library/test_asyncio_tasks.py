@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import peeps
+from graph_support import edges, node, settle
 from peeps import _autotrack
 from peeps._config import STATE
 from peeps._registry import REGISTRY
@@ -59,21 +60,10 @@ def third_party(tmp_path: Path) -> Iterator[ModuleType]:
     sys.modules.pop("thirdparty_lib", None)
 
 
-async def settle(rounds: int = 8) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
-def node(graph: Any, node_id: str) -> dict[str, Any]:
-    found = [n for n in graph["nodes"] if n["id"] == node_id]
-    assert found, f"{node_id} not in graph"
-    return found[0]  # type: ignore[no-any-return]
 
 
-def edges(graph: Any, kind: str, *, src: str | None = None,
-          dst: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in graph["edges"] if e["kind"] == kind
-            and (src is None or e["src"] == src) and (dst is None or e["dst"] == dst)]
 
 
 def tid(task: Any) -> str:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import peeps
-from library._threads_support import edges, node_labelled
+from graph_support import edges
+from library._threads_support import node_labelled
 from peeps import _lockdep
 
 

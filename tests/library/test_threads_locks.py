@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 import peeps
-from library._threads_support import edges, node_labelled, thread_node, wait_for_graph
+from graph_support import edges
+from library._threads_support import node_labelled, thread_node, wait_for_graph
 from peeps import _lockdep, _threads
 from peeps._config import STATE
 

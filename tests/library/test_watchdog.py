@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import peeps
-from library._threads_support import edges, node_labelled, wait_for_graph
+from graph_support import edges
+from library._threads_support import node_labelled, wait_for_graph
 from peeps import _watchdog
 
 HERE = __file__
