@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Mapping, MutableMapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from ._config import STATE
 from ._registry import (
@@ -143,6 +143,29 @@ class _RpcBase:
             return "cancelled"
         return "failed"
 
+    # Both sides are sync and async context managers; bookkeeping never raises
+    # into the caller (guard logs once and turns that part off).
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        guard(f"rpc {self.kind} start", self.start)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        guard(f"rpc {self.kind} finish", lambda: self.finish(exc))
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(et, exc, tb)
+
 
 class Request(_RpcBase):
     """An outgoing call, from the caller's side.
@@ -205,21 +228,6 @@ class Request(_RpcBase):
             REGISTRY.emit(self._peeps_id, "rpc.request.failed", attrs)
         else:
             REGISTRY.emit(self._peeps_id, "rpc.request.completed", attrs)
-
-    def __enter__(self) -> Request:
-        guard("rpc request start", self.start)
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        guard("rpc request finish", lambda: self.finish(exc))
-
-    async def __aenter__(self) -> Request:
-        return self.__enter__()
-
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.__exit__(et, exc, tb)
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
@@ -311,21 +319,6 @@ class Response(_RpcBase):
             attrs["exception_type"] = self.exception_type
             REGISTRY.emit(self._peeps_id, "rpc.response.failed", dict(attrs))
         REGISTRY.emit(self._peeps_id, "rpc.response.completed", attrs)
-
-    def __enter__(self) -> Response:
-        guard("rpc response start", self.start)
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        guard("rpc response finish", lambda: self.finish(exc))
-
-    async def __aenter__(self) -> Response:
-        return self.__enter__()
-
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.__exit__(et, exc, tb)
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
