@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,51 @@ def peeps_feature(*names: str) -> Any:
         if obj is not None:
             return obj
     return None
+
+
+class WebServer:
+    """A real ``python -m peeps.web`` on free ports; ``env`` overrides its settings."""
+
+    def __init__(self, db: Path, **env: str) -> None:
+        full_env = dict(os.environ, PEEPS_LISTEN="127.0.0.1:0", PEEPS_HTTP="127.0.0.1:0",
+                        PEEPS_DB=str(db), PEEPS_SNAPSHOT_INTERVAL_S="0", PYTHONUNBUFFERED="1")
+        full_env.update(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "peeps.web"], env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.dashboard = ""
+        self.http = ""
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if m := re.search(r"peeps-web: ingest listening on (\S+)", line):
+                    self.dashboard = m.group(1)
+                if m := re.search(r"peeps-web: http listening on (\S+)", line):
+                    self.http = m.group(1).rstrip("/")
+                if self.dashboard and self.http:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(30):
+            self.stop()
+            raise RuntimeError("peeps-web did not start")
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 300) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.http + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def jump(self) -> int:
+        return int(self.call("POST", "/api/jump-now", {})["snapshot_id"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

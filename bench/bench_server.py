@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import sqlite3
 import struct
@@ -30,13 +29,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import median, row, spread_text, write_result
+from _common import WebServer, median, row, spread_text, write_result
 
 SECTION = "4. server"
 
@@ -148,47 +146,12 @@ def clients_main(addr: str, procs: int, n_nodes: int, n_events: int) -> None:
 # -- orchestration ------------------------------------------------------------------------------
 
 
-class _WebServer:
+class _WebServer(WebServer):
     def __init__(self, db: Path) -> None:
-        env = dict(os.environ, PEEPS_LISTEN="127.0.0.1:0", PEEPS_HTTP="127.0.0.1:0",
-                   PEEPS_DB=str(db), PEEPS_SNAPSHOT_INTERVAL_S="0", PYTHONUNBUFFERED="1",
-                   PEEPS_SNAPSHOT_TIMEOUT_MS="120000", PEEPS_LOG_LEVEL="WARNING")
-        self.proc = subprocess.Popen([sys.executable, "-m", "peeps.web"], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.dashboard = self.http = ""
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if m := re.search(r"peeps-web: ingest listening on (\S+)", line):
-                    self.dashboard = m.group(1)
-                if m := re.search(r"peeps-web: http listening on (\S+)", line):
-                    self.http = m.group(1)
-                if self.dashboard and self.http:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(30):
-            self.stop()
-            raise RuntimeError("peeps-web did not start")
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.http + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            return json.loads(resp.read())
+        super().__init__(db, PEEPS_SNAPSHOT_TIMEOUT_MS="120000", PEEPS_LOG_LEVEL="WARNING")
 
     def connected(self) -> int:
         return len(self.call("GET", "/api/processes")["processes"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def bare_insert(db: Path, rows_per_proc: list[tuple[str, tuple[list[Any], ...]]],

@@ -32,14 +32,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import median, quantile, row, spread_text, write_result
+from _common import WebServer, median, quantile, row, spread_text, write_result
 
 SECTION = "1. realistic service"
 WORKERS = 8
@@ -287,46 +286,14 @@ async def _load(port: int, concurrency: int, duration: float, warmup: float) -> 
 # -- orchestration --------------------------------------------------------------------------
 
 
-class _WebServer:
+class _WebServer(WebServer):
     """A real ``python -m peeps.web`` snapshotting every second."""
 
     def __init__(self, tmp: Path) -> None:
-        env = dict(os.environ, PEEPS_LISTEN="127.0.0.1:0", PEEPS_HTTP="127.0.0.1:0",
-                   PEEPS_DB=str(tmp / "bench-service.sqlite"), PEEPS_SNAPSHOT_INTERVAL_S="1",
-                   PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "peeps.web"], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.dashboard = ""
-        self.http = ""
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if m := re.search(r"peeps-web: ingest listening on (\S+)", line):
-                    self.dashboard = m.group(1)
-                if m := re.search(r"peeps-web: http listening on (\S+)", line):
-                    self.http = m.group(1)
-                if self.dashboard and self.http:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(30):
-            self.stop()
-            raise RuntimeError("peeps-web did not start")
+        super().__init__(tmp / "bench-service.sqlite", PEEPS_SNAPSHOT_INTERVAL_S="1")
 
     def snapshots(self) -> int:
-        import urllib.request
-
-        with urllib.request.urlopen(self.http + "/api/snapshots?limit=1000", timeout=10) as r:
-            return len(json.loads(r.read())["snapshots"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        return len(self.call("GET", "/api/snapshots?limit=1000", timeout=10)["snapshots"])
 
 
 #: ``--attribution``: all-on built up one component at a time (label, components, dashboard).

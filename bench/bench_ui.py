@@ -31,21 +31,17 @@ writes rows marked "not run" and exits 0.  It never downloads a browser.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import ROOT, machine, median, quantile, row, spread_text, write_result
+from _common import ROOT, WebServer, machine, median, quantile, row, spread_text, write_result
 
 SECTION = "6. UI"
 SYNTHETIC = ROOT / "tests" / "browser" / "synthetic_process.py"
@@ -95,46 +91,6 @@ async ([id, label]) => {
   return [shown ? t1 - t0 : -1, performance.now() - t0];
 }
 """
-
-
-class Server:
-    def __init__(self, db: Path) -> None:
-        env = dict(os.environ, PEEPS_LISTEN="127.0.0.1:0", PEEPS_HTTP="127.0.0.1:0", PEEPS_DB=str(db),
-                   PEEPS_SNAPSHOT_INTERVAL_S="0", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "peeps.web"], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.ingest = ""
-        self.http = ""
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if m := re.search(r"ingest listening on (\S+:\d+)", line):
-                    self.ingest = m.group(1)
-                if m := re.search(r"http listening on (http://\S+)", line):
-                    self.http = m.group(1).rstrip("/")
-                if self.ingest and self.http:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(30):
-            self.stop()
-            raise RuntimeError("peeps-web did not start")
-
-    def jump(self) -> int:
-        req = urllib.request.Request(self.http + "/api/jump-now", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return int(json.loads(resp.read())["snapshot_id"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def measure(http: str, sid: int, nodes: int, repeats: int) -> dict[str, list[float]]:
@@ -214,8 +170,8 @@ def main() -> int:
                         note="not run: needs playwright and /usr/bin/chromium"))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            server = Server(Path(tmp) / "ui-bench.sqlite")
-            synth = subprocess.Popen([sys.executable, str(SYNTHETIC), "--dashboard", server.ingest,
+            server = WebServer(Path(tmp) / "ui-bench.sqlite")
+            synth = subprocess.Popen([sys.executable, str(SYNTHETIC), "--dashboard", server.dashboard,
                                       "--nodes", str(args.nodes)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
