@@ -11,8 +11,10 @@ deadlock, since the check runs before a contended acquire blocks:
 * a ``lockdep`` node per report (``touches`` edges to the locks involved),
 * ``lockdep_reports`` on the locks' nodes, and ``peeps.lock_order_reports()``.
 
-The per-acquire cost is one thread-local list append/pop; the order graph is
-only locked when a pair of classes is seen for the first time.
+Each thread's held locks form a chain linked through the locks themselves
+(``HeldChain``): taking a lock while holding none costs two attribute stores,
+and an order already seen costs one set lookup per held lock.  The order graph
+is only locked when a pair of classes is seen for the first time.
 """
 
 from __future__ import annotations
@@ -42,31 +44,146 @@ ENABLED: bool = env_flag(ENV_LOCKDEP, default=True)
 class OrderedLock(Protocol):
     _peeps_id: str
     _peeps_class: str
+    #: The chain of the thread holding it, or None.
+    _owner: HeldChain | None
+    #: The lock the same thread took just before it (next in the chain).
+    _lockdep_prev: OrderedLock | None
+    #: Classes already recorded as taken before this lock's class (shared per class).
+    _lockdep_before: set[str]
 
 
-#: Thread ident -> the locks it holds, in acquisition order.  A dict keyed by
-#: the ident the lock fast path already has, not a ``threading.local``: a local
-#: subclass's attribute costs several times a dict lookup.  Emptied lists of
-#: exited threads are dropped by the sampler (``forget_thread``).
-HELD_BY_THREAD: dict[int, list[OrderedLock]] = {}
+#: A chain walk gives up after this many steps (a chain damaged by a race must
+#: never hang the host).
+MAX_DEPTH: Final = 256
 
 
-def held_by(ident: int) -> list[OrderedLock]:
-    held = HELD_BY_THREAD.get(ident)
-    if held is None:
-        held = HELD_BY_THREAD[ident] = []
-    return held
+class HeldChain:
+    """The locks one thread holds, innermost first, linked through the locks'
+    ``_lockdep_prev``: taking a lock is two attribute stores, releasing it one,
+    and nothing is allocated.  A lock is in the chain while ``lock._owner is chain``.
+    """
+
+    __slots__ = ("ident", "top")
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.top: OrderedLock | None = None
 
 
-def held_here() -> list[OrderedLock]:
-    """The calling thread's held locks."""
-    return held_by(threading.get_ident())
+#: Per thread: ``_LOCAL.chain`` (a ``threading.local`` attribute is the cheapest
+#: per-thread lookup: no ``get_ident`` call, and a reused ident gets a fresh chain).
+_LOCAL = threading.local()
+#: Thread ident -> its chain, for the sampler and snapshots.  Chains of exited
+#: threads are dropped by the sampler (``forget_thread``).
+CHAINS: dict[int, HeldChain] = {}
+
+
+def chain_here() -> HeldChain:
+    """The calling thread's chain (created on first use)."""
+    try:
+        chain: HeldChain = _LOCAL.chain
+    except AttributeError:
+        ident = threading.get_ident()
+        chain = _LOCAL.chain = CHAINS[ident] = HeldChain(ident)
+    return chain
+
+
+def held_locks(chain: HeldChain) -> list[OrderedLock]:
+    """The locks in ``chain``, innermost first (entries a race left behind skipped)."""
+    out: list[OrderedLock] = []
+    entry = chain.top
+    while entry is not None and len(out) < MAX_DEPTH:
+        if entry._owner is chain and entry not in out:
+            out.append(entry)
+        entry = entry._lockdep_prev
+    return out
+
+
+def nested(chain: HeldChain, top: OrderedLock, lock: OrderedLock) -> OrderedLock | None:
+    """``lock`` is being taken while the thread holds ``top`` (and what is under
+    it): record orders not seen before, report any cycle they close, and return
+    the top to link ``lock`` onto.
+
+    The lock fast path calls this only when the thread already holds a lock, and
+    an order already recorded costs one set lookup per held lock."""
+    before = lock._lockdep_before
+    entry: OrderedLock | None = top
+    depth = 0
+    while entry is not None:
+        if entry._owner is not chain or entry is lock or depth >= MAX_DEPTH:
+            return _repair(chain, lock)
+        if entry._peeps_class not in before and ENABLED:
+            _record(entry, lock)
+        entry = entry._lockdep_prev
+        depth += 1
+    return top
+
+
+def _repair(chain: HeldChain, lock: OrderedLock) -> OrderedLock | None:
+    """Relink ``chain`` from the locks this thread really holds (a lock released by
+    another thread mid-acquire can leave a stale entry), then check as usual."""
+    held = [entry for entry in held_locks(chain) if entry is not lock]
+    under: OrderedLock | None = None
+    for entry in reversed(held):
+        entry._lockdep_prev = under
+        under = entry
+    chain.top = under
+    if ENABLED:
+        before = lock._lockdep_before
+        for entry in held:
+            if entry._peeps_class not in before:
+                _record(entry, lock)
+    return chain.top
+
+
+def check_before_wait(chain: HeldChain, lock: OrderedLock) -> None:
+    """Record the orders of a lock about to be waited for (before it is held)."""
+    if chain.top is None or not ENABLED:
+        return
+    before = lock._lockdep_before
+    for entry in held_locks(chain):
+        if entry is not lock and entry._peeps_class not in before:
+            _record(entry, lock)
+
+
+def unlink(chain: HeldChain, lock: OrderedLock) -> None:
+    """Take ``lock`` out of ``chain`` when it is not on top (released out of order)."""
+    entry = chain.top
+    depth = 0
+    while entry is not None and depth < MAX_DEPTH:
+        under = entry._lockdep_prev
+        if under is lock:
+            entry._lockdep_prev = lock._lockdep_prev
+            return
+        entry = under
+        depth += 1
 
 
 def forget_thread(ident: int) -> None:
-    held = HELD_BY_THREAD.get(ident)
-    if held is not None and not held:
-        HELD_BY_THREAD.pop(ident, None)
+    chain = CHAINS.get(ident)
+    if chain is not None and chain.top is None:
+        CHAINS.pop(ident, None)
+
+
+#: lock class -> the classes recorded as taken before it (plus itself: nesting
+#: within one class is not an order).  Locks keep a reference to their class's set.
+_BEFORE: dict[str, set[str]] = {}
+
+
+def before_set(cls: str) -> set[str]:
+    before = _BEFORE.get(cls)
+    if before is None:
+        before = _BEFORE.setdefault(cls, {cls})
+    return before
+
+
+def _record(first: OrderedLock, then: OrderedLock) -> None:
+    try:
+        _new_order(first, then)
+    except Exception as exc:
+        REGISTRY.part_failed("lock order validation", exc)
+    # Also when not recorded (over MAX_ORDERS): the check stays one set lookup.
+    then._lockdep_before.add(first._peeps_class)
 
 
 class OrderRecord:
@@ -153,20 +270,6 @@ _REPORTED: set[frozenset[tuple[str, str]]] = set()
 CLASS_REPORTS: dict[str, list[str]] = {}
 
 
-def check(held: list[OrderedLock], lock: OrderedLock) -> None:
-    """Record ``held -> lock`` orders not seen before; report any cycle they close.
-
-    Called with the thread's held locks just before ``lock`` is taken."""
-    cls = lock._peeps_class
-    for other in held:
-        first = other._peeps_class
-        if first != cls and (first, cls) not in _ORDERS:
-            try:
-                _new_order(other, lock)
-            except Exception as exc:
-                REGISTRY.part_failed("lock order validation", exc)
-
-
 def _new_order(first: OrderedLock, then: OrderedLock) -> None:
     key = (first._peeps_class, then._peeps_class)
     if len(_ORDERS) >= MAX_ORDERS:
@@ -237,6 +340,8 @@ def reset() -> None:
         _REPORTS.clear()
         _REPORTED.clear()
         CLASS_REPORTS.clear()
+        for cls, before in list(_BEFORE.items()):
+            before.intersection_update((cls,))
 
 
 def lock_class(name: str | None, location: tuple[str, int] | None) -> str:

@@ -5,10 +5,12 @@ Each is a drop-in for its ``threading`` counterpart and a ``thread_lock`` node:
 the holder thread ``holds`` it, blocked threads ``need`` it, and it counts
 acquisitions, contentions, wait and hold time (totals and maxima).
 
-The uncontended path stays short: a non-blocking acquire of the real lock, then
-the holder's ident and a timestamp (plus one thread-local list append for
-lock-order validation).  Waiter bookkeeping only happens on contention.  With
-peeps disabled the constructors return the plain ``threading`` primitive.
+The uncontended path stays short: a non-blocking acquire of the real lock, a
+counter, and linking the lock onto the thread's chain of held locks (which is
+also how the holder is known, and what lock-order validation walks).  Hold
+times come from the sampler's ticks (``account_holds``), so the fast path reads
+no clock while a sampler runs.  Waiter bookkeeping only happens on contention.
+With peeps disabled the constructors return the plain ``threading`` primitive.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from . import _lockdep
+from . import _lockdep, _threads
 from ._config import STATE
-from ._lockdep import HELD_BY_THREAD, held_here
+from ._lockdep import _LOCAL, HeldChain, chain_here, nested, unlink
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
 from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident
 from .types import Edge, Node
 
 _get_ident = threading.get_ident
 _monotonic_ns = time.monotonic_ns
-#: The sampler's last tick (monotonic ns), 0 when no sampler runs: the fast path
-#: reads this instead of the clock (docs/threads.md, "Fast path").
+#: The sampler's last tick (monotonic ns), 0 when no sampler runs.  While it
+#: runs the sampler times holds (``account_holds``); without it the fast path
+#: reads the clock itself (docs/threads.md, "Fast path").
 _COARSE_NOW = COARSE_NOW
 
 
@@ -138,33 +141,6 @@ class _Instrumented:
         return node, edges
 
 
-def _lockdep_push(lock: Any) -> list[Any]:
-    held: list[Any] = held_here()
-    if held:
-        _lockdep.check(held, lock)
-    held.append(lock)
-    return held
-
-
-def _lockdep_unpop(held: list[Any], top: Any, lock: Any) -> None:
-    """The release popped ``top``, not ``lock`` (locks released out of order):
-    put it back and remove ``lock`` itself."""
-    held.append(top)
-    _lockdep_pop(held, lock)
-
-
-def _lockdep_pop(held: list[Any] | None, lock: Any) -> None:
-    if not held:
-        return
-    if held[-1] is lock:
-        held.pop()
-        return
-    for i in range(len(held) - 1, -1, -1):
-        if held[i] is lock:
-            del held[i]
-            return
-
-
 def _waiter() -> Any:
     try:
         return current_thread_entity()
@@ -173,13 +149,94 @@ def _waiter() -> Any:
         return None
 
 
-class ThreadLock(_Instrumented):
+class _Exclusive(_Instrumented):
+    """What ``ThreadLock`` and ``ThreadRLock`` share: one holder at a time, kept
+    as ``_owner`` (the holder's :class:`~peeps._lockdep.HeldChain`), and hold
+    times measured by the sampler or, without one, by the clock.
+
+    ``_since`` is when the hold numbered ``_since_gen`` (an ``acquisitions``
+    count) started; a hold the sampler has not seen yet has an older
+    ``_since_gen`` and started after its last tick.
+    """
+
+    __slots__ = ("_lock", "_lockdep_before", "_lockdep_prev", "_owner", "_rel", "_since",
+                 "_since_gen", "_try")
+
+    def _exclusive_init(self, lock: Any, name: str | None, meta: dict[str, Any]) -> None:
+        self._lock = lock
+        self._try = lock.acquire
+        self._rel = lock.release
+        self._owner: HeldChain | None = None
+        self._lockdep_prev: Any = None
+        self._since = 0
+        self._since_gen = -1
+        self._peeps_init(name, meta, capture_location())
+        self._lockdep_before = _lockdep.before_set(self._peeps_class)
+
+    def _took_contended(self, chain: HeldChain, now: int) -> None:
+        """Bookkeeping after a blocking acquire (the clock was read anyway)."""
+        self._peeps_acquisitions += 1
+        self._since = now
+        self._since_gen = self._peeps_acquisitions
+        top = chain.top
+        if top is not None:
+            top = nested(chain, top, self)
+        self._lockdep_prev = top
+        chain.top = self
+        self._owner = chain
+
+    def _acquire_contended(self, chain: HeldChain, timeout: float) -> bool:
+        waiter = _waiter()
+        self._peeps_contentions += 1
+        # Before blocking: an inversion is reported even if this acquire deadlocks.
+        _lockdep.check_before_wait(chain, self)
+        self._peeps_waiters.add(waiter, "acquire")
+        start = _monotonic_ns()
+        try:
+            acquired = self._try(True, timeout)
+        finally:
+            self._peeps_waiters.remove(waiter)
+        now = _monotonic_ns()
+        self._waited(now - start)
+        if acquired:
+            self._took_contended(chain, now)
+        return bool(acquired)
+
+    def _untimed_release(self) -> None:
+        """No sampler running: time the hold with the clock (when its start is known)."""
+        if self._since_gen == self._peeps_acquisitions:
+            held_ns = _monotonic_ns() - self._since
+            self._peeps_hold_total_ns += held_ns
+            if held_ns > self._peeps_hold_max_ns:
+                self._peeps_hold_max_ns = held_ns
+
+    def _unlinked(self, chain: HeldChain) -> None:
+        """Out of ``chain`` (``_owner`` already cleared)."""
+        if chain.top is self:
+            chain.top = self._lockdep_prev
+        else:
+            unlink(chain, self)
+
+    def _since_now(self) -> int:
+        """When the current hold started (to a sampler tick)."""
+        if self._since_gen == self._peeps_acquisitions:
+            return self._since
+        return _COARSE_NOW[0] or _monotonic_ns()
+
+    def _holder(self) -> tuple[HeldChain, int] | None:
+        chain = self._owner
+        if chain is None:
+            return None
+        return chain, self._since_now()
+
+
+class ThreadLock(_Exclusive):
     """``threading.Lock`` that shows its holder, waiters and timings.
 
     ``ThreadLock("demo.shared.left")``; ``name`` is also its lock-order class.
     """
 
-    __slots__ = ("_lock", "_lockdep_held", "_lockdep_on", "_owner", "_since", "_try")
+    __slots__ = ()
 
     def __new__(cls, name: str | None = None, **meta: Any) -> ThreadLock:
         if not STATE.enabled:
@@ -187,90 +244,69 @@ class ThreadLock(_Instrumented):
         return super().__new__(cls)
 
     def __init__(self, name: str | None = None, **meta: Any) -> None:
-        self._lock = threading.Lock()
-        self._try = self._lock.acquire
-        self._owner: int | None = None
-        self._since = 0
-        self._lockdep_held: list[Any] | None = None
-        self._lockdep_on = _lockdep.ENABLED
-        self._peeps_init(name, meta, capture_location())
+        self._exclusive_init(threading.Lock(), name, meta)
 
     # The fast path is written out in full (no helper calls): each Python call
     # costs about as much as the whole plain acquire/release pair.
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        try:
+            chain: HeldChain = _LOCAL.chain
+        except AttributeError:
+            chain = chain_here()
         if self._try(False):
-            me = self._owner = _get_ident()
-            self._since = _COARSE_NOW[0] or _monotonic_ns()
             self._peeps_acquisitions += 1
-            if self._lockdep_on:
-                try:
-                    held = HELD_BY_THREAD[me]
-                except KeyError:
-                    held = _lockdep.held_by(me)
-                if held:
-                    _lockdep.check(held, self)
-                held.append(self)
-                self._lockdep_held = held
+            if not _COARSE_NOW[0]:  # no sampler to time the hold
+                self._since = _monotonic_ns()
+                self._since_gen = self._peeps_acquisitions
+            top = chain.top
+            if top is not None:
+                top = nested(chain, top, self)
+            self._lockdep_prev = top
+            chain.top = self
+            self._owner = chain
             return True
         if not blocking:
             return False
-        return self._acquire_contended(timeout)
+        return self._acquire_contended(chain, timeout)
 
     __enter__ = acquire
 
-    def _acquire_contended(self, timeout: float) -> bool:
-        waiter = _waiter()
-        self._peeps_contentions += 1
-        if self._lockdep_on and held_here():
-            _lockdep.check(held_here(), self)
-        self._peeps_waiters.add(waiter, "acquire")
-        start = _monotonic_ns()
-        try:
-            acquired = self._lock.acquire(True, timeout)
-        finally:
-            self._peeps_waiters.remove(waiter)
-        now = _monotonic_ns()
-        self._waited(now - start)
-        if acquired:
-            self._owner = _get_ident()
-            self._since = now
-            self._peeps_acquisitions += 1
-            if self._lockdep_on:
-                held = held_here()
-                held.append(self)
-                self._lockdep_held = held
-        return acquired
-
     def release(self) -> None:
-        if self._owner is not None:
-            held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
-            if held_ns > 0:
+        chain = self._owner
+        if chain is not None:
+            if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
+                # No sampler: the clock times the hold.
+                held_ns = _monotonic_ns() - self._since
                 self._peeps_hold_total_ns += held_ns
                 if held_ns > self._peeps_hold_max_ns:
                     self._peeps_hold_max_ns = held_ns
             self._owner = None
-            held = self._lockdep_held
-            if held and (top := held.pop()) is not self:
-                _lockdep_unpop(held, top, self)
-        self._lock.release()
+            if chain.top is self:
+                chain.top = self._lockdep_prev
+            else:
+                unlink(chain, self)
+        self._rel()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         # release(), written out again: ``with`` is the common case.
-        if self._owner is not None:
-            held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
-            if held_ns > 0:
+        chain = self._owner
+        if chain is not None:
+            if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
+                # No sampler: the clock times the hold.
+                held_ns = _monotonic_ns() - self._since
                 self._peeps_hold_total_ns += held_ns
                 if held_ns > self._peeps_hold_max_ns:
                     self._peeps_hold_max_ns = held_ns
             self._owner = None
-            held = self._lockdep_held
-            if held and (top := held.pop()) is not self:
-                _lockdep_unpop(held, top, self)
-        self._lock.release()
+            if chain.top is self:
+                chain.top = self._lockdep_prev
+            else:
+                unlink(chain, self)
+        self._rel()
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return bool(self._lock.locked())
 
     # threading.Condition protocol.
     def _release_save(self) -> Any:
@@ -287,18 +323,21 @@ class ThreadLock(_Instrumented):
         return True
 
     def _holders(self) -> list[tuple[int, int, int]]:
-        owner = self._owner
-        return [(owner, 1, self._since)] if owner is not None else []
+        holder = self._holder()
+        return [(holder[0].ident, 1, holder[1])] if holder is not None else []
 
     def __repr__(self) -> str:
         return f"<peeps.ThreadLock {self._peeps_name!r} {'locked' if self.locked() else 'unlocked'}>"
 
 
-class ThreadRLock(_Instrumented):
+class ThreadRLock(_Exclusive):
     """``threading.RLock`` that shows its holder (with its recursion count),
-    waiters and timings."""
+    waiters and timings.
 
-    __slots__ = ("_count", "_lock", "_lockdep_held", "_lockdep_on", "_owner", "_since", "_try")
+    Re-entrancy is counted here over a plain lock, like ``threading``'s Python
+    RLock: a nested acquire by the holder never touches the real lock."""
+
+    __slots__ = ("_count",)
 
     lock_type = "rlock"
 
@@ -308,82 +347,59 @@ class ThreadRLock(_Instrumented):
         return super().__new__(cls)
 
     def __init__(self, name: str | None = None, **meta: Any) -> None:
-        self._lock = threading.RLock()
-        self._try = self._lock.acquire
-        self._owner: int | None = None
         self._count = 0
-        self._since = 0
-        self._lockdep_held: list[Any] | None = None
-        self._lockdep_on = _lockdep.ENABLED
-        self._peeps_init(name, meta, capture_location())
+        self._exclusive_init(threading.Lock(), name, meta)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        try:
+            chain: HeldChain = _LOCAL.chain
+        except AttributeError:
+            chain = chain_here()
+        if self._owner is chain:
+            self._count += 1
+            return True
         if self._try(False):
-            me = _get_ident()
-            if self._owner == me:
-                self._count += 1
-                return True
-            self._owner = me
             self._count = 1
-            self._since = _COARSE_NOW[0] or _monotonic_ns()
             self._peeps_acquisitions += 1
-            if self._lockdep_on:
-                try:
-                    held = HELD_BY_THREAD[me]
-                except KeyError:
-                    held = _lockdep.held_by(me)
-                if held:
-                    _lockdep.check(held, self)
-                held.append(self)
-                self._lockdep_held = held
+            if not _COARSE_NOW[0]:
+                self._since = _monotonic_ns()
+                self._since_gen = self._peeps_acquisitions
+            top = chain.top
+            if top is not None:
+                top = nested(chain, top, self)
+            self._lockdep_prev = top
+            chain.top = self
+            self._owner = chain
             return True
         if not blocking:
             return False
-        return self._acquire_contended(timeout)
-
-    def _acquire_contended(self, timeout: float) -> bool:
-        waiter = _waiter()
-        self._peeps_contentions += 1
-        if self._lockdep_on and held_here():
-            _lockdep.check(held_here(), self)
-        self._peeps_waiters.add(waiter, "acquire")
-        start = _monotonic_ns()
-        try:
-            acquired = self._lock.acquire(True, timeout)
-        finally:
-            self._peeps_waiters.remove(waiter)
-        now = _monotonic_ns()
-        self._waited(now - start)
+        acquired = self._acquire_contended(chain, timeout)
         if acquired:
-            self._owner = _get_ident()
             self._count = 1
-            self._since = now
-            self._peeps_acquisitions += 1
-            if self._lockdep_on:
-                held = held_here()
-                held.append(self)
-                self._lockdep_held = held
         return acquired
 
+    __enter__ = acquire
+
     def release(self) -> None:
-        if self._owner == _get_ident():
-            if self._count > 1:
-                self._count -= 1
-            else:
-                self._release_bookkeeping()
-        self._lock.release()  # raises RuntimeError for a non-owner, as RLock does
-
-    def _release_bookkeeping(self) -> None:
-        held_ns = (_COARSE_NOW[0] or _monotonic_ns()) - self._since
-        if held_ns > 0:
-            self._held(held_ns)
-        self._owner = None
+        try:
+            chain: HeldChain | None = _LOCAL.chain
+        except AttributeError:
+            chain = None
+        if chain is None or self._owner is not chain:
+            raise RuntimeError("cannot release un-acquired lock")
+        count = self._count - 1
+        if count:
+            self._count = count
+            return
         self._count = 0
-        _lockdep_pop(self._lockdep_held, self)
-        self._lockdep_held = None
-
-    def __enter__(self) -> bool:
-        return self.acquire()
+        if not _COARSE_NOW[0]:
+            self._untimed_release()
+        self._owner = None
+        if chain.top is self:
+            chain.top = self._lockdep_prev
+        else:
+            unlink(chain, self)
+        self._rel()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -391,33 +407,66 @@ class ThreadRLock(_Instrumented):
 
     # threading.Condition protocol: wait() releases every recursion level.
     def _release_save(self) -> Any:
+        chain = chain_here()
+        if self._owner is not chain:
+            raise RuntimeError("cannot release un-acquired lock")
         count = self._count
-        if self._owner == _get_ident():
-            self._held(_monotonic_ns() - self._since)
-            self._owner = None
-            self._count = 0
-            _lockdep_pop(self._lockdep_held, self)
-            self._lockdep_held = None
-        return (self._lock._release_save(), count)  # type: ignore[attr-defined]
+        self._count = 0
+        if not _COARSE_NOW[0]:
+            self._untimed_release()
+        self._owner = None
+        self._unlinked(chain)
+        self._rel()
+        return count
 
     def _acquire_restore(self, state: Any) -> None:
-        inner, count = state
-        self._lock._acquire_restore(inner)  # type: ignore[attr-defined]
-        self._owner = _get_ident()
-        self._count = count
-        self._since = _monotonic_ns()
-        if self._lockdep_on:
-            self._lockdep_held = _lockdep_push(self)
+        self._try()
+        self._count = state
+        self._took_contended(chain_here(), _monotonic_ns())
 
     def _is_owned(self) -> bool:
-        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
+        return self._owner is chain_here()
+
+    def locked(self) -> bool:
+        return bool(self._lock.locked())
 
     def _holders(self) -> list[tuple[int, int, int]]:
-        owner = self._owner
-        return [(owner, self._count, self._since)] if owner is not None else []
+        holder = self._holder()
+        return [(holder[0].ident, self._count, holder[1])] if holder is not None else []
 
     def __repr__(self) -> str:
-        return f"<peeps.ThreadRLock {self._peeps_name!r} owner={self._owner} count={self._count}>"
+        holder = self._owner
+        owner = holder.ident if holder is not None else None
+        return f"<peeps.ThreadRLock {self._peeps_name!r} owner={owner} count={self._count}>"
+
+
+def account_holds(chain: HeldChain, now: int, last_tick: int) -> None:
+    """Called by the sampler each tick for a thread holding locks: time their holds.
+
+    A hold seen for the first time started after the last tick (or is timed by
+    the clock already); it counts from that tick, as a coarse clock would: a
+    hold shorter than a tick usually counts 0, one spanning a tick counts a tick.
+    A hold seen again (same ``acquisitions`` count) lasted the whole interval."""
+    entry = chain.top
+    depth = 0
+    while entry is not None and depth < _lockdep.MAX_DEPTH:
+        if entry._owner is chain and isinstance(entry, _Exclusive):
+            gen = entry._peeps_acquisitions
+            if entry._since_gen != gen:
+                entry._since_gen = gen
+                entry._since = last_tick or now
+            since = entry._since
+            step = now - (since if since > last_tick else last_tick)
+            if step > 0:
+                entry._peeps_hold_total_ns += step
+                held_ns = now - since
+                if held_ns > entry._peeps_hold_max_ns:
+                    entry._peeps_hold_max_ns = held_ns
+        entry = entry._lockdep_prev
+        depth += 1
+
+
+_threads.HOLD_ACCOUNTING = account_holds
 
 
 class ThreadCondition(threading.Condition):
@@ -691,6 +740,8 @@ class ThreadRWLock(PlainRWLock):
         super().__init__(name, **meta)
         self._stats = _RWStats(self, name, meta, capture_location())
         self._since: dict[tuple[str, int], int] = {}
+        #: (op, ident) -> the hold's link in the thread's chain of held locks.
+        self._links: dict[tuple[str, int], _RWHold] = {}
 
     @property
     def name(self) -> str:
@@ -704,8 +755,7 @@ class ThreadRWLock(PlainRWLock):
         stats = self._stats
         waiter = _waiter()
         stats._peeps_contentions += 1
-        if _lockdep.ENABLED and held_here():
-            _lockdep.check(held_here(), stats)
+        _lockdep.check_before_wait(chain_here(), _RWHold(stats))
         stats._peeps_waiters.add(waiter, op)
         start = _monotonic_ns()
         try:
@@ -719,22 +769,52 @@ class ThreadRWLock(PlainRWLock):
         stats._peeps_acquisitions += 1
         if (op == "read" and self._readers.get(me) == 1) or op == "write":
             self._since[(op, me)] = _monotonic_ns()
-            if _lockdep.ENABLED:
-                _lockdep_push(stats)
+            link = self._links[(op, me)] = _RWHold(stats)
+            chain = chain_here()
+            top = chain.top
+            if top is not None:
+                top = nested(chain, top, link)
+            link._lockdep_prev = top
+            chain.top = link
+            link._owner = chain
 
     def _released(self, op: str, me: int) -> None:
         since = self._since.pop((op, me), None)
         if since is not None:
             self._stats._held(_monotonic_ns() - since)
-        if _lockdep.ENABLED:
-            _lockdep_pop(held_here(), self._stats)
+        link = self._links.pop((op, me), None)
+        if link is None:
+            return
+        chain = link._owner
+        if chain is not None:
+            link._owner = None
+            under = link._lockdep_prev
+            if chain.top is link:
+                chain.top = under
+            else:
+                unlink(chain, link)
+
+
+class _RWHold:
+    """One thread's read or write hold of a :class:`ThreadRWLock` in that thread's
+    chain of held locks (several threads can hold a read lock at once, so the
+    lock cannot be its own link)."""
+
+    __slots__ = ("_lockdep_before", "_lockdep_prev", "_owner", "_peeps_class", "_peeps_id")
+
+    def __init__(self, stats: _RWStats) -> None:
+        self._peeps_id = stats._peeps_id
+        self._peeps_class = stats._peeps_class
+        self._lockdep_before = stats._lockdep_before
+        self._owner: HeldChain | None = None
+        self._lockdep_prev: Any = None
 
 
 class _RWStats(_Instrumented):
     """The node of a :class:`ThreadRWLock` (kept apart so the lock holds it strongly
     and the registry weakly)."""
 
-    __slots__ = ("_rw",)
+    __slots__ = ("_lockdep_before", "_rw")
 
     lock_type = "rwlock"
 
@@ -742,6 +822,7 @@ class _RWStats(_Instrumented):
                  location: Location | None) -> None:
         self._rw = weakref.ref(rw)
         self._peeps_init(name, meta, location)
+        self._lockdep_before = _lockdep.before_set(self._peeps_class)
 
     def _holders(self) -> list[tuple[int, int, int]]:
         rw = self._rw()

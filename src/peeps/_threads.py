@@ -36,7 +36,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from . import _registry
 from ._config import STATE
-from ._lockdep import forget_thread
+from ._lockdep import CHAINS, HeldChain, forget_thread
 from ._registry import (
     _PKG_DIR,
     REGISTRY,
@@ -602,6 +602,7 @@ class Sampler:
         self._budget_window_start = 0
         self._budget_window_cost = 0
         self._next_verdict_ns = 0
+        self._last_tick_ns = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -694,8 +695,18 @@ class Sampler:
         clock_gettime_ns = time.clock_gettime_ns
         cpu_interval = int(CPU_INTERVAL_NS * self.hz / self.effective_hz)
         schedstat = _SCHEDSTAT
+        # The thread sampler times thread-lock holds (their fast path reads no
+        # clock while COARSE_NOW is set); SIGPROF ticks are too irregular.
+        account_holds = HOLD_ACCOUNTING if self.mode == "thread" else None
+        chains = CHAINS
+        last_tick = self._last_tick_ns
+        self._last_tick_ns = now
         try:
             for ident, frame in frames.items():
+                if account_holds is not None:
+                    chain = chains.get(ident)
+                    if chain is not None and chain.top is not None:
+                        account_holds(chain, now, last_tick)
                 entity = by_ident.get(ident)
                 if (entity is None or entity.exited
                         or (entity.thread_ref is not None
@@ -809,8 +820,12 @@ _SAMPLER: Sampler | None = None
 _SAMPLER_LOCK = threading.Lock()
 
 #: ``[monotonic ns of the thread sampler's last tick]``, ``[0]`` when it is not
-#: running.  Thread locks read it instead of calling the clock on their fast path.
+#: running.  While it is set the sampler times thread-lock holds
+#: (``HOLD_ACCOUNTING``) and the locks' fast path reads no clock.
 COARSE_NOW: list[int] = [0]
+#: ``_thread_locks.account_holds`` (set when that module loads): called each tick
+#: with a thread's chain of held locks, the tick's time and the previous tick's.
+HOLD_ACCOUNTING: Callable[[HeldChain, int, int], None] | None = None
 
 
 def _env_float(name: str, default: float) -> float:

@@ -181,3 +181,54 @@ def test_reports_match_a_reference_cycle_check(nestings: list[tuple[int, int]]) 
         assert steps[0] == steps[-1]
         assert all(step in pairs for step in itertools.pairwise(steps))
     _lockdep.reset()
+
+
+def test_out_of_order_and_foreign_releases_keep_the_held_chain_right() -> None:
+    """Locks released out of order, or by another thread (legal for a Lock), leave
+    the thread's chain holding exactly what it holds: later orders are real."""
+    a, b, c = (peeps.ThreadLock(f"t.chain.{n}") for n in "abc")
+    chain = _lockdep.chain_here()
+    a.acquire()
+    b.acquire()
+    a.release()  # out of order: b stays held
+    assert _lockdep.held_locks(chain) == [b]
+    with c:  # records b -> c only
+        assert _lockdep.held_locks(chain) == [c, b]
+    in_thread(b.release)  # another thread releases b
+    assert _lockdep.held_locks(chain) == []
+    with a, c:  # a -> c: no cycle with b -> c
+        pass
+    assert peeps.lock_order_reports() == []
+    with c, b:  # c -> b closes b -> c
+        pass
+    [report] = peeps.lock_order_reports()
+    assert report["cycle"] in (["t.chain.b", "t.chain.c", "t.chain.b"],
+                               ["t.chain.c", "t.chain.b", "t.chain.c"])
+    assert chain.top is None
+
+
+def test_a_stale_chain_entry_is_repaired_not_followed() -> None:
+    """A race (a foreign release while the holder takes another lock) can leave a
+    released lock linked in; the next nested acquire drops it, and no walk loops."""
+    a, b = peeps.ThreadLock("t.stale.a"), peeps.ThreadLock("t.stale.b")
+    chain = _lockdep.chain_here()
+    a.acquire()
+    a._owner = None  # as if released elsewhere while still linked
+    a._lock.release()
+    a.acquire()  # a is linked onto itself: repaired
+    with b:
+        assert _lockdep.held_locks(chain) == [b, a]
+    a.release()
+    assert chain.top is None and peeps.lock_order_reports() == []
+
+
+def test_rlock_and_rwlock_take_part_in_lock_order() -> None:
+    r = peeps.ThreadRLock("t.mixed.r")
+    rw = peeps.ThreadRWLock("t.mixed.rw")
+    with r, r, rw.read():
+        pass
+    with rw.write(), r:
+        pass
+    [report] = peeps.lock_order_reports()
+    assert set(report["cycle"]) == {"t.mixed.r", "t.mixed.rw"}
+    assert _lockdep.chain_here().top is None

@@ -337,3 +337,30 @@ def test_thread_waiter_hook_names_the_calling_thread() -> None:
     assert first.id.startswith("thread:")
     peeps.shutdown()
     assert _registry.thread_waiter_hook is None
+
+
+def test_with_the_sampler_running_holds_are_timed_by_its_ticks() -> None:
+    """The fast path reads no clock while the sampler runs: the sampler's ticks
+    time holds, to a tick, and a held lock's ``held_ns`` grows."""
+    sampler = peeps.start_sampler(mode="thread", hz=100)
+    assert sampler is not None
+    try:
+        wait_until_ticks = sampler.ticks + 3
+        lock, rlock = peeps.ThreadLock("t.locks.sampled"), peeps.ThreadRLock("t.locks.rsampled")
+        with lock, rlock, rlock:
+            while sampler.ticks < wait_until_ticks:
+                threading.Event().wait(0.01)
+            [(_, _, since)] = lock._holders()
+            assert since > 0
+            assert lock.statistics()["held_ns"] > 0
+            assert rlock.statistics()["held_ns"] > 0
+        for stats in (lock.statistics(), rlock.statistics()):
+            assert stats["total_hold_ns"] >= stats["max_hold_ns"] > 0
+            assert stats["acquisitions"] == 1 and not stats["locked"]
+        # Short holds between ticks count (about) nothing, and never go negative.
+        for _ in range(1000):
+            with lock:
+                pass
+        assert lock.statistics()["acquisitions"] == 1001
+    finally:
+        peeps.stop_sampler()
