@@ -26,10 +26,10 @@ from ._registry import REGISTRY, Clock, base_attrs, new_id
 from ._tasks import (
     _BY_TASK_ID,
     TaskEntity,
+    TrackedTask,
     _current_tasks,
     adopt_task,
     creation_site,
-    current_waiter,
     entity_for_task,
     register_task,
 )
@@ -39,35 +39,6 @@ TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
 
-class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
-    """The task class the automatic factory creates when no other factory is
-    installed: ``asyncio.Task`` plus one slot for where and by whom it was
-    spawned (read when the task is first seen), and a ``cancel()`` that
-    records who asked (the running task or thread, else ``"loop"``)."""
-
-    __slots__ = ("_peeps_cancel", "_peeps_spawn")
-
-    _peeps_spawn: tuple[int, Any, int, int]
-    _peeps_cancel: tuple[str, int]
-
-    def cancel(self, msg: Any = None) -> bool:
-        try:
-            by = current_waiter()
-            by_id = by.id if by is not None else "loop"
-            now = time.monotonic_ns()
-            entity = _BY_TASK_ID.get(id(self))
-            if entity is not None and entity.task_ref() is self:
-                if entity.cancel_requested_mono_ns is None:
-                    entity.cancelled_by = by_id
-                    entity.cancel_requested_mono_ns = now
-            elif getattr(self, "_peeps_cancel", None) is None:
-                self._peeps_cancel = (by_id, now)
-        except Exception as exc:
-            REGISTRY.part_failed("recording a cancel", exc)
-        return super().cancel(msg)
-
-
-_tasks_module.SPAWN_SLOT_TYPES.add(TrackedTask)
 _ASYNCIO_DIR = _tasks_module._ASYNCIO_DIR
 
 #: Record where each automatically tracked task was created (``ctx.location``).
@@ -93,43 +64,29 @@ class PeepsTaskFactory:
     at creation (entity plus done callback), so finished tasks are retained.
     """
 
-    __slots__ = ("active", "previous")
+    __slots__ = ("_lean", "active", "previous")
 
     def __init__(self, previous: TaskFactory | None) -> None:
         self.previous = previous
+        self._lean: TaskFactory | None = None
         #: False once uninstalled while another factory still chains to us.
         self.active = True
 
     def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
         previous = self.previous
         if previous is None and not _register_eagerly:
-            lean = TrackedTask(coro, loop=loop, **kwargs)
-            if self.active and STATE.enabled:
-                try:
-                    parent = (_current_tasks.get(loop) if _current_tasks is not None
-                              else _safe_current_task(loop))
-                    parent_key = id(parent) if parent is not None and parent is not lean else 0
-                    if capture_sites:
-                        # Where: the first frame outside asyncio (frame 0 is us, 1 is
-                        # loop.create_task); _getframe(n) builds just that frame object.
-                        depth = 2
-                        frame = _getframe(2)
-                        while frame.f_code.co_filename.startswith(_ASYNCIO_DIR) and depth < 6:
-                            depth += 1
-                            frame = _getframe(depth)
-                        lean._peeps_spawn = (parent_key, frame.f_code, frame.f_lineno,
-                                             _monotonic_ns())
-                    else:
-                        lean._peeps_spawn = (parent_key, None, 0, _monotonic_ns())
-                except Exception as exc:
-                    REGISTRY.part_failed("automatic task tracking", exc)
-            return lean
+            return self.lean_function()(loop, coro, **kwargs)
         created: asyncio.Future[Any]
         if previous is not None:
             created = previous(loop, coro, **kwargs)
         else:
             created = TrackedTask(coro, loop=loop, **kwargs)
-        task = created
+        self.register(loop, coro, created, kwargs)
+        return created
+
+    def register(self, loop: asyncio.AbstractEventLoop, coro: Any, task: Any,
+                 kwargs: dict[str, Any]) -> None:
+        """Register ``task`` now (chained factories, step statistics)."""
         if STATE.enabled and self.active:
             try:
                 if entity_for_task(task) is None:
@@ -139,7 +96,63 @@ class PeepsTaskFactory:
                                   coro=coro)
             except Exception as exc:
                 REGISTRY.part_failed("automatic task tracking", exc)
-        return task
+
+    def lean_function(self) -> TaskFactory:
+        """What is installed on a loop that had no factory: a plain function (a
+        call costs less than an instance's ``__call__``) bound to this state.
+        It makes a :class:`TrackedTask` and only fills its ``_peeps_spawn`` slot."""
+        if self._lean is not None:
+            return self._lean
+        state = self
+
+        def peeps_task_factory(loop: asyncio.AbstractEventLoop, coro: Any,
+                               **kwargs: Any) -> Any:
+            task = TrackedTask(coro, loop=loop, **kwargs)
+            if _register_eagerly or not state.active or not STATE.enabled:
+                state.register(loop, coro, task, kwargs)
+                return task
+            try:
+                parent = (_current_tasks.get(loop) if _current_tasks is not None
+                          else _safe_current_task(loop))
+                if capture_sites:
+                    # Where: frame 0 is us, 1 is loop.create_task, 2 its caller;
+                    # _getframe(n) builds just that frame object.
+                    frame = _getframe(2)
+                    if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+                        frame = _first_outside_asyncio(3) or frame
+                    task._peeps_spawn = (id(parent) if parent is not None else 0,
+                                         frame.f_code, frame.f_lineno, _monotonic_ns())
+                else:
+                    task._peeps_spawn = (id(parent) if parent is not None else 0, None, 0,
+                                         _monotonic_ns())
+            except Exception as exc:
+                REGISTRY.part_failed("automatic task tracking", exc)
+            return task
+
+        peeps_task_factory.peeps_factory = self  # type: ignore[attr-defined]
+        self._lean = peeps_task_factory
+        return peeps_task_factory
+
+
+def _first_outside_asyncio(depth: int) -> Any:
+    """The first frame from ``depth`` (counted from our caller's caller) whose
+    code is not asyncio's (``asyncio.create_task``, ``ensure_future``, ...)."""
+    try:
+        for d in range(depth + 1, depth + 5):
+            frame = _getframe(d)
+            if not frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+                return frame
+    except ValueError:
+        pass
+    return None
+
+
+def factory_state(factory: Any) -> PeepsTaskFactory | None:
+    """The :class:`PeepsTaskFactory` behind an installed task factory, if ours."""
+    if isinstance(factory, PeepsTaskFactory):
+        return factory
+    state = getattr(factory, "peeps_factory", None)
+    return state if isinstance(state, PeepsTaskFactory) else None
 
 
 _monotonic_ns = time.monotonic_ns
@@ -231,10 +244,10 @@ def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     if loop is None:
         loop = asyncio.get_running_loop()
     current = loop.get_task_factory()
-    if isinstance(current, PeepsTaskFactory):
+    if factory_state(current) is not None:
         return False
     factory = PeepsTaskFactory(current)
-    loop.set_task_factory(factory)
+    loop.set_task_factory(factory.lean_function() if current is None else factory)
     _INSTALLED.add(loop)
     _OURS.setdefault(loop, []).append(factory)
     if loop not in _LOOP_ENTITIES:
@@ -250,8 +263,8 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
     installed on) and remove the hooks for future loops and step statistics."""
     loops = [loop] if loop is not None else list(_INSTALLED)
     for each in loops:
-        current = each.get_task_factory()
-        if isinstance(current, PeepsTaskFactory):
+        current = factory_state(each.get_task_factory())
+        if current is not None:
             current.active = False
             each.set_task_factory(current.previous)
         else:
@@ -266,6 +279,7 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
     if loop is None:
         global _register_eagerly
         _register_eagerly = False
+        _tasks_module.lazy_spawn = not env_flag("PEEPS_EAGER_TASKS")
         _remove_loop_hooks()
         disable_step_stats()
 
@@ -301,7 +315,7 @@ def _hooked_new_event_loop() -> asyncio.AbstractEventLoop:
 def _hooked_set_running_loop(loop: asyncio.AbstractEventLoop | None) -> None:
     assert _orig_set_running_loop is not None
     _orig_set_running_loop(loop)
-    if loop is not None and not isinstance(loop.get_task_factory(), PeepsTaskFactory):
+    if loop is not None and factory_state(loop.get_task_factory()) is None:
         try:
             install_task_factory(loop)
         except Exception as exc:
@@ -343,6 +357,8 @@ def enable_auto(*, step_stats: bool = False) -> None:
     """
     global _register_eagerly
     _register_eagerly = step_stats
+    if step_stats:  # step statistics need every task's entity from its first step
+        _tasks_module.lazy_spawn = False
     install_loop_hooks()
     try:
         loop = asyncio.get_running_loop()

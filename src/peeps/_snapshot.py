@@ -9,6 +9,7 @@ from . import _redact
 from ._config import STATE
 from ._providers import collect_providers
 from ._registry import REGISTRY, Clock
+from ._tasks import adopt_lazy_tracked
 from .types import Edge, Event, GraphSnapshot, Node
 
 
@@ -32,6 +33,10 @@ def collect_graph() -> GraphSnapshot:
     now = Clock()
     nodes: list[Node] = []
     edges: list[Edge] = []
+    try:  # lazily spawned tracked tasks get their entities first: resources
+        adopt_lazy_tracked()  # (a oneshot's holders) look tasks up by entity
+    except Exception as exc:
+        REGISTRY.part_failed("adopting tracked tasks", exc)
     _describe_all(REGISTRY.live_resources(), now, nodes, edges)
     _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges)
 

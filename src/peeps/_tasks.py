@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from . import _registry
-from ._config import STATE
+from ._config import STATE, env_flag
 from ._registry import REGISTRY, Clock, Location, base_attrs, capture_location, new_id
 from .types import Edge, Node
 
@@ -408,6 +408,19 @@ def creation_site() -> Location | None:
     return None
 
 
+def _publish(task: Any, entity: TaskEntity) -> TaskEntity:
+    """Map ``task`` to ``entity`` unless another thread just mapped it (a
+    snapshot adopting it while its loop sees it first): then that one wins."""
+    key = entity.task_id
+    existing = _BY_TASK_ID.setdefault(key, entity)  # atomic
+    if existing is entity:
+        return entity
+    if existing.task_ref() is task:
+        return existing
+    _BY_TASK_ID[key] = entity  # a dead task's entry whose callback has not run yet
+    return entity
+
+
 def register_task(
     task: asyncio.Future[Any],
     name: str | None,
@@ -433,11 +446,18 @@ def register_task(
     if spawn is not None:
         entity.created_mono_ns = spawn[3]
         _copy_cancel(task, entity)
+        _copy_tracked(task, entity)
+        if parent_id is None and spawn[0]:
+            # Seen before its (lazily tracked) parent was: the next snapshot,
+            # which can list the loop's tasks, finds the parent.
+            _PENDING_PARENT[entity] = None
     if coro is not None:
         entity._coro_name = getattr(coro, "__qualname__", None) or type(coro).__name__
     elif not task.done():
         _ = entity.coro_name  # resolve it while the task still has its coroutine
-    _BY_TASK_ID[entity.task_id] = entity
+    winner = _publish(task, entity)
+    if winner is not entity:
+        return winner
     # Keyed by ``id(task)``: formatting the string node id costs more than the
     # rest of the registration; it is made on first use.
     REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
@@ -536,8 +556,39 @@ def current_holder() -> Any:
     return hook() if hook is not None else None
 
 
+class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
+    """The task class of lazy tracking: ``asyncio.Task`` plus slots for where
+    and by whom it was spawned (``_peeps_spawn``), the ``spawn_tracked`` meta
+    (``_peeps_tracked``: set only for tracked tasks), and a ``cancel()`` that
+    records who asked (``_peeps_cancel``: the running task or thread, else
+    ``"loop"``).  The entity is made when the task is first seen: at a
+    snapshot, or when it waits on an instrumented primitive."""
+
+    __slots__ = ("_peeps_cancel", "_peeps_spawn", "_peeps_tracked")
+
+    _peeps_spawn: tuple[int, Any, int, int]
+    _peeps_cancel: tuple[str, int]
+    _peeps_tracked: dict[str, Any]
+
+    def cancel(self, msg: Any = None) -> bool:
+        try:
+            by = current_waiter()
+            by_id = by.id if by is not None else "loop"
+            now = time.monotonic_ns()
+            entity = _BY_TASK_ID.get(id(self))
+            if entity is not None and entity.task_ref() is self:
+                if entity.cancel_requested_mono_ns is None:
+                    entity.cancelled_by = by_id
+                    entity.cancel_requested_mono_ns = now
+            elif getattr(self, "_peeps_cancel", None) is None:
+                self._peeps_cancel = (by_id, now)
+        except Exception as exc:
+            REGISTRY.part_failed("recording a cancel", exc)
+        return super().cancel(msg)
+
+
 #: Task classes with the ``_peeps_spawn``/``_peeps_cancel`` slots (``TrackedTask``).
-SPAWN_SLOT_TYPES: set[type[Any]] = set()
+SPAWN_SLOT_TYPES: set[type[Any]] = {TrackedTask}
 
 
 def _spawn_info(task: Any, spawn: tuple[int, Any, int, int],
@@ -566,6 +617,18 @@ def _copy_cancel(task: Any, entity: TaskEntity) -> None:
         entity.cancelled_by, entity.cancel_requested_mono_ns = cancel
 
 
+def _copy_tracked(task: Any, entity: TaskEntity) -> None:
+    """A lazily spawned ``spawn_tracked`` task: its name, meta and source."""
+    meta = getattr(task, "_peeps_tracked", None)
+    if meta is not None:
+        entity.tracked = True
+        entity.source = "spawn_tracked"
+        if entity.explicit_name is None:
+            entity.explicit_name = task.get_name()
+        if meta:
+            entity.meta = meta
+
+
 def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -> TaskEntity:
     """The entity for ``task``, registering it if needed, from any thread (the
     done callback is added on the task's own loop).  ``by_id`` (live tasks by
@@ -580,11 +643,14 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
                             source="auto")
         entity.created_mono_ns = created
         _copy_cancel(task, entity)
+        _copy_tracked(task, entity)
     else:
         entity = TaskEntity(task, None, tracked=False, location=None, parent_id=None)
     if not task.done():
         _ = entity.coro_name
-    _BY_TASK_ID[entity.task_id] = entity
+    winner = _publish(task, entity)
+    if winner is not entity:
+        return winner
     REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
     # A closed loop raises RuntimeError: then the task will never finish anyway.
     with contextlib.suppress(RuntimeError):
@@ -613,6 +679,86 @@ def holder_id(holder: Any) -> str | None:
     return node_id
 
 
+#: ``spawn_tracked`` registers lazily (see :func:`spawn_tracked`).  False while
+#: step statistics are on, or with ``PEEPS_EAGER_TASKS=1``.
+lazy_spawn: bool = not env_flag("PEEPS_EAGER_TASKS")
+
+#: ``id(loop)`` -> weak reference, for loops with lazily spawned tracked tasks:
+#: each snapshot adopts those loops' tracked tasks (:func:`adopt_lazy_tracked`).
+_LAZY_LOOPS: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
+_getframe = sys._getframe
+_monotonic_ns = time.monotonic_ns
+
+
+def _register_lazy_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Make ``loop``'s lazily spawned tracked tasks known to the snapshot."""
+    key = id(loop)
+
+    def dropped(ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+        _drop_lazy_loop(key, ref)
+
+    try:
+        _LAZY_LOOPS[key] = weakref.ref(loop, dropped)
+    except TypeError:  # a loop type without weak references
+        return False
+    return True
+
+
+def _drop_lazy_loop(key: int, ref: weakref.ref[Any]) -> None:
+    if _LAZY_LOOPS.get(key) is ref:
+        _LAZY_LOOPS.pop(key, None)
+
+
+#: Entities registered on first sight whose parent had no entity yet (an
+#: insertion-ordered set; weak so a dropped task does not linger here).
+_PENDING_PARENT: weakref.WeakKeyDictionary[TaskEntity, None] = weakref.WeakKeyDictionary()
+
+
+def _resolve_pending_parents() -> None:
+    """Link entities seen before their parent to that parent (adopting it)."""
+    by_loop: dict[int, dict[int, Any]] = {}
+    for entity in list(_PENDING_PARENT.copy()):
+        _PENDING_PARENT.pop(entity, None)
+        task = entity.task_ref()
+        spawn = getattr(task, "_peeps_spawn", None) if type(task) in SPAWN_SLOT_TYPES else None
+        if task is None or spawn is None or entity.parent_id is not None:
+            continue
+        loop = task.get_loop()
+        by_id = by_loop.get(id(loop))
+        if by_id is None:
+            try:
+                by_id = by_loop[id(loop)] = {id(t): t for t in list(asyncio.all_tasks(loop))}
+            except Exception as exc:
+                REGISTRY.part_failed("listing a loop's tasks", exc)
+                continue
+        entity.parent_id = _spawn_info(task, spawn, by_id)[1]
+
+
+def adopt_lazy_tracked() -> None:
+    """Give every live lazily spawned tracked task its entity, and link tasks
+    seen before their parents (called by each snapshot, from the collector
+    thread, before anything is described)."""
+    if _PENDING_PARENT:
+        _resolve_pending_parents()
+    for ref in list(_LAZY_LOOPS.copy().values()):
+        loop = ref()
+        if loop is None or loop.is_closed():
+            continue
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+        except Exception as exc:
+            REGISTRY.part_failed("listing a loop's tasks", exc)
+            continue
+        by_id = {id(t): t for t in tasks}
+        for task in tasks:
+            if (type(task) is TrackedTask and getattr(task, "_peeps_tracked", None) is not None
+                    and entity_for_task(task) is None):
+                try:
+                    adopt_task(task, by_id)
+                except Exception as exc:
+                    REGISTRY.part_failed("adopting a task", exc)
+
+
 def spawn_tracked(
     name: str,
     coro: Coroutine[Any, Any, T],
@@ -622,10 +768,44 @@ def spawn_tracked(
 
     The task records who spawned it (a ``spawned`` edge), where (``ctx.location``),
     and any ``meta`` given.  With peeps disabled this is ``loop.create_task``.
+
+    Registration is lazy: the task carries its name, parent, site and meta in
+    slots, and gets its graph entity when first seen -- at a snapshot, or when
+    it waits on an instrumented primitive.  So spawning costs little more than
+    ``create_task``; the price is that a task that starts and finishes between
+    two snapshots leaves no trace.  ``PEEPS_EAGER_TASKS=1`` registers every
+    tracked task at creation instead (finished ones are then kept for a while).
     """
     loop = asyncio.get_running_loop()
     if not STATE.enabled:
         return loop.create_task(coro, name=name)
+    factory = loop.get_task_factory()
+    # The automatic factory's lean function makes ``TrackedTask`` itself, so
+    # the task can be built here directly.
+    if lazy_spawn and (factory is None or hasattr(factory, "peeps_factory")):
+        ref = _LAZY_LOOPS.get(id(loop))
+        if (ref is None or ref() is not loop) and not _register_lazy_loop(loop):
+            return _spawn_eagerly(name, coro, meta, loop)
+        # What ``loop.create_task`` does without a factory (``TrackedTask`` is an
+        # ``asyncio.Task`` with slots), and what our own lean factory does.
+        task: asyncio.Task[T] = TrackedTask(coro, loop=loop, name=name)
+        try:
+            parent = (_current_tasks.get(loop) if _current_tasks is not None
+                      else _current_task(loop))
+            frame = _getframe(1)
+            task._peeps_spawn = (id(parent) if parent is not None else 0,  # type: ignore[attr-defined]
+                                 frame.f_code, frame.f_lineno, _monotonic_ns())
+            task._peeps_tracked = meta  # type: ignore[attr-defined]
+        except Exception as exc:
+            REGISTRY.part_failed("spawn_tracked", exc)
+        return task
+    return _spawn_eagerly(name, coro, meta, loop)
+
+
+def _spawn_eagerly(name: str, coro: Coroutine[Any, Any, T], meta: dict[str, Any],
+                   loop: asyncio.AbstractEventLoop) -> asyncio.Task[T]:
+    """``spawn_tracked`` with the entity made now (another task factory is
+    installed, or ``PEEPS_EAGER_TASKS=1``)."""
     location = capture_location()
     parent = current_task_entity()
     task = loop.create_task(coro, name=name)
@@ -646,3 +826,5 @@ def spawn_tracked(
 
 def _forget_all() -> None:
     _BY_TASK_ID.clear()
+    _LAZY_LOOPS.clear()
+    _PENDING_PARENT.clear()

@@ -135,7 +135,7 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
             return isinstance(t, _autotrack.TrackedTask) and t._peeps_spawn is not None
 
         assert loop.run_until_complete(main())
-        assert isinstance(loop.get_task_factory(), _autotrack.PeepsTaskFactory)
+        assert _autotrack.factory_state(loop.get_task_factory()) is not None
     finally:
         loop.close()
 
@@ -201,6 +201,7 @@ def test_spawn_tracked_names_tasks_the_factory_saw_first() -> None:
     async def scenario() -> None:
         peeps.install_task_factory()
         t = peeps.tasks.spawn_tracked("named", asyncio.sleep(0), role="test")
+        peeps.collect_graph()  # a snapshot sees the lazily tracked task
         entity = entity_for_task(t)
         assert entity is not None
         assert entity.name == "named" and entity.source == "spawn_tracked"
@@ -209,6 +210,65 @@ def test_spawn_tracked_names_tasks_the_factory_saw_first() -> None:
         await t
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["plain-loop", "auto-factory"])
+def test_spawn_tracked_is_lazy_until_a_snapshot_sees_it(auto: bool) -> None:
+    async def child() -> None:
+        await asyncio.sleep(10)
+
+    async def parent() -> tuple[Any, asyncio.Task[None], int]:
+        line = _line() + 1
+        task = peeps.tasks.spawn_tracked("lazy.child", child(), shard=7)
+        assert entity_for_task(task) is None  # nothing registered at spawn
+        await asyncio.sleep(0)
+        graph = peeps.collect_graph()
+        return graph, task, line
+
+    async def scenario() -> None:
+        if auto:
+            peeps.install_task_factory()
+        graph, task, line = await peeps.tasks.spawn_tracked("lazy.parent", parent())
+        task.cancel()
+        by_label = {n["label"]: n for n in graph["nodes"]}
+        child_node, parent_node = by_label["lazy.child"], by_label["lazy.parent"]
+        assert child_node["attrs"]["source"] == "spawn_tracked"
+        assert child_node["attrs"]["meta"]["shard"] == 7
+        assert child_node["attrs"]["meta"]["ctx.location"] == f"{__file__}:{line}"
+        assert {"src": parent_node["id"], "dst": child_node["id"], "kind": "spawned",
+                "attrs": {}} in graph["edges"]
+
+    asyncio.run(scenario())
+
+
+def test_a_task_seen_before_its_lazy_parent_still_gets_its_spawned_edge() -> None:
+    async def child(gate: asyncio.Event) -> None:
+        await peeps.Event("lazy.gate").wait()  # first sight: registered here
+
+    async def parent() -> Any:
+        task = peeps.tasks.spawn_tracked("early.child", child(asyncio.Event()))
+        await asyncio.sleep(0.01)
+        assert entity_for_task(task) is not None and entity_for_task(_current()) is None
+        graph = peeps.collect_graph()
+        task.cancel()
+        return graph
+
+    graph = asyncio.run(_spawn_and_wait("early.parent", parent))
+    by_label = {n["label"]: n for n in graph["nodes"]}
+    assert {"src": by_label["early.parent"]["id"], "dst": by_label["early.child"]["id"],
+            "kind": "spawned", "attrs": {}} in graph["edges"]
+
+
+async def _spawn_and_wait(name: str, body: Any) -> Any:
+    return await peeps.tasks.spawn_tracked(name, body())
+
+
+def _current() -> Any:
+    return asyncio.current_task()
+
+
+def _line() -> int:
+    return sys._getframe(1).f_lineno
 
 
 def test_lazy_tasks_seen_alive_keep_their_outcome() -> None:
@@ -433,7 +493,7 @@ def test_uninstall_when_another_factory_was_installed_on_top() -> None:
         loop = asyncio.get_running_loop()
         peeps.install_task_factory()
         ours = loop.get_task_factory()
-        assert isinstance(ours, _autotrack.PeepsTaskFactory)
+        assert _autotrack.factory_state(ours) is not None
 
         def on_top(loop: Any, coro: Any, **kwargs: Any) -> Any:
             return ours(loop, coro, **kwargs)
