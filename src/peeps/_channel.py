@@ -168,12 +168,20 @@ class Channel(_Closable[T], Generic[T]):
         return self._peeps_name
 
     def get_nowait(self) -> T:
-        item = super().get_nowait()
+        if self._queue:  # type: ignore[attr-defined]
+            # The stdlib's non-empty path (3.11-3.13), inlined: an item is
+            # taken even after shutdown, so there is nothing else to check.
+            item: T = self._get()
+            self._wakeup_next(self._putters)  # type: ignore[attr-defined]
+        else:
+            item = super().get_nowait()  # raises QueueEmpty (or QueueShutDown)
         self._peeps_received += 1
         return item
 
     async def put(self, item: T) -> None:
-        if not self.full() or self._closed_flag:
+        # ``not self.full()``, inlined (``full`` and ``qsize`` are two calls).
+        maxsize = self._maxsize  # type: ignore[attr-defined]
+        if maxsize <= 0 or len(self._queue) < maxsize or self._closed_flag:  # type: ignore[attr-defined]
             return self.put_nowait(item)
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "send")
@@ -187,7 +195,7 @@ class Channel(_Closable[T], Generic[T]):
         return None
 
     async def get(self) -> T:
-        if not self.empty():
+        if self._queue:  # type: ignore[attr-defined]
             return self.get_nowait()
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "recv")

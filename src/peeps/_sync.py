@@ -264,6 +264,8 @@ class Semaphore(asyncio.Semaphore, _Identity):
     """
 
     _peeps_kind_name = "semaphore"
+    #: ``BoundedSemaphore``: ``release`` goes through the stdlib's bound check.
+    _peeps_bounded = False
 
     def __new__(cls, value: int = 1, name: str | None = None, **meta: Any) -> Semaphore:
         if not STATE.enabled:
@@ -288,8 +290,9 @@ class Semaphore(asyncio.Semaphore, _Identity):
         REGISTRY.track(self)
 
     async def acquire(self) -> Literal[True]:
-        if not self.locked():
-            # The stdlib's fast path (3.11-3.13), inlined to save an await.
+        if (self._value > 0 and not self._waiters) or not self.locked():
+            # The stdlib's fast path (3.11-3.13), inlined to save an await; the
+            # first test spares ``locked()``'s generator when nobody waits.
             self._value -= 1
         else:
             me = current_waiter()
@@ -311,20 +314,38 @@ class Semaphore(asyncio.Semaphore, _Identity):
                 holder = _current_task() or current_holder()
             except RuntimeError:
                 holder = current_holder()
-        else:
-            holder = self._peeps_running_task()
-        entry = self._peeps_holding.get(holder)
+        else:  # 3.11: _peeps_running_task(), its common case inlined
+            loop = self._peeps_loop
+            holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+            if holder is None:
+                holder = self._peeps_running_task()
+        holding = self._peeps_holding
+        entry = holding.get(holder)
         if entry is None:
-            self._peeps_holding[holder] = [1, _monotonic_ns()]
+            holding[holder] = [1, _monotonic_ns()]
         else:
             entry[0] += 1
         self._peeps_acquisitions += 1
         return True
 
     def release(self) -> None:
-        super().release()
+        if self._peeps_bounded:
+            super().release()
+        else:  # the stdlib's release (3.11-3.13), inlined
+            self._value += 1
+            if self._waiters:
+                self._wake_up_next()
         holding = self._peeps_holding
-        holder = current_holder() if _C_CURRENT_TASK else self._peeps_running_task()
+        if _C_CURRENT_TASK:
+            try:
+                holder = _current_task() or current_holder()
+            except RuntimeError:
+                holder = current_holder()
+        else:
+            loop = self._peeps_loop
+            holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+            if holder is None:
+                holder = self._peeps_running_task()
         entry = holding.get(holder)
         if entry is None:
             # asyncio permits are not owned: drop the oldest holder record.
@@ -384,6 +405,8 @@ class Semaphore(asyncio.Semaphore, _Identity):
 
 class BoundedSemaphore(Semaphore, asyncio.BoundedSemaphore):
     """``asyncio.BoundedSemaphore`` in the graph (see :class:`Semaphore`)."""
+
+    _peeps_bounded = True
 
 
 # -- Event -------------------------------------------------------------------------
