@@ -233,7 +233,8 @@ class ThreadEntity:
         "native_id",
         "region",
         "region_since",
-        "samples",
+        "sample_frames",
+        "sample_times",
         "target",
         "thread_ref",
         "top",
@@ -256,9 +257,12 @@ class ThreadEntity:
         self.created_mono_ns = time.monotonic_ns()
         self.clock_id = cpu_clock_id(ident, self.native_id)
         self.exited = False
-        #: Sliding window: (mono_ns, innermost code, line, program code, line)
-        #: and (mono_ns, cpu_ns, run-queue wait ns or None).
-        self.samples: collections.deque[tuple[int, CodeType, int, CodeType, int]] = (
+        #: Sliding window, two aligned deques: tick times, and (innermost code,
+        #: line, program code, line) — a parked thread appends the same tuple
+        #: and the tick's one ``now`` object again, so a tick allocates nothing
+        #: for it.  And (mono_ns, cpu_ns, run-queue wait ns or None).
+        self.sample_times: collections.deque[int] = collections.deque(maxlen=window_len)
+        self.sample_frames: collections.deque[tuple[CodeType, int, CodeType, int]] = (
             collections.deque(maxlen=window_len))
         self.cpu: collections.deque[tuple[int, int, int | None]] = collections.deque(
             maxlen=window_len)
@@ -294,7 +298,8 @@ class ThreadEntity:
         if (last is not None and id(frame) == self.last_frame_id and frame.f_code is last[0]
                 and frame.f_lasti == self.last_lasti):
             # Parked where it was at the last tick: same frame, same instruction.
-            self.samples.append((now, *last))
+            self.sample_times.append(now)
+            self.sample_frames.append(last)
             if cpu is not None:
                 self.cpu.append((now, *cpu))
             return
@@ -327,7 +332,8 @@ class ThreadEntity:
         if self.first_sample_mono_ns is None:
             self.first_sample_mono_ns = now
         sample = (code, line, user_code, user.f_lineno or 0)
-        self.samples.append((now, *sample))
+        self.sample_times.append(now)
+        self.sample_frames.append(sample)
         if cpu is not None:
             self.cpu.append((now, *cpu))
         self.last_sample = sample
@@ -368,7 +374,13 @@ class ThreadEntity:
                 frame: FrameType | None) -> dict[str, Any]:
         """Window statistics and the verdict.  Pure over the recorded samples."""
         cutoff = now_mono - window_ns
-        samples = [s for s in list(self.samples) if s[0] >= cutoff]
+        # Newest first, so the two deques stay aligned even if the sampler
+        # appended to one of them since the other was copied.
+        times = list(self.sample_times)
+        frames = list(self.sample_frames)
+        samples = [(t, *f) for t, f in zip(reversed(times), reversed(frames), strict=False)
+                   if t >= cutoff]
+        samples.reverse()
         cpu = [c for c in list(self.cpu) if c[0] >= cutoff]
         out: dict[str, Any] = {"samples": len(samples)}
         cpu_share: float | None = None
@@ -702,12 +714,24 @@ class Sampler:
         last_tick = self._last_tick_ns
         self._last_tick_ns = now
         try:
-            for ident, frame in frames.items():
-                if account_holds is not None:
-                    chain = chains.get(ident)
-                    if chain is not None and chain.top is not None:
+            if account_holds is not None and chains:
+                for chain in list(chains.values()):  # copied: threads add chains
+                    if chain.top is not None:
                         account_holds(chain, now, last_tick)
+            for ident, frame in frames.items():
                 entity = by_ident.get(ident)
+                if entity is not None and now - entity.cpu_read_mono_ns < cpu_interval:
+                    # Most threads at most ticks: no CPU read due.  A thread parked
+                    # where it was (same frame object, code and instruction) only
+                    # repeats its last sample — with 100 threads this loop runs on
+                    # cold caches after each sleep, so every object not touched counts.
+                    last = entity.last_sample
+                    if (last is not None and id(frame) == entity.last_frame_id
+                            and frame.f_lasti == entity.last_lasti
+                            and frame.f_code is last[0] and not entity.exited):
+                        entity.sample_times.append(now)
+                        entity.sample_frames.append(last)
+                        continue
                 if (entity is None or entity.exited
                         or (entity.thread_ref is not None
                             and entity.thread_ref() is not active.get(ident))):

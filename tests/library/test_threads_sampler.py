@@ -240,3 +240,27 @@ def test_a_failing_sampler_stops_itself_and_never_raises_into_the_host(
     lock = peeps.ThreadLock("t.after_failure")
     with lock:
         assert lock.locked()
+
+
+def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built() -> None:
+    """The parked fast path repeats the thread's last sample: one shared tuple per
+    tick, and the window still counts every tick."""
+    release = threading.Event()
+    parked = threading.Thread(target=release.wait, name="t.parked")
+    parked.start()
+    sampler = _threads.Sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
+    try:
+        for _ in range(10):
+            sampler.tick()
+        assert parked.ident is not None
+        entity = _threads.entity_for_ident(parked.ident, create=False)
+        assert entity is not None
+        assert len(entity.sample_times) == len(entity.sample_frames) == 10
+        assert len({id(f) for f in list(entity.sample_frames)[1:]}) == 1
+        stats = entity.analyse(time.monotonic_ns(), 10**9, None)
+        assert stats["samples"] == 10
+        assert stats["top_frames"][0]["share"] == 1.0
+        assert "test_threads_sampler.py" not in stats["top_frames"][0]["frame"]
+    finally:
+        release.set()
+        parked.join(5)
