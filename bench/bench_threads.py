@@ -10,8 +10,8 @@ Benchmark names are ``<operation>:<variant>`` (``plain`` is the baseline):
   thread_rlock       acquire() + release() of an uncontended RLock
       plain           threading.Lock / RLock
       peeps           peeps.ThreadLock / ThreadRLock as configured by default: lock-order
-                      validation on, the thread sampler running (its tick is the
-                      fast path's clock)
+                      validation on, the thread sampler running (its ticks time
+                      the holds, so the fast path reads no clock)
       peeps_nolockdep same with PEEPS_LOCKDEP=0
       peeps_nosampler lock-order validation on, no sampler (two clock reads per pair)
       disabled        peeps.ThreadLock with peeps switched off (it *is* threading.Lock)
