@@ -142,7 +142,9 @@ class Store:
 
     def _writer_main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A URI connection, so that ATTACH understands the staged replies' memdb URIs.
+            conn = sqlite3.connect(self.path.as_uri(), uri=True, isolation_level=None,
+                                   check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
@@ -156,17 +158,11 @@ class Store:
                 job = self._jobs.get()
                 if job is _STOP:
                     break
-                fn, future = job
+                fn, future, attach = job
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(conn)
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                    conn.execute("COMMIT")
+                    result = self._run_job(conn, fn, attach)
                 except BaseException as exc:
                     future.set_exception(exc)
                 else:
@@ -176,18 +172,45 @@ class Store:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
+    @staticmethod
+    def _run_job(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+                 attach: tuple[str, str] | None) -> T:
+        if attach is not None:  # ATTACH is refused inside a transaction
+            conn.execute("ATTACH DATABASE ? AS " + attach[1], (attach[0],))
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        finally:
+            if attach is not None:
+                try:
+                    conn.execute("DETACH DATABASE " + attach[1])
+                except sqlite3.Error:
+                    log.exception("could not detach %s", attach[1])
+
     # -- running work ------------------------------------------------------------
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *,
+               attach: tuple[str, str] | None = None) -> concurrent.futures.Future[T]:
         if self._closed:
             raise StoreClosed("store is closed")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((fn, future))
+        self._jobs.put((fn, future, attach))
         return future
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in one transaction on the writer thread."""
-        return await asyncio.wrap_future(self.submit(fn))
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *,
+                    attach: tuple[str, str] | None = None) -> T:
+        """Run ``fn(conn)`` in one transaction on the writer thread.
+
+        ``attach=(uri, schema)`` attaches that database for the job's duration
+        (a staged reply, see ``_staging``).
+        """
+        return await asyncio.wrap_future(self.submit(fn, attach=attach))
 
     def connect_readonly(self) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True,
