@@ -8,10 +8,12 @@ that connection alone, with a logged reason and an ``ingest_events`` row.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import itertools
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from peeps.types import HEADER, FrameError, decode_body, decode_length, encode_frame
 
 from ._config import ServerConfig
+from ._staging import StagedReply, stage_graph_reply
 from ._store import Store
 from ._validate import HelloInfo, ProtocolError, validate_hello
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peeps.web.ingest")
 
-#: Bodies larger than this are parsed off the event loop.
+#: Bodies larger than this are parsed off the event loop (graph replies by SQLite).
 LARGE_FRAME_BYTES: Final = 256 * 1024
 #: TCP keepalive: first probe after 60 s of silence, then every 10 s, drop after 6 misses.
 KEEPALIVE_IDLE_S: Final = 60
@@ -97,6 +100,11 @@ class IngestServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
+        # Large frames are parsed here.  SQLite stages graph replies without the GIL,
+        # so these threads and the writer run at once: one core is left for the writer
+        # (more stagers than cores only contend for SQLite's allocator).
+        self._parsers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="peeps-web-parse")
         self.bound: tuple[str, int] | None = None
         #: Called with the connection after a process says hello (tests, metrics).
         self.on_process_change: Callable[[], None] | None = None
@@ -128,6 +136,7 @@ class IngestServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        self._parsers.shutdown(wait=False, cancel_futures=True)
 
     # -- registry ----------------------------------------------------------------
 
@@ -172,8 +181,7 @@ class IngestServer:
         try:
             await self._handshake(reader, conn)
             while True:
-                message = await self._read_frame(reader, first=False)
-                await self._dispatch(conn, message)
+                await self._dispatch(conn, await self._read_message(reader))
         except _CleanClose:
             pass
         except asyncio.IncompleteReadError:
@@ -232,9 +240,13 @@ class IngestServer:
     async def _handshake(self, reader: asyncio.StreamReader, conn: ProcessConnection) -> None:
         timeout = self.config.handshake_timeout_s
         try:
-            message = await asyncio.wait_for(self._read_frame(reader, first=True), timeout)
+            body = await asyncio.wait_for(self._read_body(reader, first=True), timeout)
         except TimeoutError:
             raise TimeoutError(f"no hello within {timeout:g}s of connecting") from None
+        if len(body) > LARGE_FRAME_BYTES:
+            message = await asyncio.to_thread(decode_body, body)
+        else:
+            message = decode_body(body)
         hello = validate_hello(message)
         expected = self.config.token
         if expected is not None and not hmac.compare_digest(
@@ -253,7 +265,7 @@ class IngestServer:
         if self.on_process_change is not None:
             self.on_process_change()
 
-    async def _read_frame(self, reader: asyncio.StreamReader, *, first: bool) -> dict[str, Any]:
+    async def _read_body(self, reader: asyncio.StreamReader, *, first: bool) -> bytes:
         try:
             header = await reader.readexactly(HEADER.size)
         except asyncio.IncompleteReadError as exc:
@@ -270,11 +282,23 @@ class IngestServer:
             except TimeoutError:
                 raise TimeoutError(f"frame body of {length} bytes not received within "
                                    f"{self.config.frame_timeout_s:g}s") from None
-        if length > LARGE_FRAME_BYTES:
-            return await asyncio.to_thread(decode_body, body)
-        return decode_body(body)
+        return body
 
-    async def _dispatch(self, conn: ProcessConnection, message: dict[str, Any]) -> None:
+    async def _read_message(self, reader: asyncio.StreamReader) -> dict[str, Any] | StagedReply:
+        body = await self._read_body(reader, first=False)
+        if len(body) <= LARGE_FRAME_BYTES:
+            return decode_body(body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._parsers, _decode_large, body)
+
+    async def _dispatch(self, conn: ProcessConnection,
+                        message: dict[str, Any] | StagedReply) -> None:
+        if isinstance(message, StagedReply):
+            if self.coordinator is None:
+                message.close()
+                return
+            await self.coordinator.on_reply(conn, message)
+            return
         kind = message["type"]
         if kind == "graph_reply":
             if self.coordinator is None:
@@ -285,6 +309,11 @@ class IngestServer:
         else:
             # Forward compatibility: newer clients may send frames we do not know.
             self._record("unknown_frame", conn, f"ignored frame type {kind[:64]!r}")
+
+
+def _decode_large(body: bytes) -> dict[str, Any] | StagedReply:
+    """A large frame: a well-formed graph reply staged by SQLite, anything else decoded."""
+    return stage_graph_reply(body) or decode_body(body)
 
 
 def _enable_keepalive(writer: asyncio.StreamWriter) -> None:

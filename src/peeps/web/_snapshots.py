@@ -22,6 +22,7 @@ from typing import Any, TypedDict
 
 from ._config import ServerConfig
 from ._ingest import IngestServer, ProcessConnection
+from ._staging import STAGED_SCHEMA, StagedReply, store_staged_reply
 from ._store import Store, begin_snapshot, finish_snapshot, store_reply
 from ._validate import ProtocolError, ValidatedGraph, validate_graph
 
@@ -139,18 +140,34 @@ class SnapshotCoordinator:
         flight.settle(conn.proc_key, "disconnected",
                       error or "process disconnected before answering")
 
-    async def on_reply(self, conn: ProcessConnection, message: dict[str, Any]) -> None:
-        snapshot_id = message.get("snapshot_id")
+    async def on_reply(self, conn: ProcessConnection,
+                       message: dict[str, Any] | StagedReply) -> None:
+        """A graph reply: decoded (``validate_graph`` checks it) or already staged by SQLite."""
+        staged: StagedReply | None = None
+        snapshot_id: object
+        if isinstance(message, StagedReply):
+            staged, snapshot_id = message, message.snapshot_id
+        else:
+            snapshot_id = message.get("snapshot_id")
         flight = self._in_flight
         proc_key = conn.proc_key
         assert proc_key is not None
         if (flight is None or snapshot_id != flight.snapshot_id or isinstance(snapshot_id, bool)
                 or flight.asked.get(proc_key) is not conn or proc_key not in flight.pending):
+            if staged is not None:
+                staged.close()
             detail = f"ignored a reply for snapshot {str(snapshot_id)[:32]} not awaited from it"
             log.info("ingest %s (%s): %s", conn.peer, proc_key, detail)
             self.store.record_ingest_event("late_reply", proc_key=proc_key, peer=conn.peer,
                                            detail=detail)
             return
+        if staged is not None:
+            # Staged only when every entry passed its checks: nothing was skipped.
+            flight.settle(proc_key, "responded", None)
+            flight.store_jobs.append((proc_key, asyncio.ensure_future(
+                self._store_staged(flight.snapshot_id, proc_key, staged))))
+            return
+        assert not isinstance(message, StagedReply)
         graph = message.get("graph")
         try:
             listed = graph.get("nodes") if isinstance(graph, dict) else None
@@ -179,6 +196,16 @@ class SnapshotCoordinator:
             conn, snapshot_id=snapshot_id, proc_key=proc_key, responded_at_ns=responded_at_ns,
             captured_at_ns=graph.captured_at_ns, error=graph.error, nodes=graph.nodes,
             edges=graph.edges, events=graph.events))
+
+    async def _store_staged(self, snapshot_id: int, proc_key: str, staged: StagedReply) -> None:
+        responded_at_ns = time.time_ns()
+        try:
+            await self.store.write(lambda conn: store_staged_reply(
+                conn, snapshot_id=snapshot_id, proc_key=proc_key,
+                responded_at_ns=responded_at_ns, staged=staged),
+                attach=(staged.uri, STAGED_SCHEMA))
+        finally:
+            staged.close()
 
     async def _run(self, trigger: str) -> SnapshotResult:
         asked = {c.proc_key: c for c in self.ingest.processes() if c.proc_key is not None}
