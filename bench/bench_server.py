@@ -7,7 +7,8 @@
   process, P raw wire-protocol clients (default 20) that say hello and answer
   every ``snapshot_request`` with a prebuilt ``graph_reply`` of N nodes
   (default 10,000; as many edges; 1,000 events).  Timed: ``POST /api/jump-now``
-  until its response, which the server sends after every reply is committed.
+  until its response, which the server sends after every reply is committed;
+  each timed snapshot is then checked to hold every row.
 * bare: the same rows (the store's row tuples, attrs already JSON text) inserted
   with ``executemany`` into a fresh database with the server's schema and
   pragmas, one transaction per process as the store does.  The ratio of the two
@@ -178,6 +179,21 @@ def bare_insert(db: Path, rows_per_proc: list[tuple[str, tuple[list[Any], ...]]]
     return elapsed
 
 
+def check_ingested(db: Path, snapshot_ids: list[int], nodes: int, edges: int, events: int) -> None:
+    """Every timed snapshot holds every row: the timing is of complete ingests."""
+    conn = sqlite3.connect(db)
+    try:
+        for sid in snapshot_ids:
+            got = tuple(conn.execute(f"SELECT count(*) FROM {table} WHERE snapshot_id = ?",
+                                     (sid,)).fetchone()[0]
+                        for table in ("nodes", "edges", "events"))
+            if got != (nodes, edges, events):
+                raise RuntimeError(f"snapshot {sid} stored {got} rows, expected "
+                                   f"{(nodes, edges, events)}")
+    finally:
+        conn.close()
+
+
 def fill_snapshots(db: Path, target: int) -> int:
     """Copy the newest snapshot's rows until the database holds ``target`` snapshots."""
     conn = sqlite3.connect(db, isolation_level=None)
@@ -262,12 +278,14 @@ def main() -> None:
                     raise RuntimeError("clients did not connect")
                 time.sleep(0.1)
             e2e = []
+            snapshot_ids = []
             for _ in range(reps):
                 t0 = time.perf_counter()
                 result = web.call("POST", "/api/jump-now")
                 e2e.append(time.perf_counter() - t0)
                 if result.get("responded") != procs:
                     raise RuntimeError(f"snapshot incomplete: {result}")
+                snapshot_ids.append(result["snapshot_id"])
             print(f"server ingest {procs}x{n_nodes}: {[round(x, 2) for x in e2e]} s",
                   file=sys.stderr)
         finally:
@@ -276,6 +294,7 @@ def main() -> None:
             clients.terminate()
             clients.wait(10)
             web.stop()
+        check_ingested(db, snapshot_ids, procs * n_nodes, procs * n_nodes, procs * n_events)
 
         # The same rows, straight into SQLite.
         per_proc = []
