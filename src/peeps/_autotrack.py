@@ -100,7 +100,7 @@ class PeepsTaskFactory:
     def lean_function(self) -> TaskFactory:
         """What is installed on a loop that had no factory: a plain function (a
         call costs less than an instance's ``__call__``) bound to this state.
-        It makes a :class:`TrackedTask` and only fills its ``_peeps_spawn`` slot."""
+        It makes a :class:`TrackedTask` and only fills its spawn slots."""
         if self._lean is not None:
             return self._lean
         state = self
@@ -114,17 +114,22 @@ class PeepsTaskFactory:
             try:
                 parent = (_current_tasks.get(loop) if _current_tasks is not None
                           else _safe_current_task(loop))
+                task._peeps_parent = id(parent) if parent is not None else 0
                 if capture_sites:
                     # Where: frame 0 is us, 1 is loop.create_task, 2 its caller;
-                    # _getframe(n) builds just that frame object.
+                    # _getframe(n) builds just that frame object.  The offset,
+                    # not f_lineno: the line is decoded when the task is seen.
                     frame = _getframe(2)
-                    if frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-                        frame = _first_outside_asyncio(3) or frame
-                    task._peeps_spawn = (id(parent) if parent is not None else 0,
-                                         frame.f_code, frame.f_lineno, _monotonic_ns())
-                else:
-                    task._peeps_spawn = (id(parent) if parent is not None else 0, None, 0,
-                                         _monotonic_ns())
+                    code = frame.f_code
+                    if code is not _last_site_code[0]:  # a new site: is it asyncio's?
+                        if code.co_filename.startswith(_ASYNCIO_DIR):
+                            frame = _first_outside_asyncio(3) or frame
+                            code = frame.f_code
+                        else:
+                            _last_site_code[0] = code
+                    task._peeps_code = code
+                    task._peeps_lasti = frame.f_lasti
+                task._peeps_created = _monotonic_ns()
             except Exception as exc:
                 REGISTRY.part_failed("automatic task tracking", exc)
             return task
@@ -132,6 +137,11 @@ class PeepsTaskFactory:
         peeps_task_factory.peeps_factory = self  # type: ignore[attr-defined]
         self._lean = peeps_task_factory
         return peeps_task_factory
+
+
+#: The last creation site's code that was not asyncio's: most spawns repeat a
+#: site, and an identity test is cheaper than the file-name test.
+_last_site_code: list[Any] = [None]
 
 
 def _first_outside_asyncio(depth: int) -> Any:

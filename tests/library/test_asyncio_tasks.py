@@ -132,7 +132,7 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
         async def main() -> bool:
             t = asyncio.create_task(asyncio.sleep(0))
             await t
-            return isinstance(t, _autotrack.TrackedTask) and t._peeps_spawn is not None
+            return isinstance(t, _autotrack.TrackedTask) and t._peeps_created > 0
 
         assert loop.run_until_complete(main())
         assert _autotrack.factory_state(loop.get_task_factory()) is not None
@@ -540,5 +540,29 @@ def test_sites_can_be_switched_off() -> None:
         assert "ctx.location" not in attrs["meta"]
         assert attrs["coro"] == "sleep"
         await cancel_all([t])
+
+    asyncio.run(scenario())
+
+
+def test_auto_creation_sites_are_exact_lines_through_asyncio_helpers() -> None:
+    """The lean factory records the caller's code and instruction offset; the
+    line decoded from them at snapshot is the line that created the task,
+    whether through ``loop.create_task`` or ``asyncio.create_task``."""
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        loop = asyncio.get_running_loop()
+        lines, tasks = [], []
+        for _ in range(2):  # the second round hits the same-site fast path
+            lines.append(_line() + 1)
+            tasks.append(loop.create_task(asyncio.sleep(10)))
+            lines.append(_line() + 1)
+            tasks.append(asyncio.create_task(asyncio.sleep(10)))
+        g = peeps.collect_graph()
+        try:
+            for task, line in zip(tasks, lines, strict=True):
+                assert node(g, tid(task))["attrs"]["meta"]["ctx.location"] == f"{__file__}:{line}"
+        finally:
+            await cancel_all(tasks)
 
     asyncio.run(scenario())
