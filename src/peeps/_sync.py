@@ -167,8 +167,10 @@ class Lock(asyncio.Lock, _Identity):
                     self._peeps_holder = _current_task() or current_holder()
                 except RuntimeError:
                     self._peeps_holder = current_holder()
-            else:
-                self._peeps_holder = self._peeps_running_task()
+            else:  # 3.11: _peeps_running_task(), its common case inlined
+                loop = self._peeps_loop
+                holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+                self._peeps_holder = holder if holder is not None else self._peeps_running_task()
             self._peeps_held_since = _monotonic_ns()
             self._peeps_acquisitions += 1
             return True
@@ -196,7 +198,8 @@ class Lock(asyncio.Lock, _Identity):
         if not self._locked:
             raise RuntimeError("Lock is not acquired.")
         self._locked = False
-        self._wake_up_first()  # type: ignore[attr-defined]
+        if self._waiters:
+            self._wake_up_first()  # type: ignore[attr-defined]
         # No hold-time totals here: a clock read per release costs a fifth of
         # the whole acquire/release; the current hold's age is ``held_ns``.
         self._peeps_holder = None
@@ -279,9 +282,12 @@ class Semaphore(asyncio.Semaphore, _Identity):
         super().__init__(value)
         self._peeps_identity("semaphore", name, meta)
         self._peeps_total = value
-        # holder (task object or thread entity) -> [permits held, since mono ns];
-        # resolved to node ids only at snapshot.
-        self._peeps_holding: dict[Any, list[int]] = {}
+        # holder (task object or thread entity) -> since (mono ns), resolved to
+        # node ids only at snapshot; holders with more than one permit also
+        # have holder -> permits in ``_peeps_extra`` (the common single-permit
+        # hold allocates nothing but the dict slot).
+        self._peeps_holding: dict[Any, int] = {}
+        self._peeps_extra: dict[Any, int] = {}
         self._peeps_waiters = WaitSet()
         self._peeps_acquisitions = 0
         self._peeps_contentions = 0
@@ -320,11 +326,11 @@ class Semaphore(asyncio.Semaphore, _Identity):
             if holder is None:
                 holder = self._peeps_running_task()
         holding = self._peeps_holding
-        entry = holding.get(holder)
-        if entry is None:
-            holding[holder] = [1, _monotonic_ns()]
+        if holder not in holding:
+            holding[holder] = _monotonic_ns()
         else:
-            entry[0] += 1
+            extra = self._peeps_extra
+            extra[holder] = extra.get(holder, 1) + 1
         self._peeps_acquisitions += 1
         return True
 
@@ -346,24 +352,27 @@ class Semaphore(asyncio.Semaphore, _Identity):
             holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
             if holder is None:
                 holder = self._peeps_running_task()
-        entry = holding.get(holder)
-        if entry is None:
+        if holder not in holding:
             # asyncio permits are not owned: drop the oldest holder record.
             holder = next(iter(holding.copy()), None)
-            entry = holding.get(holder)
-            if entry is None:
+            if holder is None:
                 return
-        if entry[0] <= 1:
-            holding.pop(holder, None)
+        extra = self._peeps_extra
+        if extra and holder in extra:
+            count = extra.pop(holder, 2) - 1
+            if count > 1:
+                extra[holder] = count
         else:
-            entry[0] -= 1
+            holding.pop(holder, None)
 
     def _permits_available(self) -> int:
         return max(0, int(self._value))
 
     def _holder_items(self) -> list[tuple[str, int, int]]:
         out = []
-        for holder, (count, since) in list(self._peeps_holding.copy().items()):
+        extra = self._peeps_extra.copy()
+        for holder, since in list(self._peeps_holding.copy().items()):
+            count = extra.get(holder, 1)
             node_id = holder_id(holder)
             if node_id is not None:
                 out.append((node_id, count, since))

@@ -453,3 +453,33 @@ def test_garbage_collected_primitive_leaves_the_graph(make: Any) -> None:
         assert_collected(ref, obj_id)
 
     asyncio.run(scenario())
+
+
+def test_semaphore_counts_several_permits_per_holder_and_ownerless_releases() -> None:
+    async def scenario() -> None:
+        sem = peeps.Semaphore(4, name="test.sem.multi")
+        me = asyncio.current_task()
+        for _ in range(3):
+            await sem.acquire()
+
+        def holds() -> list[int]:
+            return [e["attrs"]["count"] for e in edges(peeps.collect_graph(), "holds",
+                                                       dst=sem._peeps_id)]
+
+        assert holds() == [3]
+        assert sem.statistics().holders == (task_id(me),)
+        sem.release()
+        assert holds() == [2]
+
+        async def other() -> None:  # a task that never acquired releases a permit
+            sem.release()
+
+        await peeps.tasks.spawn_tracked("releaser", other())
+        assert holds() == [1]
+        sem.release()
+        assert holds() == []
+        assert sem.statistics().permits_available == 4
+        sem.release()  # one more than was taken: nothing recorded, nothing raised
+        assert holds() == []
+
+    asyncio.run(scenario())
