@@ -229,6 +229,22 @@ def test_init_without_dashboard_sends_nothing(monkeypatch: pytest.MonkeyPatch) -
     assert _collector.current_collector() is None
 
 
+def test_a_bad_frame_cap_setting_is_logged_not_raised(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from peeps import _collector
+    from peeps.types import DEFAULT_MAX_FRAME_BYTES
+
+    monkeypatch.setenv("PEEPS_MAX_FRAME_BYTES", "lots")
+    try:
+        with caplog.at_level("WARNING", logger="peeps"):
+            peeps.init("t-bad-cap", dashboard="127.0.0.1:9", sampler="off", watchdog=False)
+        collector = _collector.current_collector()
+        assert collector is not None and collector.max_frame_bytes == DEFAULT_MAX_FRAME_BYTES
+        assert "PEEPS_MAX_FRAME_BYTES='lots' is not a number of bytes" in caplog.text
+    finally:
+        peeps.shutdown()
+
+
 def test_init_rejects_malformed_dashboard_address() -> None:
     with pytest.raises(ValueError, match="host:port"):
         peeps.init("t", dashboard="nonsense")

@@ -77,7 +77,13 @@ def init(
     address = dashboard if dashboard is not None else os.environ.get(ENV_DASHBOARD, "")
     if not STATE.enabled or not address.strip():
         return
-    max_frame = int(os.environ.get(ENV_MAX_FRAME_BYTES) or DEFAULT_MAX_FRAME_BYTES)
+    raw = os.environ.get(ENV_MAX_FRAME_BYTES) or ""
+    try:
+        max_frame = int(raw) if raw.strip() else DEFAULT_MAX_FRAME_BYTES
+    except ValueError:  # a bad setting must not stop the host from starting
+        log.warning("peeps: %s=%r is not a number of bytes; using %d",
+                    ENV_MAX_FRAME_BYTES, raw, DEFAULT_MAX_FRAME_BYTES)
+        max_frame = DEFAULT_MAX_FRAME_BYTES
     _collector.start_collector(address, token=os.environ.get(ENV_TOKEN) or None,
                                max_frame_bytes=max_frame)
 
