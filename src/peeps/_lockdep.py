@@ -119,6 +119,18 @@ def nested(chain: HeldChain, top: OrderedLock, lock: OrderedLock) -> OrderedLock
     return top
 
 
+def push(chain: HeldChain, lock: OrderedLock) -> None:
+    """``lock`` is now held by ``chain``'s thread: check its order against what
+    the thread holds and put it on top.  (The locks' uncontended fast paths
+    write this out inline: a call costs as much as the rest of the pair.)"""
+    top = chain.top
+    if top is not None:
+        top = nested(chain, top, lock)
+    lock._lockdep_prev = top
+    chain.top = lock
+    lock._owner = chain
+
+
 def _repair(chain: HeldChain, lock: OrderedLock) -> OrderedLock | None:
     """Relink ``chain`` from the locks this thread really holds (a lock released by
     another thread mid-acquire can leave a stale entry), then check as usual."""

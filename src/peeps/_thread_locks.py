@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _lockdep, _threads
 from ._config import STATE
-from ._lockdep import _LOCAL, HeldChain, chain_here, nested, unlink
+from ._lockdep import _LOCAL, HeldChain, chain_here, nested, push, unlink
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
 from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident
 from .types import Edge, Node
@@ -178,12 +178,7 @@ class _Exclusive(_Instrumented):
         self._peeps_acquisitions += 1
         self._since = now
         self._since_gen = self._peeps_acquisitions
-        top = chain.top
-        if top is not None:
-            top = nested(chain, top, self)
-        self._lockdep_prev = top
-        chain.top = self
-        self._owner = chain
+        push(chain, self)
 
     def _acquire_contended(self, chain: HeldChain, timeout: float) -> bool:
         waiter = _waiter()
@@ -770,13 +765,7 @@ class ThreadRWLock(PlainRWLock):
         if (op == "read" and self._readers.get(me) == 1) or op == "write":
             self._since[(op, me)] = _monotonic_ns()
             link = self._links[(op, me)] = _RWHold(stats)
-            chain = chain_here()
-            top = chain.top
-            if top is not None:
-                top = nested(chain, top, link)
-            link._lockdep_prev = top
-            chain.top = link
-            link._owner = chain
+            push(chain_here(), link)
 
     def _released(self, op: str, me: int) -> None:
         since = self._since.pop((op, me), None)
