@@ -73,7 +73,7 @@ CREATE TABLE events (is_object INTEGER, id, ts_ns, entity_id, name, parent_entit
 # The checks then run on plain columns (_CHECK).
 
 _ENTRIES: Final = ("WITH entry AS MATERIALIZED "
-                   "(SELECT type = 'object' AS is_object, value FROM json_each(?1))")
+                   "(SELECT type = 'object' AS is_object, value FROM json_each(?))")
 
 
 _STAGE_NODES: Final = f"""
