@@ -232,7 +232,8 @@ def test_jump_now_and_live_refresh(peeps_server: PeepsServer, run_example: type[
     info = page.locator("[data-testid=snapshot-info]")
 
     def shows(n: int) -> bool:
-        return info.inner_text().split()[0] == f"#{n}"
+        words = info.inner_text().split()  # empty while the page is still loading
+        return bool(words) and words[0] == f"#{n}"
 
     wait_until(lambda: shows(sid), message=f"snapshot #{sid}", state=info.inner_text)
     assert page.locator("[data-testid=live-toggle]").get_attribute("aria-pressed") == "true"
