@@ -517,16 +517,9 @@ def current_waiter() -> Any:
     """The entity that is about to wait or hold: the running task, else the
     calling thread (when thread tracking is on), else ``None``.
 
-    On every instrumented acquire, so written flat: one Python call, a few C calls.
+    On the primitives' waiting paths (their uncontended paths inline their own).
     """
-    if _C_CURRENT_TASK:
-        try:
-            task = _current_task()
-        except RuntimeError:
-            task = None
-    else:
-        loop = _get_running_loop()
-        task = _current_tasks.get(loop) if loop is not None and _current_tasks is not None else None
+    task = running_task()
     if task is not None:
         entity = _BY_TASK_ID.get(id(task))
         if entity is not None and entity.task_ref() is task:
@@ -540,14 +533,7 @@ def current_holder() -> Any:
     """What is running now, as cheaply as possible: the running task object
     itself (no entity lookup), else the calling thread's entity, else ``None``.
     Snapshot code turns it into a node id with :func:`holder_id`."""
-    if _C_CURRENT_TASK:
-        try:
-            task = _current_task()
-        except RuntimeError:
-            task = None
-    else:
-        loop = _get_running_loop()
-        task = _current_tasks.get(loop) if loop is not None and _current_tasks is not None else None
+    task = running_task()
     if task is not None:
         return task
     hook = _registry.thread_waiter_hook
