@@ -43,13 +43,9 @@ def server(start_server: StartServer) -> WebServer:
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """One server per test module (starting one costs about a second)."""
-    server = WebServer(tmp_path_factory.mktemp("shared"), args=["--snapshot-timeout-ms", "700"])
-    server.start()
-    try:
+    with WebServer(tmp_path_factory.mktemp("shared"),
+                   args=["--snapshot-timeout-ms", "700"]).serving() as server:
         yield server
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log(), server.log()
 
 
 @pytest.fixture

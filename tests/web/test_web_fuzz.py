@@ -65,15 +65,10 @@ COMMON = settings(max_examples=int(os.environ.get("PEEPS_FUZZ_EXAMPLES", "40")),
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    server = WebServer(tmp_path_factory.mktemp("fuzz"),
-                       args=["--snapshot-timeout-ms", "3000", "--handshake-timeout-s", "2",
-                             "--max-frame-bytes", "100000", "--frame-timeout-s", "1"])
-    server.start()
-    try:
+    with WebServer(tmp_path_factory.mktemp("fuzz"),
+                   args=["--snapshot-timeout-ms", "3000", "--handshake-timeout-s", "2",
+                         "--max-frame-bytes", "100000", "--frame-timeout-s", "1"]).serving() as server:
         yield server
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log(), server.log()
 
 
 def healthy(server: WebServer) -> None:

@@ -72,6 +72,17 @@ class WebServer:
             raise RuntimeError(f"peeps-web did not start:\n{''.join(self.stdout)}\n{self.log()}")
         return self
 
+    @contextmanager
+    def serving(self) -> Iterator[WebServer]:
+        """Started for the block and stopped after it, which must leave no
+        traceback in the server's log (for module-scoped fixtures)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+        assert "Traceback" not in self.log(), self.log()
+
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         with proc.stdout:
