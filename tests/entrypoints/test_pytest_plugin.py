@@ -145,7 +145,8 @@ def test_thread_deadlock_is_interrupted_and_named(tmp_path: Path) -> None:
     assert result.returncode == 1, out + result.stderr
     assert "1 failed" in out
     assert re.search(r"FAILED test_generated.py::test_threads_deadlock - \S*PeepsHangError: hung "
-                     r"past its 0.5s timeout: deadlock: (debit and credit|credit and debit)", out)
+                     r"past its 0.5s timeout: deadlock: (debit and credit|credit and debit)",
+                     out), out  # the whole run, so that a failure shows what was diagnosed
     early = _hung_section(out)
     for text in ("thread debit", "thread credit", "accounts_lock", "ledger_lock",
                  "--needs[acquire", "--held by"):
