@@ -140,8 +140,10 @@ class Channel(_Closable[T], Generic[T]):
     Drop-in for ``asyncio.Queue`` (``put``/``get``/``task_done``/``join`` and
     friends) with ``send``/``recv`` aliases and ``close()``.  Blocked senders,
     receivers and joiners become ``needs`` edges (op ``send``/``recv``/``join``).
-    Events: ``channel.send.blocked``/``unblocked``, ``channel.recv.blocked``,
-    ``channel.join.blocked``, ``channel.closed``.
+    Events: ``channel.send.blocked``/``unblocked`` (at most one each per
+    100 ms, with a ``repeats`` count), ``channel.join.blocked``,
+    ``channel.closed``.  A receiver waiting on an empty channel is not an event:
+    that is a consumer pool's idle state.
     """
 
     def __init__(self, name: str | None = None, capacity: int | None = None,
@@ -185,13 +187,13 @@ class Channel(_Closable[T], Generic[T]):
             return self.put_nowait(item)
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "send")
-        REGISTRY.emit(self._peeps_id, "channel.send.blocked", {"depth": self.qsize()},
-                      _id_of(waiter))
+        REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": self.qsize()},
+                               _id_of(waiter))
         try:
             await super().put(item)
         finally:
             self._peeps_waiters.remove(waiter)
-        REGISTRY.emit(self._peeps_id, "channel.send.unblocked", None, _id_of(waiter))
+        REGISTRY.emit_repeated(self, "channel.send.unblocked", None, _id_of(waiter))
         return None
 
     async def get(self) -> T:
@@ -199,7 +201,8 @@ class Channel(_Closable[T], Generic[T]):
             return self.get_nowait()
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "recv")
-        REGISTRY.emit(self._peeps_id, "channel.recv.blocked", None, _id_of(waiter))
+        # No event: a consumer waiting on an empty channel is a pool's idle
+        # state, not news; its ``needs`` edge shows it while it lasts.
         try:
             return await super().get()
         finally:

@@ -27,6 +27,9 @@ log = logging.getLogger("peeps")
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _next_id = itertools.count(1).__next__
 _next_event_id = itertools.count(1).__next__
+#: ``Registry.emit_repeated``: the least time between two kept events of one
+#: name on one entity.
+REPEAT_GAP_NS = 100_000_000
 
 Location = tuple[str, int]
 
@@ -231,6 +234,42 @@ class Registry:
         self.events.append(
             (_next_event_id(), time.time_ns(), entity_id, name, parent_entity_id, attrs or {})
         )
+
+    def emit_repeated(
+        self,
+        owner: Any,
+        name: str,
+        attrs: dict[str, Any] | None = None,
+        parent_entity_id: str | None = None,
+    ) -> None:
+        """An event a hot path may repeat thousands of times a second (a
+        contended lock, a full channel): at most one per ``owner`` and ``name``
+        every ``REPEAT_GAP_NS``.  The next one kept carries ``"repeats"``: how
+        many were dropped since the last one kept.  Without this a busy
+        primitive would flush the ring buffer every few milliseconds, pushing
+        out the rare events worth reading and making every snapshot carry a
+        full buffer.  The gate lives on the owner, so it goes with it."""
+        now = time.monotonic_ns()
+        gates: dict[str, list[int]] | None = getattr(owner, "_peeps_gates", None)
+        if gates is None:
+            gates = {}
+            try:
+                owner._peeps_gates = gates
+            except AttributeError:  # an owner with fixed slots: no gate
+                self.emit(owner._peeps_id, name, attrs, parent_entity_id)
+                return
+        gate = gates.get(name)
+        if gate is None:
+            gates[name] = [now, 0]
+        elif now - gate[0] < REPEAT_GAP_NS:
+            gate[1] += 1
+            return
+        else:
+            if gate[1]:
+                attrs = dict(attrs or (), repeats=gate[1])
+            gate[0] = now
+            gate[1] = 0
+        self.emit(owner._peeps_id, name, attrs, parent_entity_id)
 
     # -- failure containment ---------------------------------------------
     def part_failed(self, part: str, exc: BaseException) -> None:

@@ -176,8 +176,8 @@ class Lock(asyncio.Lock, _Identity):
             return True
         me = current_waiter()
         self._peeps_contentions += 1
-        REGISTRY.emit(self._peeps_id, "lock.acquire.contended",
-                      {"holder": holder_id(self._peeps_holder)}, _id_of(me))
+        REGISTRY.emit_repeated(self, "lock.acquire.contended",
+                               {"holder": holder_id(self._peeps_holder)}, _id_of(me))
         self._peeps_waiters.add(me, "acquire")
         start = _monotonic_ns()
         try:
@@ -303,8 +303,8 @@ class Semaphore(asyncio.Semaphore, _Identity):
         else:
             me = current_waiter()
             self._peeps_contentions += 1
-            REGISTRY.emit(self._peeps_id, "semaphore.acquire.contended",
-                          {"available": self._value}, _id_of(me))
+            REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
+                                   {"available": self._value}, _id_of(me))
             self._peeps_waiters.add(me, "acquire")
             start = _monotonic_ns()
             try:
@@ -821,8 +821,8 @@ class RWLock(PlainRWLock, _Identity):
 
     async def _wait_turn(self, is_write: bool) -> None:
         me = current_waiter()
-        REGISTRY.emit(self._peeps_id, "rwlock.acquire.contended",
-                      {"mode": "write" if is_write else "read"}, _id_of(me))
+        REGISTRY.emit_repeated(self, "rwlock.acquire.contended",
+                               {"mode": "write" if is_write else "read"}, _id_of(me))
         self._peeps_waitset.add(me, "write" if is_write else "read")
         try:
             await super()._wait_turn(is_write)

@@ -483,3 +483,44 @@ def test_semaphore_counts_several_permits_per_holder_and_ownerless_releases() ->
         assert holds() == []
 
     asyncio.run(scenario())
+
+
+def test_contention_events_are_rate_limited_per_primitive_and_count_what_they_drop() -> None:
+    """A busy contended lock must not flush the event ring: one
+    ``lock.acquire.contended`` per lock per 100 ms, the next one kept saying how
+    many were dropped.  A consumer blocking on an empty channel (a pool's idle
+    state) emits nothing at all."""
+    from peeps import _registry
+
+    async def scenario() -> None:
+        lock = peeps.Lock("busy.lock")
+        other = peeps.Lock("other.lock")
+        jobs = peeps.channel("idle.jobs", capacity=4)
+
+        async def contend(lk: asyncio.Lock) -> None:
+            for _ in range(50):
+                async with lk:
+                    await asyncio.sleep(0)
+
+        consumer = peeps.tasks.spawn_tracked("consumer", jobs.get())
+        await asyncio.gather(*(contend(lock) for _ in range(4)), contend(other), contend(other))
+        assert lock.statistics().contentions > 50  # really contended, many times
+        names = [(e["name"], e["entity_id"], e["attrs"]) for e in peeps.collect_graph()["events"]]
+        mine = [a for n, i, a in names if n == "lock.acquire.contended" and i == lock._peeps_id]
+        theirs = [a for n, i, a in names if n == "lock.acquire.contended" and i == other._peeps_id]
+        assert len(mine) == 1 and len(theirs) == 1, names  # one per lock inside 100 ms
+        assert not any(n.startswith("channel.recv") for n, _, _ in names)
+
+        await asyncio.sleep(_registry.REPEAT_GAP_NS / 1e9 + 0.02)
+        before = lock.statistics().contentions
+        await asyncio.gather(*(contend(lock) for _ in range(2)))
+        events = [e for e in peeps.collect_graph()["events"]
+                  if e["name"] == "lock.acquire.contended" and e["entity_id"] == lock._peeps_id]
+        assert len(events) == 2
+        # The second kept event counts the contentions dropped since the first.
+        dropped = events[1]["attrs"]["repeats"]
+        assert 50 <= dropped <= before - 1, (dropped, before)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+    asyncio.run(scenario())
