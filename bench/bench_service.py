@@ -1,6 +1,7 @@
 """A realistic service under load: plain asyncio vs peeps disabled vs peeps all-on.
 
-    python bench/bench_service.py -o bench/results/service.json [--quick] [--reps N] [--duration S]
+    python bench/bench_service.py -o bench/results/service.json [--quick] [--cycles N] [--slice S]
+    python bench/bench_service.py --attribution   # CPU per request as components are added
 
 The service (``serve``) is an aiohttp app whose handler spawns a tracked task
 per request; that task takes a permit from a semaphore, sends a job through a
@@ -8,12 +9,15 @@ bounded queue to a pool of worker tasks and awaits the reply; a worker does a
 little CPU work, updates shared counters under a lock and answers.
 
 The load generator (``load``) is a separate process: raw-socket HTTP/1.1
-keep-alive connections at fixed concurrency for a fixed duration, each
-measuring every request's latency.
-
-Variants, interleaved (each round runs every variant once, in an order rotated
-from round to round) so machine noise hits all alike; ratios are computed per
-round and their median reported:
+keep-alive connections at fixed concurrency, measuring every request's latency.
+In a session one service process per variant is up, and the load moves from
+one to the next every half second, in an order rotated each cycle, so what else
+the machine is doing (which drifts over tens of seconds on a shared VM and used
+to swing whole rounds by ±30 %) lands on all variants alike.  Each slice
+records its requests, latencies and the service's CPU time.  Six sessions of
+fresh processes, session ``i`` with ``PYTHONHASHSEED=i`` for every variant (a
+process's speed depends on its hash seed: see ``_measure``); the table gives
+the median of the per-session ratios and, as spread, their min–max.  Variants:
 
 * ``plain``: no peeps imported; asyncio primitives;
 * ``disabled``: the peeps wrappers with ``PEEPS_DISABLE=1``;
@@ -23,8 +27,7 @@ round and their median reported:
   second.  What was not available is listed in the table's note;
 * ``unconnected``: the same, with no dashboard (no collector, no snapshots):
   the instrumentation's own cost.  Reported, not judged: the issue's all-on
-  service is connected, and connecting measured *faster* per request than not
-  (docs/performance.md, "The dashboard effect").
+  service is the connected one.
 """
 
 from __future__ import annotations
@@ -250,20 +253,45 @@ async def _serve(variant: str, port_file: str) -> None:
 # -- the load generator -------------------------------------------------------------------
 
 
-async def _load(port: int, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    request = (f"GET /work?n=300 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "Connection: keep-alive\r\n\r\n").encode()
-    latencies: list[float] = []
-    errors = 0
-    total = 0
-    t_start = time.perf_counter()
-    measure_from = t_start + warmup
-    end = measure_from + duration
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async def conn() -> None:
-        nonlocal errors, total
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+
+def _summary(lat: list[float], requests: int, elapsed: float, cpu: float) -> dict[str, float]:
+    lat.sort()
+    return {"requests": requests, "rps": requests / elapsed if elapsed else 0.0,
+            "cpu_us_per_req": cpu / max(1, requests) * 1e6,
+            "p50_ms": quantile(lat, 0.5) * 1e3, "p99_ms": quantile(lat, 0.99) * 1e3}
+
+
+async def _load(targets: list[dict[str, Any]], concurrency: int, slice_s: float, cycles: int,
+                warmup: float) -> dict[str, Any]:
+    """Drive every service in turn, ``slice_s`` seconds each, ``cycles`` times.
+
+    All services stay up for the whole run and the load moves between them
+    every ``slice_s``, in an order rotated each cycle, so a slow drift in what
+    else the machine is doing lands on every variant alike.  Per slice: every
+    request's latency, the requests done, the slice's length (including the
+    drain of requests in flight at its end) and the service's CPU time."""
+    conns: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+    requests: dict[str, bytes] = {}
+    for t in targets:
+        conns[t["label"]] = [await asyncio.open_connection("127.0.0.1", t["port"])
+                             for _ in range(concurrency)]
+        requests[t["label"]] = (f"GET /work?n=300 HTTP/1.1\r\nHost: 127.0.0.1:{t['port']}\r\n"
+                                "Connection: keep-alive\r\n\r\n").encode()
+    errors = 0
+
+    async def one_slice(label: str, seconds: float) -> tuple[list[float], int]:
+        nonlocal errors
+        request = requests[label]
+        end = time.perf_counter() + seconds
+        latencies: list[float] = []
+
+        async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal errors
             while True:
                 t0 = time.perf_counter()
                 if t0 >= end:
@@ -273,19 +301,36 @@ async def _load(port: int, concurrency: int, duration: float, warmup: float) -> 
                 m = re.search(rb"(?i)content-length:\s*(\d+)", head)
                 if m:
                     await reader.readexactly(int(m.group(1)))
-                t1 = time.perf_counter()
-                total += 1
-                if not head.startswith(b"HTTP/1.1 200"):
+                if head.startswith(b"HTTP/1.1 200"):
+                    latencies.append(time.perf_counter() - t0)
+                else:
                     errors += 1
-                elif t0 >= measure_from:
-                    latencies.append(t1 - t0)
-        finally:
-            writer.close()
 
-    await asyncio.gather(*(conn() for _ in range(concurrency)))
-    latencies.sort()
-    return {"requests": len(latencies), "total_requests": total, "rps": len(latencies) / duration, "errors": errors,
-            "p50_ms": quantile(latencies, 0.5) * 1e3, "p99_ms": quantile(latencies, 0.99) * 1e3}
+        await asyncio.gather(*(conn(r, w) for r, w in conns[label]))
+        return latencies, len(latencies)
+
+    for t in targets:  # warm-up, not measured
+        await one_slice(t["label"], warmup)
+    accs: dict[str, dict[str, Any]] = {
+        t["label"]: {"lat": [], "requests": 0, "elapsed": 0.0, "cpu": 0.0} for t in targets}
+    for cycle in range(cycles):
+        k = cycle % len(targets)
+        for t in targets[k:] + targets[:k]:
+            cpu0 = _cpu_s(t["pid"])
+            t0 = time.perf_counter()
+            lat, n = await one_slice(t["label"], slice_s)
+            acc = accs[t["label"]]
+            acc["elapsed"] += time.perf_counter() - t0
+            acc["cpu"] += _cpu_s(t["pid"]) - cpu0
+            acc["requests"] += n
+            acc["lat"].extend(lat)
+    for pool in conns.values():
+        for _, writer in pool:
+            writer.close()
+    out: dict[str, Any] = {"errors": errors, "variants": {}}
+    for label, a in accs.items():
+        out["variants"][label] = _summary(a["lat"], a["requests"], a["elapsed"], a["cpu"])
+    return out
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -311,91 +356,160 @@ ATTRIBUTION = [
 ]
 
 
-def _run_variant(variant: str, dashboard: str, tmp: Path, concurrency: int, duration: float,
-                 warmup: float, components: str | None = None,
-                 connect: bool = True) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("PEEPS_DASHBOARD", None)
-    env.pop("PEEPS_DISABLE", None)
-    env.pop("PEEPS_BENCH_COMPONENTS", None)
-    if variant == "disabled":
-        env["PEEPS_DISABLE"] = "1"
-    if variant == "enabled" and connect:
-        env["PEEPS_DASHBOARD"] = dashboard
-    if components is not None:
-        env["PEEPS_BENCH_COMPONENTS"] = components
-    port_file = tmp / f"port-{variant}-{time.monotonic_ns()}"
-    server = subprocess.Popen([sys.executable, __file__, "serve", "--variant", variant,
-                               "--port-file", str(port_file)], env=env,
-                              stderr=subprocess.PIPE, text=True)
-    try:
+class _Service:
+    """One service process of one variant, up for the whole run."""
+
+    def __init__(self, label: str, variant: str, dashboard: str, tmp: Path,
+                 components: str | None = None, connect: bool = True, seed: int = 0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED=str(seed))
+        # glibc serves a ``malloc`` over its mmap threshold (128 KiB at start)
+        # with a fresh ``mmap`` and raises the threshold only once such a block
+        # is freed; below it, freeing returns the heap's top to the OS past the
+        # trim threshold.  asyncio (3.11) reads every socket with
+        # ``recv(256 KiB)`` and shrinks the result, so until the process
+        # happens to free one big block, *every read* maps, faults in and
+        # unmaps 260 KiB: 1-2 page faults and ~25 µs per request here.  Whether
+        # an import had already freed a big block decided whether a variant
+        # paid it (plain did; peeps' import happened not to), which is what
+        # made peeps look *cheaper* than plain.  A long-running service has long
+        # since raised its threshold; fixing both thresholds for every variant
+        # measures that state and takes the lottery out.
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [
+            os.environ.get("GLIBC_TUNABLES"),
+            "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"]))
+        for key in ("PEEPS_DASHBOARD", "PEEPS_DISABLE", "PEEPS_BENCH_COMPONENTS"):
+            env.pop(key, None)
+        if variant == "disabled":
+            env["PEEPS_DISABLE"] = "1"
+        if variant == "enabled" and connect:
+            env["PEEPS_DASHBOARD"] = dashboard
+        if components is not None:
+            env["PEEPS_BENCH_COMPONENTS"] = components
+        self.label = label
+        self.port_file = tmp / f"port-{label.replace(' ', '_').replace('/', '_')}"
+        self.proc = subprocess.Popen([sys.executable, __file__, "serve", "--variant", variant,
+                                      "--port-file", str(self.port_file)], env=env,
+                                     stderr=subprocess.PIPE, text=True)
+        self.info: dict[str, Any] = {}
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service {variant} did not start: {server.stderr.read() if server.stderr else ''}")
+        while not self.port_file.exists() or not self.port_file.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+                raise RuntimeError(f"service {self.label} did not start: {err}")
             time.sleep(0.05)
-        info = json.loads(port_file.read_text())
-        cpu0 = _cpu_s(server.pid)
-        load = subprocess.run([sys.executable, __file__, "load", "--port", str(info["port"]),
-                               "--concurrency", str(concurrency), "--duration", str(duration),
-                               "--warmup", str(warmup)],
-                              capture_output=True, text=True, timeout=duration + warmup + 60)
-        if load.returncode != 0:
-            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-        result = json.loads(load.stdout.strip().splitlines()[-1])
-        # The service's own CPU per request: robust to other load on the machine.
-        result["cpu_us_per_req"] = (_cpu_s(server.pid) - cpu0) / max(1, result["total_requests"]) * 1e6
-        result["missing"] = info["missing"]
-        return result
-    finally:
-        server.terminate()
+        self.info = json.loads(self.port_file.read_text())
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            server.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            server.kill()
-        port_file.unlink(missing_ok=True)
+            self.proc.kill()
+        self.port_file.unlink(missing_ok=True)
+
+
+def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, tmp: Path,
+             args: argparse.Namespace) -> dict[str, Any]:
+    """``args.sessions`` sessions, each one service per ``(label, variant,
+    components, connect)`` driven by one rotating load generator; return the
+    per-variant results, pooled and per session.
+
+    Why sessions of fresh processes: one Python process's speed depends on its
+    string-hash seed (dict layouts, the type attribute cache), and on this
+    machine two processes of the *same* code differed by up to 25 % in CPU per
+    request, stable for their whole life.  So session ``i`` runs every variant
+    with ``PYTHONHASHSEED=i`` (reproducible, the same seeds for every variant),
+    its ratios are against its own plain process, and the table gives the
+    median over sessions."""
+    sessions: list[dict[str, Any]] = []
+    missing: dict[str, list[str]] = {}
+    per_session = len(configs) * (args.cycles * args.slice + args.warmup)
+    print(f"service: {args.sessions} sessions × {len(configs)} variants, {args.cycles} slices "
+          f"of {args.slice:g} s each per variant (~{args.sessions * (per_session + 4):.0f} s)",
+          file=sys.stderr)
+    for seed in range(1, args.sessions + 1):
+        services = [_Service(label, variant, web.dashboard, tmp, components, connect, seed)
+                    for label, variant, components, connect in configs]
+        try:
+            for svc in services:
+                svc.wait_ready()
+            targets = [{"label": svc.label, "port": svc.info["port"], "pid": svc.proc.pid}
+                       for svc in services]
+            load = subprocess.run([sys.executable, __file__, "load", "--targets",
+                                   json.dumps(targets), "--concurrency", str(args.concurrency),
+                                   "--slice", str(args.slice), "--cycles", str(args.cycles),
+                                   "--warmup", str(args.warmup)],
+                                  capture_output=True, text=True, timeout=per_session * 3 + 120)
+            if load.returncode != 0:
+                raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+            result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+            for svc in services:
+                missing[svc.label] = svc.info.get("missing", [])
+                if svc.proc.poll() is not None:
+                    raise RuntimeError(f"service {svc.label} died during the run")
+        finally:
+            for svc in services:
+                svc.stop()
+        sessions.append(result["variants"])
+        print(f"service session {seed}/{args.sessions}: " + ", ".join(
+            f"{label} {v['cpu_us_per_req']:.0f} µs/req p99 {v['p99_ms']:.2f} ms"
+            for label, v in result["variants"].items()), file=sys.stderr)
+    variants: dict[str, Any] = {}
+    for label, *_ in configs:
+        each = [session[label] for session in sessions]
+        requests = sum(e["requests"] for e in each)
+        variants[label] = {
+            "requests": requests,
+            "rps": median([e["rps"] for e in each]),
+            "cpu_us_per_req": sum(e["cpu_us_per_req"] * e["requests"] for e in each)
+            / max(1, requests),
+            "p50_ms": median([e["p50_ms"] for e in each]),
+            "p99_ms": median([e["p99_ms"] for e in each]),
+            "missing": missing[label],
+            "sessions": each,
+        }
+    return {"variants": variants}
+
+
+def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float, list[float]]:
+    """The median over sessions of each session's ratio to its own plain
+    process (same hash seed, same minutes), and those ratios (the spread)."""
+    each = [b[key] / p[key] for b, p in zip(res["sessions"], base["sessions"], strict=True)
+            if p[key] and b["requests"] and p["requests"]]
+    return median(each), each
 
 
 VARIANTS = ("plain", "disabled", "enabled", "unconnected")
 #: Row labels; ``unconnected`` is all-on with no dashboard: the instrumentation's
-#: own cost, shown because connecting measured *faster* per request (docs).
+#: own cost.
 LABELS = {"disabled": "peeps disabled", "enabled": "peeps all-on",
           "unconnected": "peeps all-on, no dashboard"}
 
 
-def _attribution(args: argparse.Namespace, reps: int, duration: float, warmup: float) -> None:
-    cpu: dict[str, list[float]] = {label: [] for label, _, _ in ATTRIBUTION}
-    plain: list[float] = []
+def _attribution(args: argparse.Namespace) -> None:
+    configs = [("plain", "plain", None, False)] + [
+        (label, "enabled", components, connect) for label, components, connect in ATTRIBUTION]
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
         web = _WebServer(tmp)
         try:
-            for rep in range(reps):
-                base = _run_variant("plain", web.dashboard, tmp, args.concurrency, duration, warmup)
-                plain.append(base["cpu_us_per_req"])
-                for label, components, connect in ATTRIBUTION:
-                    res = _run_variant("enabled", web.dashboard, tmp, args.concurrency, duration,
-                                       warmup, components=components, connect=connect)
-                    cpu[label].append(res["cpu_us_per_req"] / base["cpu_us_per_req"])
-                    print(f"attribution round {rep + 1}: {label}: "
-                          f"{cpu[label][-1]:.3f}x plain CPU/request", file=sys.stderr)
+            result = _measure(configs, web, tmp, args)
         finally:
             web.stop()
-    rows = [row("1b. service overhead by component", f"{label}: CPU per request vs plain",
-                median(ratios), "×", spread=spread_text(ratios, "{:.3f}"), baseline="plain",
-                note=f"plain {median(plain):.0f} µs/req")
-            for label, ratios in cpu.items()]
+    base = result["variants"]["plain"]
+    rows = []
+    for label, _, _ in ATTRIBUTION:
+        value, each = _ratios(result["variants"][label], base, "cpu_us_per_req")
+        p99, _ = _ratios(result["variants"][label], base, "p99_ms")
+        rows.append(row("1b. service overhead by component", f"{label}: CPU per request vs plain",
+                        value, "×", spread=spread_text(each, "{:.3f}"), baseline="plain",
+                        note=f"plain {base['cpu_us_per_req']:.0f} µs/req; p99 {p99:.3f}× plain"))
     if args.output:
-        write_result(args.output, "service_attribution", rows, quick=args.quick,
-                     meta={"plain_cpu_us": plain, "ratios": cpu})
+        write_result(args.output, "service_attribution", rows, quick=args.quick, meta=result)
     else:
         print(json.dumps(rows, indent=1))
-
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -405,105 +519,105 @@ def main() -> None:
     p_serve.add_argument("--variant", choices=VARIANTS, required=True)
     p_serve.add_argument("--port-file", required=True)
     p_load = sub.add_parser("load")
-    p_load.add_argument("--port", type=int, required=True)
-    p_load.add_argument("--concurrency", type=int, default=32)
-    p_load.add_argument("--duration", type=float, default=5.0)
-    p_load.add_argument("--warmup", type=float, default=1.0)
+    p_load.add_argument("--targets", required=True, help="JSON: [{label, port, pid}, ...]")
+    for p in (p_load, parser):
+        p.add_argument("--concurrency", type=int, default=32)
+        p.add_argument("--slice", type=float, default=None,
+                       help="seconds of load on one variant before moving on (default 0.5)")
+        p.add_argument("--cycles", type=int, default=None,
+                       help="slices per variant in a session (default 8)")
+        p.add_argument("--warmup", type=float, default=None,
+                       help="unmeasured seconds per variant first (default 1)")
+    parser.add_argument("--sessions", type=int, default=None,
+                        help="sessions of fresh processes, hash seeds 1..N (default 6)")
     parser.add_argument("-o", "--output")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--duration", type=float, default=None)
-    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--attribution", action="store_true",
                         help="instead: CPU per request as components are switched on")
     args = parser.parse_args()
+    args.slice = args.slice or (0.2 if args.quick else 0.5)
+    args.cycles = args.cycles or (2 if args.quick else 8)
+    args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
+    args.sessions = args.sessions or (1 if args.quick else 6)
 
     if args.cmd == "serve":
         asyncio.run(_serve(args.variant, args.port_file))
         return
     if args.cmd == "load":
-        print(json.dumps(asyncio.run(_load(args.port, args.concurrency, args.duration,
-                                           args.warmup))))
+        print(json.dumps(asyncio.run(_load(json.loads(args.targets), args.concurrency, args.slice,
+                                           args.cycles, args.warmup))))
         return
-
-    reps = args.reps or (1 if args.quick else 4)
-    duration = args.duration or (1.0 if args.quick else 6.0)
-    warmup = 0.3 if args.quick else 1.0
     if args.attribution:
-        _attribution(args, reps, duration, warmup)
+        _attribution(args)
         return
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    configs = [(v, v, None, v != "unconnected") for v in VARIANTS]
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
         web = _WebServer(tmp)
         try:
-            for rep in range(reps):
-                # Rotated each round, so no variant always runs first or last.
-                order = VARIANTS[rep % len(VARIANTS):] + VARIANTS[:rep % len(VARIANTS)]
-                for variant in order:
-                    res = _run_variant(variant, web.dashboard, tmp, args.concurrency,
-                                       duration, warmup)
-                    results[variant].append(res)
-                    print(f"service round {rep + 1}/{reps} {variant}: {res['rps']:.0f} req/s "
-                          f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
-                          f"cpu {res['cpu_us_per_req']:.0f} us/req",
-                          file=sys.stderr)
+            t0 = time.monotonic()
+            result = _measure(configs, web, tmp, args)
+            elapsed = time.monotonic() - t0
             snapshots = web.snapshots()
         finally:
             web.stop()
+    variants = result["variants"]
+    for label in VARIANTS:
+        v = variants[label]
+        print(f"service {label}: {v['rps']:.0f} req/s p50 {v['p50_ms']:.2f} ms "
+              f"p99 {v['p99_ms']:.2f} ms cpu {v['cpu_us_per_req']:.0f} us/req", file=sys.stderr)
 
     rows = []
-    plain = results["plain"]
-    missing = results["enabled"][0]["missing"] if results["enabled"] else []
-    for variant in VARIANTS:
-        rs = results[variant]
-        rps = [r["rps"] for r in rs]
-        p50 = [r["p50_ms"] for r in rs]
-        p99 = [r["p99_ms"] for r in rs]
-        cpu = [r["cpu_us_per_req"] for r in rs]
-        if variant == "plain":
-            rows.append(row(SECTION, "plain: throughput", median(rps), "req/s",
-                            spread=spread_text(rps, "{:.0f}")))
-            rows.append(row(SECTION, "plain: service CPU per request", median(cpu), "µs",
-                            spread=spread_text(cpu, "{:.0f}")))
-            rows.append(row(SECTION, "plain: p50 / p99 latency", median(p50), "ms",
-                            spread=spread_text(p50, "{:.2f}"),
-                            note=f"p99 {median(p99):.2f} ms ({spread_text(p99, '{:.2f}')})"))
-            continue
-        rps_ratio = [r["rps"] / p["rps"] for r, p in zip(rs, plain, strict=True)]
-        p99_ratio = [r["p99_ms"] / p["p99_ms"] for r, p in zip(rs, plain, strict=True)]
-        p50_ratio = [r["p50_ms"] / p["p50_ms"] for r, p in zip(rs, plain, strict=True)]
+    plain = variants["plain"]
+    missing = variants["enabled"]["missing"]
+
+    def spread(label: str, key: str, fmt: str) -> str:
+        return spread_text([b[key] for b in variants[label]["sessions"] if b["requests"]], fmt)
+
+    rows.append(row(SECTION, "plain: throughput", plain["rps"], "req/s",
+                    spread=spread("plain", "rps", "{:.0f}")))
+    rows.append(row(SECTION, "plain: service CPU per request", plain["cpu_us_per_req"], "µs",
+                    spread=spread("plain", "cpu_us_per_req", "{:.0f}")))
+    rows.append(row(SECTION, "plain: p50 / p99 latency", plain["p50_ms"], "ms",
+                    spread=spread("plain", "p50_ms", "{:.2f}"),
+                    note=f"p99 {plain['p99_ms']:.2f} ms ({spread('plain', 'p99_ms', '{:.2f}')})"))
+    for variant in VARIANTS[1:]:
+        v = variants[variant]
         label = LABELS[variant]
         thr_target = 0.99 if variant == "disabled" else 0.97
         # The issue's all-on service is connected; the unconnected row is context.
         judged = variant != "unconnected"
-        rows.append(row(SECTION, f"{label}: throughput vs plain", median(rps_ratio), "×",
-                        spread=spread_text(rps_ratio, "{:.3f}"), baseline="plain",
+        rps, rps_each = _ratios(v, plain, "rps")
+        rows.append(row(SECTION, f"{label}: throughput vs plain", rps, "×",
+                        spread=spread_text(rps_each, "{:.3f}"), baseline="plain",
                         target=f"≥ {thr_target}" if judged else None,
-                        ok=median(rps_ratio) >= thr_target if judged else None,
-                        note=f"{median(rps):.0f} req/s"
+                        ok=rps >= thr_target if judged else None,
+                        note=f"{v['rps']:.0f} req/s"
                         + (f"; missing: {', '.join(missing)}" if variant == "enabled" and missing
                            else "")
-                        + (f"; {snapshots} snapshots taken" if variant == "enabled" else "")))
-        cpu_ratio = [r["cpu_us_per_req"] / p["cpu_us_per_req"] for r, p in zip(rs, plain, strict=True)]
-        rows.append(row(SECTION, f"{label}: service CPU per request vs plain", median(cpu_ratio),
-                        "×", spread=spread_text(cpu_ratio, "{:.3f}"), baseline="plain",
+                        + (f"; {snapshots} snapshots in {elapsed:.0f} s" if variant == "enabled"
+                           else "")))
+        cpu, cpu_each = _ratios(v, plain, "cpu_us_per_req")
+        rows.append(row(SECTION, f"{label}: service CPU per request vs plain", cpu,
+                        "×", spread=spread_text(cpu_each, "{:.3f}"), baseline="plain",
                         target=f"≤ {1 / thr_target:.3f}" if judged else None,
-                        ok=median(cpu_ratio) <= 1 / thr_target if judged else None,
-                        note=f"{median(cpu):.0f} µs/req"
+                        ok=cpu <= 1 / thr_target if judged else None,
+                        note=f"{v['cpu_us_per_req']:.0f} µs/req"
                         + ("; noise-robust form of the throughput target" if judged
                            else "; the instrumentation alone, no snapshots")))
-        rows.append(row(SECTION, f"{label}: p99 latency vs plain", median(p99_ratio), "×",
-                        spread=spread_text(p99_ratio, "{:.3f}"), baseline="plain",
+        p99, p99_each = _ratios(v, plain, "p99_ms")
+        p50, _ = _ratios(v, plain, "p50_ms")
+        rows.append(row(SECTION, f"{label}: p99 latency vs plain", p99, "×",
+                        spread=spread_text(p99_each, "{:.3f}"), baseline="plain",
                         target="≤ 1.10" if variant == "enabled" else None,
-                        ok=(median(p99_ratio) <= 1.10) if variant == "enabled" else None,
-                        note=f"p99 {median(p99):.2f} ms, p50 {median(p50):.2f} ms "
-                             f"(p50 ratio {median(p50_ratio):.3f})"))
+                        ok=(p99 <= 1.10) if variant == "enabled" else None,
+                        note=f"p99 {v['p99_ms']:.2f} ms, p50 {v['p50_ms']:.2f} ms "
+                             f"(p50 ratio {p50:.3f})"))
     if args.output:
         write_result(args.output, "service", rows, quick=args.quick,
-                     meta={"raw": results, "reps": reps, "duration_s": duration,
+                     meta={"raw": result, "cycles": args.cycles, "slice_s": args.slice,
                            "concurrency": args.concurrency, "missing": missing,
-                           "snapshots_taken": snapshots})
+                           "snapshots_taken": snapshots, "elapsed_s": elapsed})
     else:
         print(json.dumps(rows, indent=1))
 
