@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -30,12 +31,23 @@ def test_200_processes_snapshot_every_second(tmp_path: Path) -> None:
                                         "PEEPS_RETAIN_SNAPSHOTS": "20"}).start()
     env = dict(os.environ, PEEPS_DASHBOARD=server.dashboard, PYTHONUNBUFFERED="1")
     procs: list[subprocess.Popen[bytes]] = []
+    errs: list[IO[bytes]] = []
     try:
         for i in range(PROCESSES):
+            errs.append(open(tmp_path / f"load-{i:03d}.err", "wb"))  # noqa: SIM115
             procs.append(subprocess.Popen(
                 [sys.executable, str(ROOT / "tests/programs/idle_service.py"), f"load-{i:03d}"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        server.wait_connected(count=PROCESSES, timeout=120)
+                env=env, stdout=subprocess.DEVNULL, stderr=errs[-1]))
+        try:
+            server.wait_connected(count=PROCESSES, timeout=120)
+        except AssertionError:
+            # Say which ones are missing and why, not 200 rows of the ones that made it.
+            seen = {p["process_name"] for p in server.connected()}
+            missing = [(f"load-{i:03d}", proc.poll(),
+                        (tmp_path / f"load-{i:03d}.err").read_text(errors="replace")[-2000:])
+                       for i, proc in enumerate(procs) if f"load-{i:03d}" not in seen]
+            raise AssertionError(f"{len(missing)} of {PROCESSES} never connected "
+                                 f"(name, exit status, stderr): {missing}") from None
         first_id = server.get("/api/snapshot-progress")["last_snapshot_id"] or 0
 
         sizes = []
@@ -74,4 +86,6 @@ def test_200_processes_snapshot_every_second(tmp_path: Path) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for err in errs:
+            err.close()
         server.stop()
