@@ -163,7 +163,7 @@ class Collector:
         # Building and encoding the reply must not stall the host's event loop:
         # see _reply_encoder.py (GC paused, encoding in GIL-releasing slices).
         with gc_paused():
-            graph = collect_graph()
+            graph = collect_graph(slices=True)
             reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
                      "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
             try:
