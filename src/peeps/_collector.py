@@ -161,7 +161,8 @@ class Collector:
         if not isinstance(snapshot_id, int):
             raise FrameError("snapshot_request without an integer snapshot_id")
         # Building and encoding the reply must not stall the host's event loop:
-        # see _reply_encoder.py (GC paused, encoding in GIL-releasing slices).
+        # GC paused (_reply_encoder.py), and both the graph's description and its
+        # encoding done in GIL-releasing slices.
         with gc_paused():
             graph = collect_graph(slices=True)
             reply = {"type": "graph_reply", "snapshot_id": snapshot_id,

@@ -10,12 +10,9 @@ from . import _redact
 from ._config import STATE
 from ._providers import collect_providers
 from ._registry import REGISTRY, Clock
+from ._reply_encoder import SLICE  # also entities described between GIL hand-offs
 from ._tasks import adopt_lazy_tracked
 from .types import Edge, Event, GraphSnapshot, Node
-
-#: ``collect_graph(slices=True)``: entities described between two hand-offs of
-#: the GIL (about 1 ms of work at ~12 µs per entity).
-SLICE = 64
 
 
 def _describe_all(objs: list[Any], now: Clock, nodes: list[Node], edges: list[Edge],
