@@ -6,7 +6,7 @@ The factory chains to whatever factory the loop already had (including
 loops that do not exist yet, two light hooks install it as loops appear:
 ``asyncio.new_event_loop`` (so ``asyncio.run``'s main task is tracked) and
 ``asyncio.events._set_running_loop`` (any loop that starts running, however
-it was created).  Step statistics wrap ``asyncio.events.Handle._run``, the one
+it was created; through ``_loophooks``).  Step statistics wrap ``asyncio.events.Handle._run``, the one
 place every task step passes through on the standard loops.
 """
 
@@ -18,8 +18,9 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+from . import _loophooks
 from . import _tasks as _tasks_module
 from ._config import STATE, env_flag
 from ._registry import REGISTRY, Clock, base_attrs, new_id
@@ -309,7 +310,6 @@ def _register_existing(loop: asyncio.AbstractEventLoop) -> None:
 # -- hooks for loops that do not exist yet ---------------------------------------
 
 _orig_new_event_loop: Callable[[], asyncio.AbstractEventLoop] | None = None
-_orig_set_running_loop: Callable[[asyncio.AbstractEventLoop | None], None] | None = None
 
 
 def _hooked_new_event_loop() -> asyncio.AbstractEventLoop:
@@ -322,37 +322,31 @@ def _hooked_new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _hooked_set_running_loop(loop: asyncio.AbstractEventLoop | None) -> None:
-    assert _orig_set_running_loop is not None
-    _orig_set_running_loop(loop)
-    if loop is not None and factory_state(loop.get_task_factory()) is None:
-        try:
-            install_task_factory(loop)
-        except Exception as exc:
-            REGISTRY.part_failed("installing the task factory", exc)
+def _on_loop_start(loop: asyncio.AbstractEventLoop) -> None:
+    if factory_state(loop.get_task_factory()) is None:
+        install_task_factory(loop)
+
+
+_LOOP_HOOK: Final = "installing the task factory"
 
 
 def install_loop_hooks() -> None:
     """Make loops created or started from now on get the tracking factory."""
-    global _orig_new_event_loop, _orig_set_running_loop
+    global _orig_new_event_loop
     if _orig_new_event_loop is None:
         _orig_new_event_loop = _events.new_event_loop
         _events.new_event_loop = _hooked_new_event_loop
         asyncio.new_event_loop = _hooked_new_event_loop
-    if _orig_set_running_loop is None:
-        _orig_set_running_loop = _events._set_running_loop
-        _events._set_running_loop = _hooked_set_running_loop
+    _loophooks.on_loop_start(_LOOP_HOOK, _on_loop_start)
 
 
 def _remove_loop_hooks() -> None:
-    global _orig_new_event_loop, _orig_set_running_loop
+    global _orig_new_event_loop
     if _orig_new_event_loop is not None:
         _events.new_event_loop = _orig_new_event_loop
         asyncio.new_event_loop = _orig_new_event_loop
         _orig_new_event_loop = None
-    if _orig_set_running_loop is not None:
-        _events._set_running_loop = _orig_set_running_loop
-        _orig_set_running_loop = None
+    _loophooks.remove(_LOOP_HOOK)
 
 
 def loop_hooks_installed() -> bool:

@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from types import CodeType, FrameType
 from typing import Any, Final, Literal, TypeVar
 
-from . import _registry
+from . import _loophooks, _registry
 from ._config import STATE
 from ._lockdep import CHAINS, HeldChain, forget_thread
 from ._registry import (
@@ -64,6 +64,13 @@ DEFAULT_WINDOW_S: Final = 1.0
 #: Sampler CPU budget as a share of one core; over it the rate is halved.
 DEFAULT_BUDGET: Final = 0.02
 MIN_HZ: Final = 2.0
+#: While an event loop ticks the sampler (``Sampler.drive_from``), the sampler
+#: thread wakes only this often: to sample the loop's own thread, and to take
+#: over at full rate if the loop stops ticking (a stall).  Every wake-up of a
+#: Python thread while a busy loop keeps dropping and retaking the GIL (each
+#: socket call, each ``epoll_wait``) costs that loop a train of futile GIL
+#: hand-offs, up to a switch interval long; a tick inside the loop costs none.
+LOOP_DRIVEN_WAKE_S: Final = 0.1
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
 
@@ -344,7 +351,8 @@ class ThreadEntity:
     def settled_verdict(self, now: int, window_ns: int, frame: FrameType) -> str | None:
         """``blocked``/``spinning`` when the frame (region) has not changed for the
         whole window, else None: the sampler's cheap once-a-second check."""
-        if self.name.startswith("peeps-"):
+        if self.name.startswith("peeps-") or (self.top is not None
+                                              and self.top[0] in _LOOP_STEP_CODES):
             return None
         top_stable = now - self.top_since >= window_ns
         region_stable = now - self.region_since >= window_ns
@@ -424,6 +432,9 @@ class ThreadEntity:
             verdict = "idle"
         elif not covered or busy is None:
             verdict = "unknown"
+        elif sum(count for (code, _), count in by_top.items() if code in _LOOP_STEP_CODES) * 2 >= n:
+            # Sampled mostly by ticks of its own event loop: the loop keeps coming back.
+            verdict = "running" if busy > LOW_CPU_SHARE else "idle"
         elif top_share >= SAME_FRAME_SHARE and busy <= LOW_CPU_SHARE:
             verdict = "blocked"
             verdict_ns = now_mono - self.top_since
@@ -581,6 +592,33 @@ def disable_threads() -> None:
 # -- the sampler -----------------------------------------------------------------------
 
 
+#: The code of the event loop's scheduler step: a loop-driven tick records its
+#: own thread there ("running its loop"), which is never blocked or spinning.
+_LOOP_STEP_CODES: Final = frozenset({
+    asyncio.base_events.BaseEventLoop._run_once.__code__,  # type: ignore[attr-defined]
+})
+
+
+def _record_running_loop(ident: int, now: int) -> None:
+    """A loop-driven tick's sample of its own thread: the loop's scheduler step
+    and the thread's exact CPU clock (no system call, so no GIL hand-off)."""
+    frame: FrameType | None = sys._getframe(1)
+    try:
+        while frame is not None and frame.f_code not in _LOOP_STEP_CODES:
+            frame = frame.f_back
+        if frame is None:
+            return  # a loop without Python frames: leave the thread to the sampler thread
+        entity = _BY_IDENT.get(ident)
+        if entity is None or entity.exited:
+            entity = entity_for_ident(ident, wait=False)
+            if entity is None:
+                return
+        entity.cpu_read_mono_ns = entity.cpu_real_read_mono_ns = now
+        entity.record(now, frame, (time.thread_time_ns(), None))
+    finally:
+        del frame
+
+
 class Sampler:
     """Samples every thread's innermost frame and CPU clock at ``hz``.
 
@@ -615,6 +653,10 @@ class Sampler:
         self._budget_window_cost = 0
         self._next_verdict_ns = 0
         self._last_tick_ns = 0
+        self._driver: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self.loop_tick_mono_ns = 0
+        self.loop_ticks = 0
+        self.thread_ticks = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -654,13 +696,23 @@ class Sampler:
     def _run(self) -> None:
         # time.sleep, not Event.wait: one GIL hand-off per tick instead of several,
         # which matters when a spinning thread holds the GIL (each hand-off can
-        # cost a whole switch interval).  Stopping waits at most one interval.
+        # cost a whole switch interval).  Stopping waits at most LOOP_DRIVEN_WAKE_S.
+        from ._watchdog import poll_if_due as poll_watchdog
+
         sleep = time.sleep
         uniform = random.uniform
+        monotonic_ns = time.monotonic_ns
         stop = self._stop
         while not stop.is_set():
             interval = uniform(0.8, 1.2) / self.effective_hz
-            if interval > 0.05:
+            if monotonic_ns() - self.loop_tick_mono_ns < 3 * interval * 1e9:
+                # An event loop ticks for us: stand by in case it stops (a stall)
+                # and poll the watchdog, which needs a thread besides the loop's.
+                sleep(LOOP_DRIVEN_WAKE_S)
+                if not stop.is_set():
+                    poll_watchdog(monotonic_ns())
+                continue
+            if interval > LOOP_DRIVEN_WAKE_S:
                 stop.wait(interval)  # backed off: stay promptly stoppable
             else:
                 sleep(interval)
@@ -668,7 +720,9 @@ class Sampler:
                 return
             try:
                 self.tick()
-                COARSE_NOW[0] = time.monotonic_ns()
+                self.thread_ticks += 1
+                now = COARSE_NOW[0] = monotonic_ns()
+                poll_watchdog(now)
             except Exception as exc:  # never let the sampler die loudly
                 REGISTRY.part_failed("thread sampler", exc)
                 COARSE_NOW[0] = 0
@@ -683,14 +737,42 @@ class Sampler:
         except Exception as exc:
             REGISTRY.part_failed("SIGPROF sampler", exc)
 
-    def tick(self) -> None:
-        """Take one sample of every thread."""
+    # -- ticks driven by an event loop --------------------------------------------
+    def drive_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tick from ``loop`` (called in its thread while it runs), unless another
+        running loop already does.  See LOOP_DRIVEN_WAKE_S for why."""
+        if self.mode != "thread" or not self.running:
+            return
+        current = self._driver
+        driver = current() if current is not None else None
+        if driver is loop or (driver is not None and driver.is_running()
+                              and not driver.is_closed()):
+            return
+        self._driver = weakref.ref(loop)
+        loop.call_soon(self._loop_tick, loop)
+
+    def _loop_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        current = self._driver
+        if not self.running or current is None or current() is not loop:
+            return  # stopped, or another loop took over
+        try:
+            self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
+            self.tick(loop_ident=threading.get_ident())
+            self.loop_ticks += 1
+            loop.call_later(random.uniform(0.8, 1.2) / self.effective_hz, self._loop_tick, loop)
+        except Exception as exc:
+            self._driver = None  # the sampler thread carries on alone
+            REGISTRY.part_failed("loop-driven thread sampling", exc)
+
+    def tick(self, loop_ident: int | None = None) -> None:
+        """Take one sample of every thread.  ``loop_ident``: this tick runs on that
+        thread's event loop, so that thread is recorded as running its loop."""
         if not self._busy.acquire(blocking=False):
             self.skipped_ticks += 1
             return
         try:
             cpu0 = time.thread_time_ns()
-            self._sample_all()
+            self._sample_all(loop_ident)
             cost = time.thread_time_ns() - cpu0
             self.ticks += 1
             self.cost_ns += cost
@@ -698,7 +780,7 @@ class Sampler:
         finally:
             self._busy.release()
 
-    def _sample_all(self) -> None:
+    def _sample_all(self, loop_ident: int | None = None) -> None:
         now = time.monotonic_ns()
         frames = sys._current_frames()
         by_ident = _BY_IDENT
@@ -719,6 +801,9 @@ class Sampler:
                     if chain.top is not None:
                         account_holds(chain, now, last_tick)
             for ident, frame in frames.items():
+                if ident == loop_ident:
+                    _record_running_loop(ident, now)
+                    continue
                 entity = by_ident.get(ident)
                 if entity is not None and now - entity.cpu_read_mono_ns < cpu_interval:
                     # Most threads at most ticks: no CPU read due.  A thread parked
@@ -832,6 +917,8 @@ class Sampler:
             "window_ns": self.window_ns,
             "ticks": self.ticks,
             "skipped_ticks": self.skipped_ticks,
+            "loop_ticks": self.loop_ticks,
+            "thread_ticks": self.thread_ticks,
             "backoffs": self.backoffs,
             "cost_ns": self.cost_ns,
             "cpu_share": round(self.cost_ns / elapsed, 5),
@@ -894,6 +981,7 @@ def start_sampler(*, mode: SamplerMode | None = None, hz: float | None = None,
         if _SAMPLER is not None:
             _SAMPLER.stop()
             _SAMPLER = None
+            _loophooks.remove(_DRIVE_HOOK)
         if chosen == "off":
             return None
         if chosen == "sigprof" and (threading.current_thread() is not threading.main_thread()
@@ -905,8 +993,25 @@ def start_sampler(*, mode: SamplerMode | None = None, hz: float | None = None,
                           budget=budget)
         _SAMPLER = sampler
         sampler.start()
+        if chosen == "thread":
+            _loophooks.on_loop_start(_DRIVE_HOOK, _drive_sampler)
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not None:
+                sampler.drive_from(running)
     enable_threads()
     return sampler
+
+
+_DRIVE_HOOK: Final = "loop-driven thread sampling"
+
+
+def _drive_sampler(loop: asyncio.AbstractEventLoop) -> None:
+    sampler = _SAMPLER
+    if sampler is not None:
+        sampler.drive_from(loop)
 
 
 def stop_sampler() -> None:
@@ -914,6 +1019,7 @@ def stop_sampler() -> None:
     global _SAMPLER
     with _SAMPLER_LOCK:
         sampler, _SAMPLER = _SAMPLER, None
+        _loophooks.remove(_DRIVE_HOOK)
     if sampler is not None:
         sampler.stop()
 
@@ -1066,7 +1172,10 @@ def _after_fork_in_child() -> None:
     with contextlib.suppress(AttributeError):
         del _LOCAL.entity
     # The sampler thread does not exist in the child (and fork does not inherit
-    # interval timers); the child starts its own by calling init() again.
+    # interval timers); the child starts its own by calling init() again.  A
+    # loop the parent's sampler ticked from must not tick it on in the child.
+    if _SAMPLER is not None:
+        _SAMPLER.running = False
     _SAMPLER = None
     COARSE_NOW[0] = 0  # nobody ticks it any more: locks must read the clock
 

@@ -13,7 +13,6 @@ back, the tick records event ``loop.stall`` with the duration and that stack.
 from __future__ import annotations
 
 import asyncio
-import asyncio.events as _events
 import contextlib
 import logging
 import os
@@ -21,10 +20,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
+from . import _loophooks
 from ._config import STATE
 from ._registry import _PKG_DIR, REGISTRY, Clock, base_attrs, capture_location, new_id
 from ._tasks import entity_for_task
@@ -234,15 +233,58 @@ def _poll_interval_s() -> float:
     return max(0.005, min(0.05, min(w.threshold_ns for w in watches) / 4e9))
 
 
-def _run() -> None:
-    while not _STOP.wait(_poll_interval_s()):
-        now = time.monotonic_ns()
+#: How often the watchdog thread looks again while the thread sampler polls for it.
+_ADOPTED_RECHECK_S: Final = 0.5
+_POLLING = threading.Lock()  # one poll at a time: the sampler's tick or our thread
+_next_poll_ns = 0
+
+
+def poll(now: int) -> None:
+    """One pass over the watched loops (from the watchdog thread or a sampler tick)."""
+    global _next_poll_ns
+    if not _POLLING.acquire(blocking=False):
+        return
+    try:
+        _next_poll_ns = now + int(_poll_interval_s() * 1e9)
         for watch in list(_WATCHES.values()):
             try:
                 watch.check(now)
             except Exception as exc:
                 REGISTRY.part_failed("event-loop watchdog", exc)
                 watch.stop()
+    finally:
+        _POLLING.release()
+
+
+def poll_if_due(now: int) -> None:
+    """Called by the thread sampler after each tick: poll when a poll is due.
+
+    Every Python thread that wakes up while a busy event loop keeps releasing
+    and retaking the GIL (each socket call, each ``epoll_wait``) costs that loop
+    up to a switch interval (5 ms) of futile GIL hand-offs, so the watchdog does
+    not wake a thread of its own while the sampler is awake anyway.
+    """
+    if _WATCHES and now >= _next_poll_ns:
+        poll(now)
+
+
+def _sampler_polls_for_us() -> bool:
+    """Whether a running thread sampler ticks at least as often as we poll."""
+    from ._threads import current_sampler
+
+    sampler = current_sampler()
+    return (sampler is not None and sampler.running and sampler.mode == "thread"
+            and sampler.effective_hz * _poll_interval_s() >= 1.0)
+
+
+def _run() -> None:
+    interval = _poll_interval_s()
+    while not _STOP.wait(interval):
+        if _sampler_polls_for_us():
+            interval = _ADOPTED_RECHECK_S
+            continue
+        interval = _poll_interval_s()
+        poll(time.monotonic_ns())
 
 
 def _ensure_thread() -> None:
@@ -313,40 +355,29 @@ def watched_loops() -> list[LoopWatch]:
 # -- loops that start later ------------------------------------------------------------
 
 _hook_threshold_ms: float | None = None
-_orig_set_running_loop: Callable[[Any], None] | None = None
+_HOOK_NAME = "watching a new event loop"
 
 
-def _hooked_set_running_loop(loop: Any) -> None:
-    assert _orig_set_running_loop is not None
-    _orig_set_running_loop(loop)
+def _on_loop_start(loop: asyncio.AbstractEventLoop) -> None:
     threshold = _hook_threshold_ms
-    if loop is not None and threshold is not None and STATE.enabled:
-        try:
-            watch_loop(loop, threshold_ms=threshold)
-        except Exception as exc:
-            REGISTRY.part_failed("watching a new event loop", exc)
+    if threshold is not None and STATE.enabled:
+        watch_loop(loop, threshold_ms=threshold)
 
 
 def watch_future_loops(threshold_ms: float = DEFAULT_THRESHOLD_MS) -> None:
     """Watch the running loop (if any) and every loop that starts running later
-    (a chained hook on ``asyncio.events._set_running_loop``, removed by
-    :func:`unwatch_all`)."""
-    global _hook_threshold_ms, _orig_set_running_loop
+    (through ``_loophooks``; removed by :func:`unwatch_all`)."""
+    global _hook_threshold_ms
     _hook_threshold_ms = threshold_ms
-    if _orig_set_running_loop is None:
-        _orig_set_running_loop = _events._set_running_loop
-        _events._set_running_loop = _hooked_set_running_loop
+    _loophooks.on_loop_start(_HOOK_NAME, _on_loop_start)
     with contextlib.suppress(RuntimeError):
         watch_loop(asyncio.get_running_loop(), threshold_ms=threshold_ms)
 
 
 def _remove_loop_hook() -> None:
-    global _hook_threshold_ms, _orig_set_running_loop
+    global _hook_threshold_ms
     _hook_threshold_ms = None
-    # Only unhook if nobody chained on top of us; otherwise stay as a pass-through.
-    if _orig_set_running_loop is not None and _events._set_running_loop is _hooked_set_running_loop:
-        _events._set_running_loop = _orig_set_running_loop
-        _orig_set_running_loop = None
+    _loophooks.remove(_HOOK_NAME)
 
 
 def threshold_from_env() -> float | None:

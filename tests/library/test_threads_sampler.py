@@ -3,6 +3,7 @@ cost and back-off, shutdown, and the SIGPROF mode's documented limit."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import signal
 import sys
@@ -264,3 +265,47 @@ def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built()
     finally:
         release.set()
         parked.join(5)
+
+
+def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> None:
+    """Inside a running loop the sampler ticks from the loop (its own thread sleeps
+    at LOOP_DRIVEN_WAKE_S), other threads still get their verdicts, the loop's
+    thread is "running its loop", and when the loop stalls the sampler thread
+    takes over at full rate and sees the stall."""
+    release = threading.Event()
+    blocker = threading.Thread(target=release.wait, name="t.loop-blocker", daemon=True)
+    blocker.start()
+
+    async def main() -> tuple[dict[str, int], dict[str, int], dict[str, object]]:
+        started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
+        assert started is not None
+        await asyncio.sleep(1.0)
+        healthy = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
+        graph = peeps.collect_graph()
+        time.sleep(0.6)  # the loop stalls: nothing ticks it
+        stalled = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
+        loop_thread = thread_node(graph, threading.current_thread().name)
+        assert loop_thread is not None
+        return healthy, stalled, {"graph": graph, "loop_thread": loop_thread}
+
+    try:
+        healthy, stalled, seen = asyncio.run(main())
+    finally:
+        peeps.stop_sampler()
+        release.set()
+        blocker.join(5)
+    # About 100 loop ticks in the healthy second; the thread woke ~10 times and ticked none.
+    assert healthy["loop_ticks"] >= 50, healthy
+    assert healthy["thread_ticks"] <= 3, healthy
+    # During the 0.6 s stall the loop ticked nothing and the thread ran at full rate.
+    assert stalled["loop_ticks"] == healthy["loop_ticks"], (healthy, stalled)
+    assert stalled["thread_ticks"] - healthy["thread_ticks"] >= 25, (healthy, stalled)
+    graph = seen["graph"]
+    assert isinstance(graph, dict)
+    assert verdict_of(graph, "t.loop-blocker") == "blocked"
+    loop_thread = seen["loop_thread"]
+    assert isinstance(loop_thread, dict)
+    attrs = loop_thread["attrs"]
+    assert attrs["verdict"] in ("running", "idle"), attrs
+    assert attrs["samples"] >= 25
+    assert "_run_once" in attrs["top_frames"][0]["frame"]

@@ -125,3 +125,26 @@ def test_a_stopped_loop_is_not_a_stalled_loop() -> None:
         watch.stop()
     finally:
         loop.close()
+
+
+def test_with_the_thread_sampler_on_the_sampler_polls_and_the_stall_is_caught() -> None:
+    """The sampler's thread polls the watchdog (the watchdog's own thread only
+    looks in twice a second); a stall is still caught while it lasts, stack and all."""
+    peeps.init("t-watchdog-sampler", sampler="thread", sampler_hz=100, watchdog=True,
+               stall_threshold_ms=100)
+
+    async def main() -> _watchdog.LoopWatch:
+        await asyncio.sleep(0.3)
+        assert _watchdog._sampler_polls_for_us()
+        [watch] = _watchdog.watched_loops()
+        time.sleep(0.4)  # the stall under the sampler
+        await asyncio.sleep(0.15)
+        return watch
+
+    watch = asyncio.run(main())
+    line = Path(HERE).read_text().splitlines().index(
+        "        time.sleep(0.4)  # the stall under the sampler") + 1
+    stalls = _stall_events(watch._peeps_id)
+    assert [e for e in stalls if e["attrs"]["location"] == f"{HERE}:{line}"
+            and e["attrs"]["captured"]], stalls
+    peeps.shutdown()
