@@ -38,6 +38,7 @@ SUITE: list[tuple[str, str, str]] = [
     ("snapshot", "bench_snapshot.py", "3. snapshot cost"),
     ("server", "bench_server.py", "4. server"),
     ("service", "bench_service.py", "1. realistic service"),
+    ("busy_loop", "bench_busy_loop.py", "1c. request path in a saturated loop"),
     ("ui", "bench_ui.py", "6. UI"),
 ]
 
