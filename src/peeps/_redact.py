@@ -37,17 +37,23 @@ class Redactor:
         """Return ``attrs`` with matching values replaced (a copy only if needed)."""
         if self._regex is None:
             return attrs
+        cache = self._cache  # the cached decision inline: this runs for every attribute
         out: dict[str, Any] | None = None
         for key, value in attrs.items():
-            new = value
-            if self._hit(str(key)):
-                new = REDACTED
+            hit = cache.get(key)
+            if hit is None:
+                hit = self._hit(str(key))
+            if hit:
+                new: Any = REDACTED
             elif isinstance(value, dict):
                 new = self.scrub(value)
-            if new is not value:
-                if out is None:
-                    out = dict(attrs)
-                out[key] = new
+                if new is value:
+                    continue
+            else:
+                continue
+            if out is None:
+                out = dict(attrs)
+            out[key] = new
         return out if out is not None else attrs
 
 
