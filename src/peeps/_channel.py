@@ -249,15 +249,16 @@ class Channel(_Closable[T], Generic[T]):
     recv_nowait = get_nowait
 
     def statistics(self) -> ChannelStatistics:
+        waiting = self._peeps_waiters.counts()
         return ChannelStatistics(
             capacity=self.maxsize or None,
             depth=self.qsize(),
             # Every item put was either received or is still queued.
             sent=self._peeps_received + self.qsize(),
             received=self._peeps_received,
-            blocked_senders=self._peeps_waiters.count("send"),
-            blocked_receivers=self._peeps_waiters.count("recv"),
-            blocked_joiners=self._peeps_waiters.count("join"),
+            blocked_senders=waiting.get("send", 0),
+            blocked_receivers=waiting.get("recv", 0),
+            blocked_joiners=waiting.get("join", 0),
             unfinished_tasks=int(self._unfinished_tasks),  # type: ignore[attr-defined]
             tasks_done=self._peeps_tasks_done,
             closed=self.closed,

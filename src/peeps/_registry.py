@@ -113,7 +113,16 @@ class WaitSet:
         return len(self._waiting)
 
     def count(self, op: str) -> int:
-        return sum(1 for o, _ in self._waiting.copy().values() if o == op)
+        return self.counts().get(op, 0)
+
+    def counts(self) -> dict[str, int]:
+        """Waiters per operation, in one pass (most primitives have none)."""
+        if not self._waiting:
+            return {}
+        out: dict[str, int] = {}
+        for op, _ in self._waiting.copy().values():
+            out[op] = out.get(op, 0) + 1
+        return out
 
     def needs_edges(self, dst_id: str, now: Clock) -> list[Edge]:
         return [

@@ -182,26 +182,26 @@ class TaskEntity:
         return "pending"
 
     def stack(self) -> list[str]:
-        task = self.task_ref()
+        return _format_stack(self._frames(self.task_ref()))
+
+    def _frames(self, task: Any) -> list[FrameType]:
         if (task is None or self.outcome is not None or not isinstance(task, asyncio.Task)
                 or task.done()):
             return []
-        return [
-            f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
-            for f in _await_frames(task.get_coro())
-        ]
+        return _await_frames(task.get_coro())
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge], list[Node]]:
         task = self.task_ref()
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
         state = self.state()
+        frames = self._frames(task)  # once, for the stack and the await edges
         attrs.update(
             state=state,
             name=self.label(task),
             coro=self.coro_name,
             tracked=self.tracked,
             source=self.source,
-            stack=self.stack(),
+            stack=_format_stack(frames),
         )
         if self.steps:
             attrs.update(
@@ -229,13 +229,17 @@ class TaskEntity:
             edges.append({"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}})
         if task is not None and self.outcome is None:
             try:
-                _await_edges(self.id, task, now, edges, extra)
+                _await_edges(self.id, task, now, edges, extra, frames)
             except Exception as exc:
                 REGISTRY.part_failed("describing a task's await chain", exc)
         return node, edges, extra
 
 
 # -- await chains ----------------------------------------------------------------
+
+
+def _format_stack(frames: list[FrameType]) -> list[str]:
+    return [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in frames]
 
 
 def _await_frames(coro: Any) -> list[FrameType]:
@@ -334,7 +338,8 @@ def _future_label(fut: Any, frames: list[FrameType]) -> tuple[str, str]:
 
 
 def _await_edges(
-    src_id: str, task: asyncio.Future[Any], now: Clock, edges: list[Edge], extra: list[Node]
+    src_id: str, task: asyncio.Future[Any], now: Clock, edges: list[Edge], extra: list[Node],
+    frames: list[FrameType] | None = None,
 ) -> None:
     fut = getattr(task, "_fut_waiter", None)
     if fut is None:
@@ -344,7 +349,8 @@ def _await_edges(
         edges.append({"src": src_id, "dst": target.id, "kind": "needs",
                       "attrs": {"op": "await"}})
         return
-    frames = _await_frames(task.get_coro()) if isinstance(task, asyncio.Task) else []
+    if frames is None:
+        frames = _await_frames(task.get_coro()) if isinstance(task, asyncio.Task) else []
     # A wait inside a peeps primitive (even when it delegates to the stdlib one
     # it subclasses) is already a ``needs`` edge to that primitive.
     for frame in reversed(frames):
