@@ -162,10 +162,13 @@ def cpu_clock_id(ident: int, native_id: int | None) -> int | None:
     ``pthread_getcpuclockid`` does (``MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)``):
     reading it after the thread exited fails cleanly with ``EINVAL``, whereas
     calling ``pthread_getcpuclockid`` with an exited thread's handle is
-    undefined behaviour.  Elsewhere ``time.pthread_getcpuclockid`` is used.
+    undefined behaviour -- a segfault, seen when the sampler met a thread that
+    had left ``threading._active`` (so no ``native_id``) but not yet
+    ``sys._current_frames()``.  So on Linux a thread without a kernel id gets no
+    clock.  Elsewhere ``time.pthread_getcpuclockid`` is used.
     """
-    if _LINUX and native_id:
-        return ((~native_id) << 3) | 6
+    if _LINUX:
+        return ((~native_id) << 3) | 6 if native_id else None
     getter = getattr(time, "pthread_getcpuclockid", None)
     if getter is None:
         return None
