@@ -60,17 +60,23 @@ class _MiniDashboard:
         self._read_frame()  # hello
         self.connected.set()
 
-    def _recv_exact(self, n: int) -> bytes:
+    def _recv_exact(self, n: int) -> bytearray:
+        # Into one buffer of the right size: growing it, or copying it into a
+        # ``bytes`` at the end (a 100 MB memcpy holding the GIL), would put the
+        # harness's own stall into the figure.
         assert self.conn is not None
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.conn.recv(min(1 << 20, n - len(buf)))
-            if not chunk:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.conn.recv_into(view[got:], min(1 << 20, n - got))
+            if not k:
                 raise ConnectionError("collector closed")
-            buf += chunk
-        return bytes(buf)
+            got += k
+        view.release()
+        return buf
 
-    def _read_frame(self) -> bytes:
+    def _read_frame(self) -> bytearray:
         (length,) = __import__("struct").unpack(">I", self._recv_exact(4))
         return self._recv_exact(length)
 

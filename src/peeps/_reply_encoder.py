@@ -38,43 +38,47 @@ SLICE = 64
 _encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
-def _encode_yielding(value: Any, out: list[str]) -> None:
+def _encode_yielding(value: Any, out: bytearray) -> None:
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        out.append("{")
+        out += b"{"
         first = True
         for key, item in value.items():
             if not first:
-                out.append(",")
+                out += b","
             first = False
-            out.append(_encode(key))
-            out.append(":")
+            out += _encode(key).encode("utf-8")
+            out += b":"
             _encode_yielding(item, out)
-        out.append("}")
+        out += b"}"
     elif isinstance(value, list) and len(value) > SLICE:
-        out.append("[")
+        out += b"["
         for start in range(0, len(value), SLICE):
             if start:
-                out.append(",")
-            out.append(_encode(value[start:start + SLICE])[1:-1])
+                out += b","
+            out += _encode(value[start:start + SLICE])[1:-1].encode("utf-8")
             time.sleep(0)  # let the event loop (and every other thread) run
-        out.append("]")
+        out += b"]"
     else:
-        out.append(_encode(value))
+        out += _encode(value).encode("utf-8")
 
 
 def encode_reply_frame(message: dict[str, Any], *,
-                       max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
-    """``encode_frame(message)``, in GIL-releasing slices."""
-    parts: list[str] = []
-    _encode_yielding(message, parts)
-    # Encoded piece by piece and joined once with the header: one 13 MB ``join``
-    # plus ``encode`` plus ``header + body`` were three more GIL-holding copies.
-    chunks = [part.encode("utf-8") for part in parts]
-    length = sum(map(len, chunks))
+                       max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytearray:
+    """``encode_frame(message)``, in GIL-releasing slices.
+
+    Written straight into one growing ``bytearray`` (header first, its length
+    filled in at the end): a list of parts joined at the end meant, at 100k
+    entities, C calls over 1.6 million parts (the length sum, the join, freeing
+    the parts) that each held the GIL for tens of milliseconds.  Large buffers
+    grow by ``mremap``, not by copying.  ``socket.sendall`` takes it as it is.
+    """
+    out = bytearray(HEADER.size)
+    _encode_yielding(message, out)
+    length = len(out) - HEADER.size
     if length > max_frame_bytes:
         raise FrameError(f"frame of {length} bytes exceeds the cap of {max_frame_bytes} bytes")
-    chunks.insert(0, HEADER.pack(length))
-    return b"".join(chunks)
+    HEADER.pack_into(out, 0, length)
+    return out
 
 
 @contextlib.contextmanager
