@@ -58,6 +58,8 @@ SamplerMode = Literal["thread", "sigprof", "off"]
 ENV_SAMPLER: Final = "PEEPS_SAMPLER"
 ENV_SAMPLER_HZ: Final = "PEEPS_SAMPLER_HZ"
 ENV_SAMPLER_WINDOW_S: Final = "PEEPS_SAMPLER_WINDOW_S"
+#: ``0``: the thread sampler never ticks from an event loop (see Sampler.drive_from).
+ENV_SAMPLER_LOOP: Final = "PEEPS_SAMPLER_LOOP"
 
 DEFAULT_HZ: Final = 50.0
 DEFAULT_WINDOW_S: Final = 1.0
@@ -996,7 +998,7 @@ def start_sampler(*, mode: SamplerMode | None = None, hz: float | None = None,
                           budget=budget)
         _SAMPLER = sampler
         sampler.start()
-        if chosen == "thread":
+        if chosen == "thread" and os.environ.get(ENV_SAMPLER_LOOP, "").strip() != "0":
             _loophooks.on_loop_start(_DRIVE_HOOK, _drive_sampler)
             try:
                 running = asyncio.get_running_loop()

@@ -328,3 +328,21 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     assert attrs["verdict"] in ("running", "idle"), attrs
     assert attrs["samples"] >= 25
     assert "_run_once" in attrs["top_frames"][0]["frame"]
+
+
+def test_peeps_sampler_loop_0_keeps_the_sampler_on_its_own_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PEEPS_SAMPLER_LOOP", "0")
+
+    async def main() -> dict[str, int]:
+        started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
+        assert started is not None
+        await asyncio.sleep(0.5)
+        return {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
+
+    try:
+        ticks = asyncio.run(main())
+    finally:
+        peeps.stop_sampler()
+    assert ticks["loop_ticks"] == 0, ticks
+    assert ticks["thread_ticks"] >= 20, ticks
