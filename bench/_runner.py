@@ -218,7 +218,8 @@ def render_markdown(rows: list[dict[str, Any]], info: dict[str, Any], *, quick: 
         "# peeps overhead — latest run" + (" (QUICK: sizes and repeats cut, not for judging)"
                                            if quick else ""),
         "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · commit {info['commit']} · "
+        f"{info.get('measured_at') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
+        f"commit {info['commit']} · "
         f"{info['nproc']} CPUs, {info['cpu']} · Python {info['python']} · `bench/run"
         + (" --quick" if quick else "") + "` · 1-min load average "
         f"{info['loadavg_1m']['start']} at start, {info['loadavg_1m']['end']} at end "
@@ -327,7 +328,9 @@ def main() -> int:
                             note=f"failed: {str(exc)[:200]}"))
     info = machine()
     info["loadavg_1m"] = {"start": load_before, "end": _loadavg()}
+    info["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.rerender and (out_dir / "latest.json").exists():
+        # The run's own time, not the re-render's.
         previous = json.loads((out_dir / "latest.json").read_text())
         info, durations = previous["machine"], previous.get("durations_s", {})
     payload = {"quick": args.quick, "machine": info, "rows": rows, "durations_s": durations,
