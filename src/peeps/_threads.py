@@ -612,7 +612,7 @@ def _record_running_loop(ident: int, now: int) -> None:
         while frame is not None and frame.f_code not in _LOOP_STEP_CODES:
             frame = frame.f_back
         if frame is None:
-            return  # a loop without Python frames: leave the thread to the sampler thread
+            return  # not under the loop's scheduler step (drive_from takes only those loops)
         entity = _BY_IDENT.get(ident)
         if entity is None or entity.exited:
             entity = entity_for_ident(ident, wait=False)
@@ -746,8 +746,9 @@ class Sampler:
     def drive_from(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tick from ``loop`` (called in its thread while it runs), unless another
         running loop already does.  See LOOP_DRIVEN_WAKE_S for why."""
-        if self.mode != "thread" or not self.running:
-            return
+        if (self.mode != "thread" or not self.running
+                or not isinstance(loop, asyncio.base_events.BaseEventLoop)):
+            return  # uvloop & co. run no Python scheduler step to record the loop by
         current = self._driver
         driver = current() if current is not None else None
         if driver is loop or (driver is not None and driver.is_running()

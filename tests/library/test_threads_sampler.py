@@ -346,3 +346,17 @@ def test_peeps_sampler_loop_0_keeps_the_sampler_on_its_own_thread(
         peeps.stop_sampler()
     assert ticks["loop_ticks"] == 0, ticks
     assert ticks["thread_ticks"] >= 20, ticks
+
+
+def test_a_loop_without_a_python_scheduler_step_is_not_driven(
+        sampler: _threads.Sampler) -> None:
+    """uvloop & co. have no ``BaseEventLoop._run_once`` frame to record the loop's
+    thread by, so they are left to the sampler thread."""
+
+    class Foreign(asyncio.AbstractEventLoop):
+        def call_soon(self, *args: object, **kwargs: object) -> asyncio.Handle:
+            raise AssertionError("the sampler tried to tick from a foreign loop")
+
+    sampler.drive_from(Foreign())  # type: ignore[abstract]  # only call_soon is ever reached
+    assert sampler.loop_ticks == 0
+    assert sampler._driver is None
