@@ -67,8 +67,8 @@ DEFAULT_WINDOW_S: Final = 1.0
 DEFAULT_BUDGET: Final = 0.02
 MIN_HZ: Final = 2.0
 #: While an event loop ticks the sampler (``Sampler.drive_from``), the sampler
-#: thread wakes only this often: to sample the loop's own thread, and to take
-#: over at full rate if the loop stops ticking (a stall).  Every wake-up of a
+#: thread wakes only this often: to poll the watchdog, and to take over at full
+#: rate (every thread, the loop's included) if the loop stops ticking (a stall).  Every wake-up of a
 #: Python thread while a busy loop keeps dropping and retaking the GIL (each
 #: socket call, each ``epoll_wait``) costs that loop a train of futile GIL
 #: hand-offs, up to a switch interval long; a tick inside the loop costs none.
@@ -715,7 +715,10 @@ class Sampler:
                 # and poll the watchdog, which needs a thread besides the loop's.
                 sleep(LOOP_DRIVEN_WAKE_S)
                 if not stop.is_set():
-                    poll_watchdog(monotonic_ns())
+                    try:
+                        poll_watchdog(monotonic_ns())
+                    except Exception as exc:  # reported; the sampler carries on
+                        REGISTRY.part_failed("event-loop watchdog poll", exc)
                 continue
             if interval > LOOP_DRIVEN_WAKE_S:
                 stop.wait(interval)  # backed off: stay promptly stoppable
