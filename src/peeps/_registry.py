@@ -112,9 +112,6 @@ class WaitSet:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def count(self, op: str) -> int:
-        return self.counts().get(op, 0)
-
     def counts(self) -> dict[str, int]:
         """Waiters per operation, in one pass (most primitives have none)."""
         if not self._waiting:

@@ -1,8 +1,10 @@
 """Event-loop stall detection.
 
 A heartbeat on the loop (a ``call_later`` tick every ``threshold/2``) stamps
-when the loop last came back; the ``peeps-watchdog`` daemon thread notices a
-tick that is overdue by more than the threshold.  While the loop is stalled the
+when the loop last came back; a thread other than the loop's notices a tick
+that is overdue by more than the threshold: the thread sampler's, after its
+wake-ups, while it runs (``poll_if_due``), else the ``peeps-watchdog`` daemon
+thread.  While the loop is stalled the
 watchdog reads the loop thread's stack (``sys._current_frames()``) and the task
 whose step is running (``asyncio.current_task(loop)``, read from the watchdog
 thread), so the ``loop`` node shows the stall *while it lasts* (``stalled_ns``,
