@@ -238,7 +238,9 @@ def test_jump_now_and_live_refresh(peeps_server: PeepsServer, run_example: type[
     wait_until(lambda: shows(sid), message=f"snapshot #{sid}", state=info.inner_text)
     assert page.locator("[data-testid=live-toggle]").get_attribute("aria-pressed") == "true"
     chip = page.locator("[data-testid=header-processes]")
-    assert "channel-full-stall" in chip.inner_text()
+    # The chip renders after the snapshot label: wait for it, do not read it once.
+    wait_until(lambda: "channel-full-stall" in chip.inner_text(),
+               message="the process chip to name channel-full-stall", state=chip.inner_text)
 
     page.locator("[data-testid=jump-now]").click()
     wait_until(lambda: shows(sid + 1), timeout=30, message="Jump now to show the new snapshot",
