@@ -47,6 +47,7 @@ _ASYNCIO_DIR = _tasks_module._ASYNCIO_DIR
 #: ``PEEPS_TASK_SITES=0`` (or setting this False) skips it.
 capture_sites: bool = env_flag("PEEPS_TASK_SITES", True)
 _getframe = sys._getframe
+_Task = asyncio.Task
 
 
 class PeepsTaskFactory:
@@ -56,9 +57,9 @@ class PeepsTaskFactory:
     loop's default); it is called to create the task, so eager factories and
     custom task classes keep working.
 
-    Without a previous factory (the common case) the factory makes a
-    :class:`TrackedTask` and only stores ``(parent id, creation code, line,
-    created)`` in its slot: the entity is made when the task is first seen (at
+    Without a previous factory (the common case) the factory makes a plain
+    ``asyncio.Task`` (a :class:`TrackedTask` with ``cancel_origin``) and only
+    stores ``(parent id, creation code, offset, created)`` on it: the entity is made when the task is first seen (at
     a snapshot, or when it touches an instrumented primitive).  That keeps
     spawn cheap; the price is that a task that finishes unseen leaves no
     trace.  Chained factories, and step-statistics mode, register every task
@@ -81,7 +82,8 @@ class PeepsTaskFactory:
         if previous is not None:
             created = previous(loop, coro, **kwargs)
         else:
-            created = TrackedTask(coro, loop=loop, **kwargs)
+            created = (TrackedTask if _tasks_module.cancel_origin else _Task)(
+                coro, loop=loop, **kwargs)
         self.register(loop, coro, created, kwargs)
         return created
 
@@ -101,21 +103,23 @@ class PeepsTaskFactory:
     def lean_function(self) -> TaskFactory:
         """What is installed on a loop that had no factory: a plain function (a
         call costs less than an instance's ``__call__``) bound to this state.
-        It makes a :class:`TrackedTask` and only fills its spawn slots."""
+        It makes the task and only stores its spawn record."""
         if self._lean is not None:
             return self._lean
         state = self
 
         def peeps_task_factory(loop: asyncio.AbstractEventLoop, coro: Any,
                                **kwargs: Any) -> Any:
-            task = TrackedTask(coro, loop=loop, **kwargs)
+            task = (TrackedTask if _tasks_module.cancel_origin else _Task)(
+                coro, loop=loop, **kwargs)
             if _register_eagerly or not state.active or not STATE.enabled:
                 state.register(loop, coro, task, kwargs)
                 return task
             try:
                 parent = (_current_tasks.get(loop) if _current_tasks is not None
                           else _safe_current_task(loop))
-                task._peeps_parent = id(parent) if parent is not None else 0
+                code = None
+                lasti = -1
                 if capture_sites:
                     # Where: frame 0 is us, 1 is loop.create_task, 2 its caller;
                     # _getframe(n) builds just that frame object.  The offset,
@@ -128,9 +132,9 @@ class PeepsTaskFactory:
                             code = frame.f_code
                         else:
                             _last_site_code[0] = code
-                    task._peeps_code = code
-                    task._peeps_lasti = frame.f_lasti
-                task._peeps_created = _monotonic_ns()
+                    lasti = frame.f_lasti
+                task._peeps_spawn = (  # type: ignore[attr-defined]
+                    id(parent) if parent is not None else 0, code, lasti, _monotonic_ns(), None)
             except Exception as exc:
                 REGISTRY.part_failed("automatic task tracking", exc)
             return task
@@ -291,6 +295,7 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
         global _register_eagerly
         _register_eagerly = False
         _tasks_module.lazy_spawn = not env_flag("PEEPS_EAGER_TASKS")
+        _tasks_module.cancel_origin = env_flag("PEEPS_CANCEL_ORIGIN")
         _remove_loop_hooks()
         disable_step_stats()
 
@@ -357,12 +362,14 @@ def enable_auto(*, step_stats: bool = False) -> None:
     """Track every task: on the running loop now (if any) and on later loops.
 
     ``step_stats`` also turns on per-step statistics and cancel attribution
-    (tasks become ``TrackedTask``); both cost measurable time per task.
+    (tasks become ``TrackedTask``, see ``_tasks.cancel_origin``); both cost
+    measurable time per task.
     """
     global _register_eagerly
     _register_eagerly = step_stats
     if step_stats:  # step statistics need every task's entity from its first step
         _tasks_module.lazy_spawn = False
+        _tasks_module.cancel_origin = True
     install_loop_hooks()
     try:
         loop = asyncio.get_running_loop()

@@ -450,7 +450,7 @@ def register_task(
     if spawn is not None:
         entity.created_mono_ns = spawn[3]
         _copy_cancel(task, entity)
-        _copy_tracked(task, entity)
+        _copy_tracked(task, spawn, entity)
         if parent_id is None and spawn[0]:
             # Seen before its (lazily tracked) parent was: the next snapshot,
             # which can list the loop's tasks, finds the parent.
@@ -547,29 +547,18 @@ def current_holder() -> Any:
 
 
 class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
-    """The task class of lazy tracking: ``asyncio.Task`` plus slots for by
-    whom, where and when it was spawned (``_peeps_parent``: ``id`` of the
-    spawning task or 0; ``_peeps_code`` and ``_peeps_lasti``: the creating
-    frame's code and instruction offset, decoded to a line only when the task
-    is seen; ``_peeps_created``: monotonic ns, set last), the ``spawn_tracked``
-    meta (``_peeps_tracked``: set only for tracked tasks), and a ``cancel()``
-    that records who asked (``_peeps_cancel``: the running task or thread,
-    else ``"loop"``).  The entity is made when the task is first seen: at a
-    snapshot, or when it waits on an instrumented primitive.
+    """``asyncio.Task`` with a ``cancel()`` that records who asked
+    (``_peeps_cancel``: the running task or thread, else ``"loop"``, and when).
 
-    Separate slots rather than one tuple: a tuple of objects is one more
-    GC-tracked allocation per task, and reading ``f_lineno`` decodes the line
-    table on every spawn (together ~10% of a plain spawn on 3.12)."""
+    Opt-in (:data:`cancel_origin`, on with step statistics): a Python subclass
+    of the C ``Task`` loses the C fast paths that test for the exact type --
+    every step of it is a method call, and a task awaiting it takes the
+    generic future protocol -- which costs ~0.5-1.5 µs per task in a real
+    service, more than the rest of lazy tracking together."""
 
-    __slots__ = ("_peeps_cancel", "_peeps_code", "_peeps_created", "_peeps_lasti",
-                 "_peeps_parent", "_peeps_tracked")
+    __slots__ = ("_peeps_cancel",)
 
-    _peeps_parent: int
-    _peeps_code: Any
-    _peeps_lasti: int
-    _peeps_created: int
     _peeps_cancel: tuple[str, int]
-    _peeps_tracked: dict[str, Any]
 
     def cancel(self, msg: Any = None) -> bool:
         try:
@@ -588,23 +577,26 @@ class TrackedTask(asyncio.Task):  # type: ignore[type-arg]
         return super().cancel(msg)
 
 
-#: Task classes with the spawn and cancel slots (``TrackedTask``).
-SPAWN_SLOT_TYPES: set[type[Any]] = {TrackedTask}
+#: Record who cancels a task (``cancelled_by``): the factory and
+#: ``spawn_tracked`` then make :class:`TrackedTask` instead of ``asyncio.Task``.
+#: ``PEEPS_CANCEL_ORIGIN=1``; step statistics turn it on too.
+cancel_origin: bool = env_flag("PEEPS_CANCEL_ORIGIN")
 
-#: A task's spawn record: (parent task id or 0, code or None, instruction offset, created).
-SpawnRecord = tuple[int, Any, int, int]
+
+#: A task's spawn record, in its ``_peeps_spawn`` attribute: (parent task id
+#: or 0, creating code or None, instruction offset, created mono ns,
+#: ``spawn_tracked`` meta or None for an automatically tracked task).
+#: ``asyncio.Task`` instances take attributes (the C type has an instance
+#: dict), so the record needs no subclass; one tuple is one dict entry.
+SpawnRecord = tuple[int, Any, int, int, "dict[str, Any] | None"]
 
 
 def spawn_record(task: Any) -> SpawnRecord | None:
     """What the lean factory or ``spawn_tracked`` stored on ``task``, if anything."""
-    if type(task) not in SPAWN_SLOT_TYPES:
-        return None  # (getattr with a default raises and catches for a plain Task)
-    try:
-        created: int = task._peeps_created
-    except AttributeError:
-        return None
-    return (getattr(task, "_peeps_parent", 0), getattr(task, "_peeps_code", None),
-            getattr(task, "_peeps_lasti", -1), created)
+    # getattr with a default: a plain task without the attribute raises no
+    # exception internally (a try/except would build one per task).
+    record: SpawnRecord | None = getattr(task, "_peeps_spawn", None)
+    return record
 
 
 #: (id(code), offset) -> (code, line): a bounded cache of decoded creation lines.
@@ -632,8 +624,8 @@ def line_of(code: Any, lasti: int) -> int:
 
 def _spawn_info(task: Any, spawn: SpawnRecord,
                 by_id: dict[int, Any] | None) -> tuple[Location | None, str | None, int]:
-    """(location, parent node id, created mono ns) from a ``TrackedTask``'s slots."""
-    parent_key, code, lasti, created = spawn
+    """(location, parent node id, created mono ns) from a task's spawn record."""
+    parent_key, code, lasti, created, _ = spawn
     location: Location | None = ((code.co_filename, line_of(code, lasti))
                                  if code is not None else None)
     parent_id: str | None = None
@@ -657,9 +649,9 @@ def _copy_cancel(task: Any, entity: TaskEntity) -> None:
         entity.cancelled_by, entity.cancel_requested_mono_ns = cancel
 
 
-def _copy_tracked(task: Any, entity: TaskEntity) -> None:
+def _copy_tracked(task: Any, spawn: SpawnRecord, entity: TaskEntity) -> None:
     """A lazily spawned ``spawn_tracked`` task: its name, meta and source."""
-    meta = getattr(task, "_peeps_tracked", None)
+    meta = spawn[4]
     if meta is not None:
         entity.tracked = True
         entity.source = "spawn_tracked"
@@ -683,7 +675,7 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
                             source="auto")
         entity.created_mono_ns = created
         _copy_cancel(task, entity)
-        _copy_tracked(task, entity)
+        _copy_tracked(task, spawn, entity)
     else:
         entity = TaskEntity(task, None, tracked=False, location=None, parent_id=None)
     if not task.done():
@@ -791,8 +783,8 @@ def adopt_lazy_tracked() -> None:
             continue
         by_id = {id(t): t for t in tasks}
         for task in tasks:
-            if (type(task) is TrackedTask and getattr(task, "_peeps_tracked", None) is not None
-                    and entity_for_task(task) is None):
+            spawn = getattr(task, "_peeps_spawn", None)
+            if spawn is not None and spawn[4] is not None and entity_for_task(task) is None:
                 try:
                     adopt_task(task, by_id)
                 except Exception as exc:
@@ -820,24 +812,23 @@ def spawn_tracked(
     if not STATE.enabled:
         return loop.create_task(coro, name=name)
     factory = loop.get_task_factory()
-    # The automatic factory's lean function makes ``TrackedTask`` itself, so
-    # the task can be built here directly.
+    # The automatic factory's lean function makes the task itself, so it can
+    # be built here directly.
     if lazy_spawn and (factory is None or hasattr(factory, "peeps_factory")):
         ref = _LAZY_LOOPS.get(id(loop))
         if (ref is None or ref() is not loop) and not _register_lazy_loop(loop):
             return _spawn_eagerly(name, coro, meta, loop)
-        # What ``loop.create_task`` does without a factory (``TrackedTask`` is an
-        # ``asyncio.Task`` with slots), and what our own lean factory does.
-        task: asyncio.Task[T] = TrackedTask(coro, loop=loop, name=name)
+        # What ``loop.create_task`` does without a factory, and what our own
+        # lean factory does.
+        task: asyncio.Task[T] = (TrackedTask if cancel_origin else asyncio.Task)(
+            coro, loop=loop, name=name)
         try:
             parent = (_current_tasks.get(loop) if _current_tasks is not None
                       else _current_task(loop))
             frame = _getframe(1)
-            task._peeps_parent = id(parent) if parent is not None else 0  # type: ignore[attr-defined]
-            task._peeps_code = frame.f_code  # type: ignore[attr-defined]
-            task._peeps_lasti = frame.f_lasti  # type: ignore[attr-defined]
-            task._peeps_tracked = meta  # type: ignore[attr-defined]
-            task._peeps_created = _monotonic_ns()  # type: ignore[attr-defined]
+            task._peeps_spawn = (  # type: ignore[attr-defined]
+                id(parent) if parent is not None else 0, frame.f_code, frame.f_lasti,
+                _monotonic_ns(), meta)
         except Exception as exc:
             REGISTRY.part_failed("spawn_tracked", exc)
         return task

@@ -18,7 +18,7 @@ import pytest
 
 import peeps
 from graph_support import edges, node, settle
-from peeps import _autotrack
+from peeps import _autotrack, _tasks
 from peeps._config import STATE
 from peeps._registry import REGISTRY
 from peeps._tasks import current_task_entity, entity_for_task
@@ -132,7 +132,9 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
         async def main() -> bool:
             t = asyncio.create_task(asyncio.sleep(0))
             await t
-            return isinstance(t, _autotrack.TrackedTask) and t._peeps_created > 0
+            # The C type itself (its fast paths test for the exact type), with
+            # the spawn record in an attribute.
+            return type(t) is asyncio.Task and t._peeps_spawn[3] > 0  # type: ignore[attr-defined]
 
         assert loop.run_until_complete(main())
         assert _autotrack.factory_state(loop.get_task_factory()) is not None
@@ -509,12 +511,16 @@ def test_uninstall_when_another_factory_was_installed_on_top() -> None:
     asyncio.run(scenario())
 
 
-def test_event_loop_node_and_lazy_cancel_attribution() -> None:
+def test_event_loop_node_and_lazy_cancel_attribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tasks, "cancel_origin", True)
+
     async def scenario() -> None:
         peeps.install_task_factory()
         me = current_task_entity()
         assert me is not None
         t = asyncio.create_task(asyncio.sleep(3600))
+        tracked = peeps.tasks.spawn_tracked("tracked", asyncio.sleep(3600))
+        assert type(t) is _tasks.TrackedTask and type(tracked) is _tasks.TrackedTask
         await settle()
         t.cancel()  # before anyone saw the task: kept in its slot
         g = peeps.collect_graph()
@@ -522,7 +528,32 @@ def test_event_loop_node_and_lazy_cancel_attribution() -> None:
         assert loop_node["attrs"]["running"] is True and loop_node["attrs"]["tasks"] >= 2
         attrs = node(g, tid(t))["attrs"]
         assert attrs["cancelled_by"] == me.id
+        assert node(g, tid(tracked))["attrs"]["tracked"] is True
+        await cancel_all([tracked])
         await asyncio.gather(t, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_default_tasks_are_plain_asyncio_tasks_without_cancel_origin() -> None:
+    """By default neither the factory nor ``spawn_tracked`` subclasses the C
+    ``Task``: spawn records live in an attribute, and who cancelled is not known."""
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        t = asyncio.create_task(asyncio.sleep(3600))
+        tracked = peeps.tasks.spawn_tracked("tracked", asyncio.sleep(3600), job=7)
+        assert type(t) is asyncio.Task and type(tracked) is asyncio.Task
+        await settle()
+        attrs = node(peeps.collect_graph(), tid(tracked))["attrs"]  # both are seen
+        assert attrs["tracked"] is True and attrs["meta"]["job"] == 7
+        assert attrs["source"] == "spawn_tracked" and attrs["name"] == "tracked"
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+        g = peeps.collect_graph()
+        assert node(g, tid(t))["attrs"]["state"] == "cancelled"
+        assert "cancelled_by" not in node(g, tid(t))["attrs"]
+        await cancel_all([tracked])
 
     asyncio.run(scenario())
 
