@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import random
+import select
 import signal
 import sys
 import sysconfig
@@ -34,7 +35,7 @@ from concurrent.futures import Executor
 from types import CodeType, FrameType
 from typing import Any, Final, Literal, TypeVar
 
-from . import _loophooks, _registry
+from . import _deadline, _loophooks, _registry
 from ._config import STATE
 from ._lockdep import CHAINS, HeldChain, forget_thread
 from ._registry import (
@@ -67,12 +68,18 @@ DEFAULT_WINDOW_S: Final = 1.0
 DEFAULT_BUDGET: Final = 0.02
 MIN_HZ: Final = 2.0
 #: While an event loop ticks the sampler (``Sampler.drive_from``), the sampler
-#: thread wakes only this often: to poll the watchdog, and to take over at full
-#: rate (every thread, the loop's included) if the loop stops ticking (a stall).  Every wake-up of a
-#: Python thread while a busy loop keeps dropping and retaking the GIL (each
-#: socket call, each ``epoll_wait``) costs that loop a train of futile GIL
-#: hand-offs, up to a switch interval long; a tick inside the loop costs none.
+#: thread stands by to take over at full rate (every thread, the loop's
+#: included) if the loop stops ticking (a stall).  On Linux it sleeps on a
+#: kernel deadline each loop tick re-arms (``_deadline``) and wakes only when
+#: the ticks stop; elsewhere it wakes this often, to look and to poll the
+#: watchdog.  Every wake-up of a Python thread while a busy loop keeps dropping
+#: and retaking the GIL (each socket call, each ``epoll_wait``) costs that loop
+#: a train of futile GIL hand-offs, up to a switch interval long; a tick inside
+#: the loop costs none.
 LOOP_DRIVEN_WAKE_S: Final = 0.1
+#: The standby deadline, in loop-tick intervals: how long the loop may go
+#: without ticking before the sampler thread takes over.
+TAKEOVER_TICKS: Final = 3
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
 
@@ -662,6 +669,10 @@ class Sampler:
         self.loop_tick_mono_ns = 0
         self.loop_ticks = 0
         self.thread_ticks = 0
+        #: Thread mode on Linux: re-armed by each loop tick; the standby thread
+        #: sleeps on it (with a pipe that ``stop()`` writes to wake it).
+        self._deadline: _deadline.Deadline | None = None
+        self._wake_fds: tuple[int, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -673,6 +684,16 @@ class Sampler:
             signal.setitimer(signal.ITIMER_PROF, interval, interval)
             self.running = True
             return
+        self._deadline = _deadline.create(TAKEOVER_TICKS / self.hz)
+        if self._deadline is not None:
+            try:
+                read_fd, write_fd = os.pipe()
+            except OSError:
+                self._deadline.close()
+                self._deadline = None
+            else:
+                os.set_blocking(write_fd, False)
+                self._wake_fds = (read_fd, write_fd)
         self.thread_obj = threading.Thread(target=self._run, name="peeps-sampler", daemon=True)
         self.running = True
         self.thread_obj.start()
@@ -692,10 +713,25 @@ class Sampler:
             except (ValueError, OSError) as exc:
                 log.warning("peeps: could not clear the SIGPROF timer: %r", exc)
             return
+        fds = self._wake_fds
+        if fds is not None:
+            with contextlib.suppress(OSError):
+                os.write(fds[1], b"!")
         thread = self.thread_obj
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._close_standby()
         COARSE_NOW[0] = 0  # again: the last tick may have set it while stopping
+
+    def _close_standby(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            deadline.close()
+        fds, self._wake_fds = self._wake_fds, None
+        for fd in fds or ():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     # -- sampling ------------------------------------------------------------------
     def _run(self) -> None:
@@ -708,11 +744,29 @@ class Sampler:
         uniform = random.uniform
         monotonic_ns = time.monotonic_ns
         stop = self._stop
+        deadline_passed = False
         while not stop.is_set():
             interval = uniform(0.8, 1.2) / self.effective_hz
-            if monotonic_ns() - self.loop_tick_mono_ns < 3 * interval * 1e9:
-                # An event loop ticks for us: stand by in case it stops (a stall)
-                # and poll the watchdog, which needs a thread besides the loop's.
+            left_s = TAKEOVER_TICKS / self.effective_hz - (
+                monotonic_ns() - self.loop_tick_mono_ns) / 1e9
+            if left_s > 0:
+                # An event loop ticks for us: stand by in case it stops (a stall).
+                deadline, fds = self._deadline, self._wake_fds
+                if deadline is not None and fds is not None:
+                    # No timeout, so no wake-up while the loop ticks (each tick
+                    # re-arms the deadline) -- unless the deadline has just
+                    # passed and is not armed again yet.
+                    try:
+                        ready, _, _ = select.select([deadline.fileno(), fds[0]], [], [],
+                                                    left_s if deadline_passed else None)
+                    except (OSError, ValueError):  # closed by stop()
+                        return
+                    deadline_passed = deadline.fileno() in ready
+                    if deadline_passed:
+                        deadline.drain()
+                    continue
+                # No kernel deadline: look again later, and poll the watchdog,
+                # which needs a thread besides the loop's.
                 sleep(LOOP_DRIVEN_WAKE_S)
                 if not stop.is_set():
                     try:
@@ -768,7 +822,13 @@ class Sampler:
             self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
             self.tick(loop_ident=threading.get_ident())
             self.loop_ticks += 1
-            loop.call_later(random.uniform(0.8, 1.2) / self.effective_hz, self._loop_tick, loop)
+            interval = 1.0 / self.effective_hz
+            loop.call_later(random.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
+            deadline = self._deadline
+            if deadline is not None:
+                deadline.seconds = TAKEOVER_TICKS * interval
+                with contextlib.suppress(OSError):  # closed by a concurrent stop()
+                    deadline.arm()
         except Exception as exc:
             self._driver = None  # the sampler thread carries on alone
             REGISTRY.part_failed("loop-driven thread sampling", exc)

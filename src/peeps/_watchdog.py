@@ -2,9 +2,12 @@
 
 A heartbeat on the loop (a ``call_later`` tick every ``threshold/2``) stamps
 when the loop last came back; a thread other than the loop's notices a tick
-that is overdue by more than the threshold: the thread sampler's, after its
-wake-ups, while it runs (``poll_if_due``), else the ``peeps-watchdog`` daemon
-thread.  While the loop is stalled the
+that is overdue by more than the threshold.  On Linux each heartbeat also
+re-arms a kernel deadline (``_deadline``, a timerfd) that the
+``peeps-watchdog`` daemon thread blocks on, so that thread sleeps -- wanting no
+GIL -- until a heartbeat is really overdue.  Elsewhere it polls at
+``threshold/4``, or lets the thread sampler poll for it after the sampler's
+wake-ups (``poll_if_due``).  While the loop is stalled the
 watchdog reads the loop thread's stack (``sys._current_frames()``) and the task
 whose step is running (``asyncio.current_task(loop)``, read from the watchdog
 thread), so the ``loop`` node shows the stall *while it lasts* (``stalled_ns``,
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -25,7 +29,7 @@ import weakref
 from types import FrameType
 from typing import Any, Final
 
-from . import _loophooks
+from . import _deadline, _loophooks
 from ._config import STATE
 from ._registry import _PKG_DIR, REGISTRY, Clock, base_attrs, capture_location, new_id
 from ._tasks import entity_for_task
@@ -88,6 +92,8 @@ class LoopWatch:
         self.recent: list[dict[str, Any]] = []
         self.stopped = False
         self._handle: asyncio.TimerHandle | None = None
+        #: Re-armed by every heartbeat; passes when a stall is due to be seen.
+        self.deadline = _deadline.create((self.interval_ns + self.threshold_ns) / 1e9 + 0.001)
 
     # -- loop side -----------------------------------------------------------------
     def _tick(self) -> None:
@@ -107,6 +113,8 @@ class LoopWatch:
             loop = self.loop_ref()
             if loop is not None:
                 self._handle = loop.call_later(self.interval_ns / 1e9, self._tick)
+            if self.deadline is not None:
+                self.deadline.arm()
         except Exception as exc:
             REGISTRY.part_failed("event-loop watchdog heartbeat", exc)
             self.stopped = True
@@ -171,8 +179,16 @@ class LoopWatch:
         if self.beat == beat:  # the loop has not come back meanwhile
             self.stall = stall
 
+    def healthy(self, now: int) -> bool:
+        """Not stalled now (a stopped loop counts as healthy: nothing to see)."""
+        due = self.next_due_mono_ns
+        return due is None or now - due <= self.threshold_ns
+
     def stop(self) -> None:
         self.stopped = True
+        deadline, self.deadline = self.deadline, None
+        if deadline is not None:
+            _retire(deadline)
         handle = self._handle
         loop = self.loop_ref()
         if handle is not None and loop is not None and not loop.is_closed():
@@ -266,7 +282,7 @@ def poll_if_due(now: int) -> None:
     up to a switch interval (5 ms) of futile GIL hand-offs, so the watchdog does
     not wake a thread of its own while the sampler is awake anyway.
     """
-    if _WATCHES and now >= _next_poll_ns:
+    if _WATCHES and now >= _next_poll_ns and not _blocking_mode():
         poll(now)
 
 
@@ -281,19 +297,86 @@ def _sampler_polls_for_us() -> bool:
 
 def _run() -> None:
     interval = _poll_interval_s()
-    while not _STOP.wait(interval):
-        if _sampler_polls_for_us():
+    while True:
+        if _blocking_mode():
+            if not _block_until_due():
+                return
+        elif _STOP.wait(interval):
+            return
+        elif _sampler_polls_for_us():
             interval = _ADOPTED_RECHECK_S
             continue
         interval = _poll_interval_s()
         poll(time.monotonic_ns())
 
 
+# -- blocking on the loops' deadlines (Linux) ---------------------------------------
+
+#: Deadlines of stopped watches, closed by the watchdog thread (which may be
+#: inside ``select`` on them) or by whoever stops that thread.
+_RETIRED: list[_deadline.Deadline] = []
+_wake_fds: tuple[int, int] | None = None
+
+
+def _retire(deadline: _deadline.Deadline) -> None:
+    _RETIRED.append(deadline)
+    _wake_thread()
+
+
+def _wake_thread() -> None:
+    fds = _wake_fds
+    if fds is not None:
+        with contextlib.suppress(OSError):  # a full pipe already wakes it
+            os.write(fds[1], b"!")
+
+
+def _close_retired() -> None:
+    while _RETIRED:
+        _RETIRED.pop().close()
+
+
+def _blocking_mode() -> bool:
+    """Whether every watched loop has a deadline and none is stalled now (then
+    the thread can sleep until a deadline passes)."""
+    if _wake_fds is None:
+        return False
+    now = time.monotonic_ns()
+    return all(w.deadline is not None and w.healthy(now) for w in list(_WATCHES.values()))
+
+
+def _block_until_due() -> bool:
+    """Sleep in ``select`` until a deadline passes, a watch is added or removed,
+    or the thread is stopped; ``False`` when stopped."""
+    assert _wake_fds is not None
+    deadlines = {w.deadline.fileno(): w.deadline for w in list(_WATCHES.values())
+                 if w.deadline is not None}
+    try:
+        ready, _, _ = select.select([_wake_fds[0], *deadlines], [], [])
+    except (OSError, ValueError):  # a deadline closed under us: look again
+        ready = []
+    for fd in ready:
+        deadline = deadlines.get(fd)
+        if deadline is not None:
+            deadline.drain()
+        else:
+            with contextlib.suppress(OSError):
+                os.read(fd, 512)
+    _close_retired()
+    return not _STOP.is_set()
+
+
 def _ensure_thread() -> None:
-    global _THREAD
+    global _THREAD, _wake_fds
     if _THREAD is not None and _THREAD.is_alive():
+        _wake_thread()  # a new watch: select on its deadline too
         return
     _STOP.clear()
+    if _wake_fds is None and _deadline.available():
+        with contextlib.suppress(OSError):
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            _wake_fds = (read_fd, write_fd)
     _THREAD = threading.Thread(target=_run, name="peeps-watchdog", daemon=True)
     _THREAD.start()
 
@@ -345,9 +428,12 @@ def unwatch_all() -> None:
     for watch in list(_WATCHES.values()):
         watch.stop()
     _STOP.set()
+    _wake_thread()
     thread, _THREAD = _THREAD, None
     if thread is not None and thread.is_alive() and thread is not threading.current_thread():
         thread.join(2.0)
+    if thread is None or not thread.is_alive():
+        _close_retired()
 
 
 def watched_loops() -> list[LoopWatch]:
@@ -395,8 +481,17 @@ def threshold_from_env() -> float | None:
 
 
 def _after_fork_in_child() -> None:
-    global _THREAD
+    global _THREAD, _wake_fds
+    for watch in _WATCHES.values():  # the parent's: their descriptors are ours to close
+        if watch.deadline is not None:
+            watch.deadline.close()
     _WATCHES.clear()
+    _close_retired()
+    if _wake_fds is not None:
+        for fd in _wake_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _wake_fds = None
     _THREAD = None
 
 

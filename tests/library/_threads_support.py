@@ -3,8 +3,10 @@ until a condition holds (never sleep-and-hope), and pick nodes out of it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import peeps
@@ -53,3 +55,10 @@ def node_labelled(graph: Graph, label: str, kind: str | None = None) -> dict[str
     return found[0]  # type: ignore[no-any-return]
 
 
+
+
+def voluntary_switches(thread: threading.Thread) -> int:
+    """How often ``thread`` has gone to sleep so far (Linux ``/proc``): its wake-ups."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("voluntary_ctxt_switches")))

@@ -15,8 +15,14 @@ from typing import Literal
 import pytest
 
 import peeps
-from library._threads_support import thread_node, verdict_of, wait_for_graph, wait_until
-from peeps import _registry, _threads
+from library._threads_support import (
+    thread_node,
+    verdict_of,
+    voluntary_switches,
+    wait_for_graph,
+    wait_until,
+)
+from peeps import _deadline, _registry, _threads
 from peeps._config import STATE
 
 HERE = __file__
@@ -288,9 +294,10 @@ def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built()
 
 def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> None:
     """Inside a running loop the sampler ticks from the loop (its own thread sleeps
-    at LOOP_DRIVEN_WAKE_S), other threads still get their verdicts, the loop's
-    thread is "running its loop", and when the loop stalls the sampler thread
-    takes over at full rate and sees the stall."""
+    on a kernel deadline the ticks re-arm, or wakes at LOOP_DRIVEN_WAKE_S where
+    there is none), other threads still get their verdicts, the loop's thread is
+    "running its loop", and when the loop stalls the sampler thread takes over at
+    full rate and sees the stall."""
     release = threading.Event()
     blocker = threading.Thread(target=release.wait, name="t.loop-blocker", daemon=True)
     blocker.start()
@@ -298,8 +305,12 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     async def main() -> tuple[dict[str, int], dict[str, int], dict[str, object]]:
         started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
         assert started is not None
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.1)
+        assert started.thread_obj is not None
+        switches0 = voluntary_switches(started.thread_obj)
+        await asyncio.sleep(0.9)
         healthy = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
+        healthy["woke"] = voluntary_switches(started.thread_obj) - switches0
         graph = peeps.collect_graph()
         time.sleep(0.6)  # the loop stalls: nothing ticks it
         stalled = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
@@ -316,6 +327,8 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     # About 100 loop ticks in the healthy second; the thread woke ~10 times and ticked none.
     assert healthy["loop_ticks"] >= 50, healthy
     assert healthy["thread_ticks"] <= 3, healthy
+    if _deadline.available():  # asleep on the deadline, not waking at 10 Hz
+        assert healthy["woke"] <= 3, healthy
     # During the 0.6 s stall the loop ticked nothing and the thread ran at full rate.
     assert stalled["loop_ticks"] == healthy["loop_ticks"], (healthy, stalled)
     assert stalled["thread_ticks"] - healthy["thread_ticks"] >= 25, (healthy, stalled)

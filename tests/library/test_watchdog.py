@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import peeps
 from graph_support import edges
-from library._threads_support import node_labelled, wait_for_graph
-from peeps import _watchdog
+from library._threads_support import node_labelled, voluntary_switches, wait_for_graph
+from peeps import _deadline, _watchdog
 
 HERE = __file__
 
@@ -148,3 +150,54 @@ def test_with_the_thread_sampler_on_the_sampler_polls_and_the_stall_is_caught() 
     assert [e for e in stalls if e["attrs"]["location"] == f"{HERE}:{line}"
             and e["attrs"]["captured"]], stalls
     peeps.shutdown()
+
+
+@pytest.mark.skipif(not _deadline.available(), reason="kernel deadlines are Linux timerfd")
+def test_on_a_healthy_loop_the_watchdog_thread_sleeps_until_a_deadline() -> None:
+    """The heartbeat re-arms a kernel deadline; the watchdog thread blocks on it
+    instead of polling at threshold/4 (40 Hz here), so a healthy loop does not
+    wake it at all -- and a stall still wakes it in time to catch the stack."""
+
+    async def main() -> tuple[int, _watchdog.LoopWatch]:
+        watch = peeps.watch_loop(threshold_ms=100)
+        assert watch is not None and watch.deadline is not None
+        await asyncio.sleep(0.1)
+        [thread] = [t for t in threading.enumerate() if t.name == "peeps-watchdog"]
+        before = voluntary_switches(thread)
+        for _ in range(50):  # 0.5 s of a healthy, busy loop: ~10 heartbeats
+            await asyncio.sleep(0.01)
+        woke = voluntary_switches(thread) - before
+        time.sleep(0.4)  # the stall the deadline catches
+        await asyncio.sleep(0.15)
+        watch.stop()
+        return woke, watch
+
+    woke, watch = asyncio.run(main())
+    # Polling would be ~20 wake-ups; allow a couple for the machine's noise.
+    assert woke <= 3, woke
+    line = Path(HERE).read_text().splitlines().index(
+        "        time.sleep(0.4)  # the stall the deadline catches") + 1
+    stalls = _stall_events(watch._peeps_id)
+    assert [e for e in stalls if e["attrs"]["location"] == f"{HERE}:{line}"
+            and e["attrs"]["captured"]], stalls
+
+
+@pytest.mark.skipif(not _deadline.available(), reason="kernel deadlines are Linux timerfd")
+def test_a_deadline_passes_only_when_it_is_not_rearmed_in_time() -> None:
+    import select
+
+    deadline = _deadline.create(0.05)
+    assert deadline is not None
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 0.2:  # re-armed every ~10 ms: never passes
+            deadline.arm()
+            assert select.select([deadline.fileno()], [], [], 0.01)[0] == []
+        t0 = time.monotonic()
+        assert select.select([deadline.fileno()], [], [], 2.0)[0] == [deadline.fileno()]
+        assert 0.03 <= time.monotonic() - t0 < 1.0
+        deadline.drain()  # consumed: blocks again
+        assert select.select([deadline.fileno()], [], [], 0.1)[0] == []
+    finally:
+        deadline.close()
+    assert deadline.fileno() == -1
