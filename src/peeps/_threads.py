@@ -924,7 +924,12 @@ class Sampler:
                 entity.record(now, frame, cpu)
             for ident in by_ident.keys() - frames.keys():
                 gone = by_ident.get(ident)
-                if gone is not None:
+                # Not in this tick's frames, but maybe started since they were
+                # read (a tick can lose the GIL midway): a thread still in
+                # ``threading._active``, or an entity made during the tick, is
+                # alive -- forgetting it would give its waits and holds to a
+                # node that is no longer described.
+                if gone is not None and gone.created_mono_ns < now and ident not in active:
                     _forget(gone)
             if now >= self._next_verdict_ns:
                 self._next_verdict_ns = now + VERDICT_EVENT_INTERVAL_NS

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -373,3 +373,38 @@ def test_a_loop_without_a_python_scheduler_step_is_not_driven(
     sampler.drive_from(Foreign())  # type: ignore[abstract]  # only call_soon is ever reached
     assert sampler.loop_ticks == 0
     assert sampler._driver is None
+
+
+def test_a_thread_that_starts_during_a_tick_is_not_forgotten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick reads every thread's frame first and can lose the GIL midway; a
+    thread that starts meanwhile (and makes its entity by waiting on a lock) is
+    missing from those frames but alive.  It must keep its entity, or its waits
+    and holds go to a node no snapshot describes (the cause of a flaky
+    deadlock diagnosis that named one half of the cycle)."""
+    ticker = _threads.Sampler(mode="thread", hz=100)
+    ready = threading.Event()
+    release = threading.Event()
+    made: list[_threads.ThreadEntity | None] = []
+
+    def newcomer() -> None:
+        made.append(_threads.current_thread_entity())
+        ready.set()
+        release.wait()
+
+    real = sys._current_frames
+    worker = threading.Thread(target=newcomer, name="t.newcomer", daemon=True)
+
+    def frames_read_before_it_started() -> dict[int, Any]:
+        return {ident: f for ident, f in real().items() if ident != worker.ident}
+
+    worker.start()
+    try:
+        assert ready.wait(5) and made and made[0] is not None
+        monkeypatch.setattr(sys, "_current_frames", frames_read_before_it_started)
+        ticker.tick()
+        assert not made[0].exited
+        assert _threads.current_thread_entity() is not None
+    finally:
+        release.set()
+        worker.join(5)
