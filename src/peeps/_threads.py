@@ -80,6 +80,12 @@ LOOP_DRIVEN_WAKE_S: Final = 0.1
 #: The standby deadline, in loop-tick intervals: how long the loop may go
 #: without ticking before the sampler thread takes over.
 TAKEOVER_TICKS: Final = 3
+#: A loop-driven sampler in a process whose only threads are the loop's and
+#: peeps' own, with the loop idle (under LOW_CPU_SHARE of a core since the last
+#: tick), doubles its tick interval per such tick up to this factor, and goes
+#: back to the full rate at the first tick that finds work or another thread.
+#: An idle asyncio service then pays a quarter of the rate's wake-ups.
+MAX_QUIET_PACE: Final = 4
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
 
@@ -673,6 +679,10 @@ class Sampler:
         #: sleeps on it (with a pipe that ``stop()`` writes to wake it).
         self._deadline: _deadline.Deadline | None = None
         self._wake_fds: tuple[int, int] | None = None
+        #: Loop-driven ticks come every ``pace / effective_hz`` (MAX_QUIET_PACE).
+        self.pace = 1
+        self._loop_cpu_ns = 0
+        self._loop_mono_ns = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -747,7 +757,7 @@ class Sampler:
         deadline_passed = False
         while not stop.is_set():
             interval = uniform(0.8, 1.2) / self.effective_hz
-            left_s = TAKEOVER_TICKS / self.effective_hz - (
+            left_s = TAKEOVER_TICKS * self.pace / self.effective_hz - (
                 monotonic_ns() - self.loop_tick_mono_ns) / 1e9
             if left_s > 0:
                 # An event loop ticks for us: stand by in case it stops (a stall).
@@ -819,10 +829,14 @@ class Sampler:
         if not self.running or current is None or current() is not loop:
             return  # stopped, or another loop took over
         try:
-            self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
-            self.tick(loop_ident=threading.get_ident())
+            now = self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
+            alone = self.tick(loop_ident=threading.get_ident())
             self.loop_ticks += 1
-            interval = 1.0 / self.effective_hz
+            cpu = time.thread_time_ns()
+            idle = (cpu - self._loop_cpu_ns) < LOW_CPU_SHARE * (now - self._loop_mono_ns)
+            self._loop_cpu_ns, self._loop_mono_ns = cpu, now
+            self.pace = min(MAX_QUIET_PACE, self.pace * 2) if alone and idle else 1
+            interval = self.pace / self.effective_hz
             loop.call_later(random.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
             deadline = self._deadline
             if deadline is not None:
@@ -833,23 +847,25 @@ class Sampler:
             self._driver = None  # the sampler thread carries on alone
             REGISTRY.part_failed("loop-driven thread sampling", exc)
 
-    def tick(self, loop_ident: int | None = None) -> None:
+    def tick(self, loop_ident: int | None = None) -> bool:
         """Take one sample of every thread.  ``loop_ident``: this tick runs on that
-        thread's event loop, so that thread is recorded as running its loop."""
+        thread's event loop, so that thread is recorded as running its loop.
+        Returns whether that thread is the only one besides peeps' own."""
         if not self._busy.acquire(blocking=False):
             self.skipped_ticks += 1
-            return
+            return False
         try:
             cpu0 = time.thread_time_ns()
-            self._sample_all(loop_ident)
+            alone = self._sample_all(loop_ident)
             cost = time.thread_time_ns() - cpu0
             self.ticks += 1
             self.cost_ns += cost
             self._account(cost)
+            return alone
         finally:
             self._busy.release()
 
-    def _sample_all(self, loop_ident: int | None = None) -> None:
+    def _sample_all(self, loop_ident: int | None = None) -> bool:
         now = time.monotonic_ns()
         frames = sys._current_frames()
         by_ident = _BY_IDENT
@@ -934,6 +950,14 @@ class Sampler:
             if now >= self._next_verdict_ns:
                 self._next_verdict_ns = now + VERDICT_EVENT_INTERVAL_NS
                 self._announce_verdicts(now, frames)
+            if loop_ident is None:
+                return False
+            for ident in frames:  # stops at the first thread that is not ours
+                if ident != loop_ident:
+                    entity = by_ident.get(ident)
+                    if entity is None or not entity.name.startswith("peeps-"):
+                        return False
+            return True
         finally:
             del frames
 
@@ -994,6 +1018,7 @@ class Sampler:
             "loop_ticks": self.loop_ticks,
             "thread_ticks": self.thread_ticks,
             "backoffs": self.backoffs,
+            "pace": self.pace,
             "cost_ns": self.cost_ns,
             "cpu_share": round(self.cost_ns / elapsed, 5),
             "recent_cpu_share": round(self.last_cost_share, 5),

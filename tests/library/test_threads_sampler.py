@@ -375,6 +375,47 @@ def test_a_loop_without_a_python_scheduler_step_is_not_driven(
     assert sampler._driver is None
 
 
+def test_an_idle_loop_alone_is_sampled_at_a_quarter_rate_and_work_restores_it() -> None:
+    """With only the loop's thread and peeps' own, an idle loop slows the
+    loop-driven ticks down to MAX_QUIET_PACE; a busy loop, or any other thread,
+    keeps the full rate."""
+
+    async def main() -> dict[str, tuple[int, int]]:
+        started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
+        assert started is not None
+        seen: dict[str, tuple[int, int]] = {}
+
+        async def measure(label: str, seconds: float, busy: bool) -> None:
+            await asyncio.sleep(0.2)  # settle into the state
+            ticks0 = started.loop_ticks
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                await asyncio.sleep(0 if busy else 0.05)
+            seen[label] = (started.loop_ticks - ticks0, started.pace)
+
+        await measure("idle", 1.0, busy=False)
+        await measure("busy", 1.0, busy=True)
+        other = threading.Event()
+        worker = threading.Thread(target=other.wait, name="t.other", daemon=True)
+        worker.start()
+        try:
+            await measure("idle with another thread", 1.0, busy=False)
+        finally:
+            other.set()
+            worker.join(5)
+        return seen
+
+    try:
+        seen = asyncio.run(main())
+    finally:
+        peeps.stop_sampler()
+    assert seen["idle"][1] == _threads.MAX_QUIET_PACE, seen
+    assert 10 <= seen["idle"][0] <= 40, seen  # ~25 a second instead of ~100
+    assert seen["busy"][1] == 1 and seen["busy"][0] >= 60, seen
+    assert seen["idle with another thread"][1] == 1, seen
+    assert seen["idle with another thread"][0] >= 60, seen
+
+
 def test_a_thread_that_starts_during_a_tick_is_not_forgotten(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A tick reads every thread's frame first and can lose the GIL midway; a
