@@ -136,6 +136,44 @@ class Deadline:
                 os.close(fd)
 
 
+class Waker:
+    """A self-pipe that wakes a thread asleep in ``select`` on it (to stop it,
+    or to make it look at a new deadline)."""
+
+    __slots__ = ("_read", "_write")
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe wakes it anyway; closed: gone
+            os.write(self._write, b"!")
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._read, 512)
+
+    def close(self) -> None:
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def create_waker() -> Waker | None:
+    """A :class:`Waker`, or ``None`` when no pipe can be made (out of descriptors)."""
+    try:
+        return Waker()
+    except OSError:
+        return None
+
+
 def create(seconds: float) -> Deadline | None:
     """A new, disarmed deadline of ``seconds``, or ``None`` where the platform
     has no ``timerfd`` (or the descriptor cannot be made)."""

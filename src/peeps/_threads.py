@@ -678,7 +678,7 @@ class Sampler:
         #: Thread mode on Linux: re-armed by each loop tick; the standby thread
         #: sleeps on it (with a pipe that ``stop()`` writes to wake it).
         self._deadline: _deadline.Deadline | None = None
-        self._wake_fds: tuple[int, int] | None = None
+        self._waker: _deadline.Waker | None = None
         #: Loop-driven ticks come every ``pace / effective_hz`` (MAX_QUIET_PACE).
         self.pace = 1
         self._loop_cpu_ns = 0
@@ -696,14 +696,9 @@ class Sampler:
             return
         self._deadline = _deadline.create(TAKEOVER_TICKS / self.hz)
         if self._deadline is not None:
-            try:
-                read_fd, write_fd = os.pipe()
-            except OSError:
-                self._deadline.close()
-                self._deadline = None
-            else:
-                os.set_blocking(write_fd, False)
-                self._wake_fds = (read_fd, write_fd)
+            self._waker = _deadline.create_waker()
+            if self._waker is None:
+                self._close_standby()
         self.thread_obj = threading.Thread(target=self._run, name="peeps-sampler", daemon=True)
         self.running = True
         self.thread_obj.start()
@@ -723,10 +718,9 @@ class Sampler:
             except (ValueError, OSError) as exc:
                 log.warning("peeps: could not clear the SIGPROF timer: %r", exc)
             return
-        fds = self._wake_fds
-        if fds is not None:
-            with contextlib.suppress(OSError):
-                os.write(fds[1], b"!")
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
         thread = self.thread_obj
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout)
@@ -738,10 +732,9 @@ class Sampler:
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.close()
-        fds, self._wake_fds = self._wake_fds, None
-        for fd in fds or ():
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close()
 
     # -- sampling ------------------------------------------------------------------
     def _run(self) -> None:
@@ -761,13 +754,13 @@ class Sampler:
                 monotonic_ns() - self.loop_tick_mono_ns) / 1e9
             if left_s > 0:
                 # An event loop ticks for us: stand by in case it stops (a stall).
-                deadline, fds = self._deadline, self._wake_fds
-                if deadline is not None and fds is not None:
+                deadline, waker = self._deadline, self._waker
+                if deadline is not None and waker is not None:
                     # No timeout, so no wake-up while the loop ticks (each tick
                     # re-arms the deadline) -- unless the deadline has just
                     # passed and is not armed again yet.
                     try:
-                        ready, _, _ = select.select([deadline.fileno(), fds[0]], [], [],
+                        ready, _, _ = select.select([deadline.fileno(), waker.fileno()], [], [],
                                                     left_s if deadline_passed else None)
                     except (OSError, ValueError):  # closed by stop()
                         return

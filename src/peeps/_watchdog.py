@@ -315,7 +315,7 @@ def _run() -> None:
 #: Deadlines of stopped watches, closed by the watchdog thread (which may be
 #: inside ``select`` on them) or by whoever stops that thread.
 _RETIRED: list[_deadline.Deadline] = []
-_wake_fds: tuple[int, int] | None = None
+_waker: _deadline.Waker | None = None
 
 
 def _retire(deadline: _deadline.Deadline) -> None:
@@ -324,10 +324,9 @@ def _retire(deadline: _deadline.Deadline) -> None:
 
 
 def _wake_thread() -> None:
-    fds = _wake_fds
-    if fds is not None:
-        with contextlib.suppress(OSError):  # a full pipe already wakes it
-            os.write(fds[1], b"!")
+    waker = _waker
+    if waker is not None:
+        waker.wake()
 
 
 def _close_retired() -> None:
@@ -338,7 +337,7 @@ def _close_retired() -> None:
 def _blocking_mode() -> bool:
     """Whether every watched loop has a deadline and none is stalled now (then
     the thread can sleep until a deadline passes)."""
-    if _wake_fds is None:
+    if _waker is None:
         return False
     now = time.monotonic_ns()
     return all(w.deadline is not None and w.healthy(now) for w in list(_WATCHES.values()))
@@ -347,11 +346,12 @@ def _blocking_mode() -> bool:
 def _block_until_due() -> bool:
     """Sleep in ``select`` until a deadline passes, a watch is added or removed,
     or the thread is stopped; ``False`` when stopped."""
-    assert _wake_fds is not None
+    waker = _waker
+    assert waker is not None
     deadlines = {w.deadline.fileno(): w.deadline for w in list(_WATCHES.values())
                  if w.deadline is not None}
     try:
-        ready, _, _ = select.select([_wake_fds[0], *deadlines], [], [])
+        ready, _, _ = select.select([waker.fileno(), *deadlines], [], [])
     except (OSError, ValueError):  # a deadline closed under us: look again
         ready = []
     for fd in ready:
@@ -359,24 +359,19 @@ def _block_until_due() -> bool:
         if deadline is not None:
             deadline.drain()
         else:
-            with contextlib.suppress(OSError):
-                os.read(fd, 512)
+            waker.drain()
     _close_retired()
     return not _STOP.is_set()
 
 
 def _ensure_thread() -> None:
-    global _THREAD, _wake_fds
+    global _THREAD, _waker
     if _THREAD is not None and _THREAD.is_alive():
         _wake_thread()  # a new watch: select on its deadline too
         return
     _STOP.clear()
-    if _wake_fds is None and _deadline.available():
-        with contextlib.suppress(OSError):
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-            _wake_fds = (read_fd, write_fd)
+    if _waker is None and _deadline.available():
+        _waker = _deadline.create_waker()
     _THREAD = threading.Thread(target=_run, name="peeps-watchdog", daemon=True)
     _THREAD.start()
 
@@ -481,17 +476,15 @@ def threshold_from_env() -> float | None:
 
 
 def _after_fork_in_child() -> None:
-    global _THREAD, _wake_fds
+    global _THREAD, _waker
     for watch in _WATCHES.values():  # the parent's: their descriptors are ours to close
         if watch.deadline is not None:
             watch.deadline.close()
     _WATCHES.clear()
     _close_retired()
-    if _wake_fds is not None:
-        for fd in _wake_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        _wake_fds = None
+    if _waker is not None:
+        _waker.close()
+        _waker = None
     _THREAD = None
 
 
