@@ -740,7 +740,8 @@ class Sampler:
     def _run(self) -> None:
         # time.sleep, not Event.wait: one GIL hand-off per tick instead of several,
         # which matters when a spinning thread holds the GIL (each hand-off can
-        # cost a whole switch interval).  Stopping waits at most LOOP_DRIVEN_WAKE_S.
+        # cost a whole switch interval).  stop() wakes a standby thread through its
+        # Waker; without one, stopping waits at most LOOP_DRIVEN_WAKE_S.
         from ._watchdog import poll_if_due as poll_watchdog
 
         sleep = time.sleep
