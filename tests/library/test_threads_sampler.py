@@ -343,6 +343,49 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     assert "_run_once" in attrs["top_frames"][0]["frame"]
 
 
+def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> None:
+    """A loop-driven tick records its own thread without walking its frames: the
+    sample (scheduler step, program frame) is the same object tick after tick,
+    derived again once LOOP_SAMPLE_REFRESH_NS is up or when a loop starts running,
+    so a loop run from another function gets that function as its region."""
+    frames = _threads.LOOP_SAMPLE_REFRESH_NS
+
+    async def tick_a_while() -> None:
+        await asyncio.sleep(0.4)  # idle and alone: ~25 ticks a second (MAX_QUIET_PACE)
+
+    def run_from_first() -> None:
+        asyncio.run(tick_a_while())
+
+    def run_from_second() -> None:
+        asyncio.run(tick_a_while())
+
+    def loop_samples(since: int, until: int) -> list[tuple[Any, ...]]:
+        entity = _threads._BY_IDENT[threading.get_ident()]
+        return [s for t, s in zip(entity.sample_times, entity.sample_frames, strict=True)
+                if since <= t < until and s[0] in _threads._LOOP_STEP_CODES]
+
+    started = peeps.start_sampler(mode="thread", hz=100, window_s=2.0)
+    assert started is not None
+    try:
+        t0 = time.monotonic_ns()
+        run_from_first()
+        t1 = time.monotonic_ns()
+        run_from_second()
+        t2 = time.monotonic_ns()
+    finally:
+        peeps.stop_sampler()
+    first, second = loop_samples(t0, t1), loop_samples(t1, t2)
+    assert frames >= 1_000_000_000  # both runs fit in one refresh interval
+    assert len(first) >= 6 and len(second) >= 6, (len(first), len(second))
+    # The frames were walked once per run of the loop, not every tick:
+    # asyncio.run runs its loop three times (the main task, then shutting down
+    # async generators and the default executor), plus maybe one sample by the
+    # sampler thread before the loop ticked.
+    for samples, runner in ((first, run_from_first), (second, run_from_second)):
+        assert len({id(s) for s in samples}) <= 4, samples
+        assert all(s[2] is runner.__code__ for s in samples), [(s[1], s[2].co_name) for s in samples]
+
+
 def test_peeps_sampler_loop_0_keeps_the_sampler_on_its_own_thread(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEEPS_SAMPLER_LOOP", "0")
