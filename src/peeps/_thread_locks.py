@@ -242,7 +242,12 @@ class ThreadLock(_Exclusive):
         self._exclusive_init(threading.Lock(), name, meta)
 
     # The fast path is written out in full (no helper calls): each Python call
-    # costs about as much as the whole plain acquire/release pair.
+    # costs about as much as the whole plain acquire/release pair.  These are
+    # the methods while a thread sampler ticks: it times the holds, so they
+    # read no clock and do not even test whether to.  Without one the class
+    # carries the _clocked_* functions below instead (_time_holds_by_ticks).
+    # (Bound methods taken before the sampler stops keep these: those holds
+    # then go untimed, never counted twice.)
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         try:
             chain: HeldChain = _LOCAL.chain
@@ -250,9 +255,6 @@ class ThreadLock(_Exclusive):
             chain = chain_here()
         if self._try(False):
             self._peeps_acquisitions += 1
-            if not _COARSE_NOW[0]:  # no sampler to time the hold
-                self._since = _monotonic_ns()
-                self._since_gen = self._peeps_acquisitions
             top = chain.top
             if top is not None:
                 top = nested(chain, top, self)
@@ -269,12 +271,6 @@ class ThreadLock(_Exclusive):
     def release(self) -> None:
         chain = self._owner
         if chain is not None:
-            if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
-                # No sampler: the clock times the hold.
-                held_ns = _monotonic_ns() - self._since
-                self._peeps_hold_total_ns += held_ns
-                if held_ns > self._peeps_hold_max_ns:
-                    self._peeps_hold_max_ns = held_ns
             self._owner = None
             if chain.top is self:
                 chain.top = self._lockdep_prev
@@ -287,12 +283,6 @@ class ThreadLock(_Exclusive):
         # release(), written out again: ``with`` is the common case.
         chain = self._owner
         if chain is not None:
-            if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
-                # No sampler: the clock times the hold.
-                held_ns = _monotonic_ns() - self._since
-                self._peeps_hold_total_ns += held_ns
-                if held_ns > self._peeps_hold_max_ns:
-                    self._peeps_hold_max_ns = held_ns
             self._owner = None
             if chain.top is self:
                 chain.top = self._lockdep_prev
@@ -323,6 +313,83 @@ class ThreadLock(_Exclusive):
 
     def __repr__(self) -> str:
         return f"<peeps.ThreadLock {self._peeps_name!r} {'locked' if self.locked() else 'unlocked'}>"
+
+
+# ThreadLock's fast path without a thread sampler: the clock times each hold.
+# These still test COARSE_NOW: ``threading.Condition`` (and callers) keep bound
+# methods, which must stay right after a sampler starts.
+def _clocked_acquire(self: ThreadLock, blocking: bool = True, timeout: float = -1) -> bool:
+    try:
+        chain: HeldChain = _LOCAL.chain
+    except AttributeError:
+        chain = chain_here()
+    if self._try(False):
+        self._peeps_acquisitions += 1
+        if not _COARSE_NOW[0]:  # no sampler to time the hold
+            self._since = _monotonic_ns()
+            self._since_gen = self._peeps_acquisitions
+        top = chain.top
+        if top is not None:
+            top = nested(chain, top, self)
+        self._lockdep_prev = top
+        chain.top = self
+        self._owner = chain
+        return True
+    if not blocking:
+        return False
+    return self._acquire_contended(chain, timeout)
+
+
+def _clocked_release(self: ThreadLock) -> None:
+    chain = self._owner
+    if chain is not None:
+        if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
+            held_ns = _monotonic_ns() - self._since
+            self._peeps_hold_total_ns += held_ns
+            if held_ns > self._peeps_hold_max_ns:
+                self._peeps_hold_max_ns = held_ns
+        self._owner = None
+        if chain.top is self:
+            chain.top = self._lockdep_prev
+        else:
+            unlink(chain, self)
+    self._rel()
+
+
+def _clocked_exit(self: ThreadLock, exc_type: type[BaseException] | None,
+                  exc: BaseException | None, tb: TracebackType | None) -> None:
+    # _clocked_release(), written out again: a call would cost ~50 ns.
+    chain = self._owner
+    if chain is not None:
+        if not _COARSE_NOW[0] and self._since_gen == self._peeps_acquisitions:
+            held_ns = _monotonic_ns() - self._since
+            self._peeps_hold_total_ns += held_ns
+            if held_ns > self._peeps_hold_max_ns:
+                self._peeps_hold_max_ns = held_ns
+        self._owner = None
+        if chain.top is self:
+            chain.top = self._lockdep_prev
+        else:
+            unlink(chain, self)
+    self._rel()
+
+
+_TICK_TIMED = {"acquire": ThreadLock.acquire, "__enter__": ThreadLock.acquire,
+               "release": ThreadLock.release, "__exit__": ThreadLock.__exit__}
+_CLOCKED = {"acquire": _clocked_acquire, "__enter__": _clocked_acquire,
+            "release": _clocked_release, "__exit__": _clocked_exit}
+
+
+def _time_holds_by_ticks(ticking: bool) -> None:
+    """Give ThreadLock the fast path for whether a sampler times holds now
+    (``_threads.ON_COARSE_CLOCK``).  A hold that straddles the switch is timed
+    by whichever side knows its start (``_since_gen``)."""
+    for name, method in (_TICK_TIMED if ticking else _CLOCKED).items():
+        setattr(ThreadLock, name, method)
+
+
+_time_holds_by_ticks(bool(COARSE_NOW[0]))
+_threads.ON_COARSE_CLOCK = _time_holds_by_ticks
 
 
 class ThreadRLock(_Exclusive):

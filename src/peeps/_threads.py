@@ -730,7 +730,7 @@ class Sampler:
     def stop(self, timeout: float = 2.0) -> None:
         self.running = False
         self._stop.set()
-        COARSE_NOW[0] = 0
+        coarse_clock_stopped()
         if self.mode == "sigprof":
             try:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
@@ -750,7 +750,7 @@ class Sampler:
             thread.join(timeout)
         if thread is None or not thread.is_alive():
             self._close_standby()
-        COARSE_NOW[0] = 0  # again: the last tick may have set it while stopping
+        coarse_clock_stopped()  # again: the last tick may have set it while stopping
 
     def _close_standby(self) -> None:
         deadline, self._deadline = self._deadline, None
@@ -811,11 +811,13 @@ class Sampler:
             try:
                 self.tick()
                 self.thread_ticks += 1
+                if not COARSE_NOW[0]:
+                    coarse_clock_started()
                 now = COARSE_NOW[0] = monotonic_ns()
                 poll_watchdog(now)
             except Exception as exc:  # never let the sampler die loudly
                 REGISTRY.part_failed("thread sampler", exc)
-                COARSE_NOW[0] = 0
+                coarse_clock_stopped()
                 self.running = False
                 return
 
@@ -850,6 +852,8 @@ class Sampler:
         if not self.running or current is None or current() is not loop:
             return  # stopped, or another loop took over
         try:
+            if not COARSE_NOW[0]:
+                coarse_clock_started()
             now = self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
             alone, cpu = self._tick(threading.get_ident())
             self.loop_ticks += 1
@@ -1061,6 +1065,24 @@ _SAMPLER_LOCK = threading.Lock()
 #: running.  While it is set the sampler times thread-lock holds
 #: (``HOLD_ACCOUNTING``) and the locks' fast path reads no clock.
 COARSE_NOW: list[int] = [0]
+#: Set by ``_thread_locks``: called with True when sampler ticks start keeping
+#: COARSE_NOW (they time thread-lock holds from then on), False when they stop.
+ON_COARSE_CLOCK: Callable[[bool], None] | None = None
+
+
+def coarse_clock_started() -> None:
+    """The first tick of a thread sampler is about to set COARSE_NOW."""
+    hook = ON_COARSE_CLOCK
+    if hook is not None:
+        hook(True)
+
+
+def coarse_clock_stopped() -> None:
+    """No sampler ticks any more: clear COARSE_NOW (thread locks time their own holds)."""
+    COARSE_NOW[0] = 0
+    hook = ON_COARSE_CLOCK
+    if hook is not None:
+        hook(False)
 #: ``_thread_locks.account_holds`` (set when that module loads): called each tick
 #: with a thread's chain of held locks, the tick's time and the previous tick's.
 HOLD_ACCOUNTING: Callable[[HeldChain, int, int], None] | None = None
@@ -1304,7 +1326,7 @@ def _after_fork_in_child() -> None:
     if _SAMPLER is not None:
         _SAMPLER.running = False
     _SAMPLER = None
-    COARSE_NOW[0] = 0  # nobody ticks it any more: locks must read the clock
+    coarse_clock_stopped()  # nobody ticks it any more: locks must read the clock
 
 
 if hasattr(os, "register_at_fork"):

@@ -364,3 +364,38 @@ def test_with_the_sampler_running_holds_are_timed_by_its_ticks() -> None:
         assert lock.statistics()["acquisitions"] == 1001
     finally:
         peeps.stop_sampler()
+
+
+def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
+    """Without a sampler ThreadLock carries the clocked fast path (each hold
+    timed by the clock); from a sampler's first tick to its stop, the one that
+    reads no clock and leaves holds to the ticks."""
+    from peeps import _thread_locks
+
+    peeps.stop_sampler()
+    lock = peeps.ThreadLock("t.locks.switching")
+    assert type(lock).acquire is _thread_locks._clocked_acquire
+    with lock:
+        threading.Event().wait(0.02)
+    assert lock.statistics()["max_hold_ns"] >= 20_000_000  # the clock timed it
+    assert lock._since_gen == lock._peeps_acquisitions
+    sampler = peeps.start_sampler(mode="thread", hz=100)
+    assert sampler is not None
+    try:
+        wait_until_ticks = sampler.ticks + 2
+        while sampler.ticks < wait_until_ticks:
+            threading.Event().wait(0.01)
+        assert type(lock).acquire is not _thread_locks._clocked_acquire
+        lock.acquire()
+        lock.release()
+        # No clock read: the lock does not know when that hold started.
+        assert lock._since_gen != lock._peeps_acquisitions
+    finally:
+        peeps.stop_sampler()
+    assert _threads.COARSE_NOW[0] == 0
+    assert type(lock).acquire is _thread_locks._clocked_acquire
+    assert type(lock).__exit__ is _thread_locks._clocked_exit
+    before = lock.statistics()["total_hold_ns"]
+    with lock:
+        threading.Event().wait(0.02)
+    assert lock.statistics()["total_hold_ns"] - before >= 20_000_000
