@@ -394,7 +394,7 @@ def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
         peeps.stop_sampler()
     assert _threads.COARSE_NOW[0] == 0
     assert type(lock).acquire is _thread_locks._clocked_acquire
-    assert type(lock).__exit__ is _thread_locks._clocked_exit
+    assert type(lock).__exit__ is _thread_locks._clocked_release
     before = lock.statistics()["total_hold_ns"]
     with lock:
         threading.Event().wait(0.02)
