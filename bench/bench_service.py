@@ -20,6 +20,9 @@ process's speed depends on its hash seed: see ``_measure``); the table gives
 the median of the per-session ratios and, as spread, their min–max.  Variants:
 
 * ``plain``: no peeps imported; asyncio primitives;
+* ``plain_again``: a second plain process with the same seed, the control:
+  its ratio to ``plain`` is how far apart two processes of one build land in
+  this run, so steps smaller than that are not resolved;
 * ``disabled``: the peeps wrappers with ``PEEPS_DISABLE=1``;
 * ``enabled``: the wrappers with everything that exists in this tree switched
   on (automatic task tracking, patched primitives, thread sampler at 100 Hz,
@@ -481,11 +484,15 @@ def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float,
     return median(each), each
 
 
-VARIANTS = ("plain", "disabled", "enabled", "unconnected")
+#: What a service process can run (``serve --variant``).
+SERVED = ("plain", "disabled", "enabled", "unconnected")
+#: The table's variants: ``plain_again`` is a second plain process (same hash
+#: seed), the control that shows what differences this run can resolve.
+VARIANTS = ("plain", "plain_again", "disabled", "enabled", "unconnected")
 #: Row labels; ``unconnected`` is all-on with no dashboard: the instrumentation's
 #: own cost.
-LABELS = {"disabled": "peeps disabled", "enabled": "peeps all-on",
-          "unconnected": "peeps all-on, no dashboard"}
+LABELS = {"plain_again": "plain, a second process", "disabled": "peeps disabled",
+          "enabled": "peeps all-on", "unconnected": "peeps all-on, no dashboard"}
 
 
 def _attribution(args: argparse.Namespace) -> None:
@@ -516,7 +523,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     p_serve = sub.add_parser("serve")
-    p_serve.add_argument("--variant", choices=VARIANTS, required=True)
+    p_serve.add_argument("--variant", choices=SERVED, required=True)
     p_serve.add_argument("--port-file", required=True)
     p_load = sub.add_parser("load")
     p_load.add_argument("--targets", required=True, help="JSON: [{label, port, pid}, ...]")
@@ -550,7 +557,8 @@ def main() -> None:
     if args.attribution:
         _attribution(args)
         return
-    configs = [(v, v, None, v != "unconnected") for v in VARIANTS]
+    configs = [(v, "plain" if v == "plain_again" else v, None, v != "unconnected")
+               for v in VARIANTS]
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
         web = _WebServer(tmp)
@@ -581,7 +589,15 @@ def main() -> None:
     rows.append(row(SECTION, "plain: p50 / p99 latency", plain["p50_ms"], "ms",
                     spread=spread("plain", "p50_ms", "{:.2f}"),
                     note=f"p99 {plain['p99_ms']:.2f} ms ({spread('plain', 'p99_ms', '{:.2f}')})"))
-    for variant in VARIANTS[1:]:
+    control = variants["plain_again"]
+    for key, what in (("cpu_us_per_req", "service CPU per request"), ("p99_ms", "p99 latency")):
+        ratio, each = _ratios(control, plain, key)
+        rows.append(row(SECTION, f"{LABELS['plain_again']}: {what} vs plain", ratio, "×",
+                        spread=spread_text(each, "{:.3f}"), baseline="plain",
+                        note="the same plain service twice (same seeds): how far apart two "
+                             "processes of one build land in this run, the noise floor of "
+                             "the ratios below"))
+    for variant in VARIANTS[2:]:
         v = variants[variant]
         label = LABELS[variant]
         thr_target = 0.99 if variant == "disabled" else 0.97
