@@ -268,7 +268,10 @@ class ThreadLock(_Exclusive):
 
     __enter__ = acquire
 
-    def release(self) -> None:
+    def release(self, exc_type: type[BaseException] | None = None,
+                exc: BaseException | None = None, tb: TracebackType | None = None) -> None:
+        """Release the lock.  Also ``__exit__`` (the exception arguments are
+        unused; a separate method would only save filling in their defaults)."""
         chain = self._owner
         if chain is not None:
             self._owner = None
@@ -278,17 +281,7 @@ class ThreadLock(_Exclusive):
                 unlink(chain, self)
         self._rel()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        # release(), written out again: ``with`` is the common case.
-        chain = self._owner
-        if chain is not None:
-            self._owner = None
-            if chain.top is self:
-                chain.top = self._lockdep_prev
-            else:
-                unlink(chain, self)
-        self._rel()
+    __exit__ = release
 
     def locked(self) -> bool:
         return bool(self._lock.locked())
@@ -360,7 +353,7 @@ def _clocked_release(self: ThreadLock, exc_type: type[BaseException] | None = No
 
 
 _TICK_TIMED = {"acquire": ThreadLock.acquire, "__enter__": ThreadLock.acquire,
-               "release": ThreadLock.release, "__exit__": ThreadLock.__exit__}
+               "release": ThreadLock.release, "__exit__": ThreadLock.release}
 _CLOCKED = {"acquire": _clocked_acquire, "__enter__": _clocked_acquire,
             "release": _clocked_release, "__exit__": _clocked_release}
 

@@ -348,7 +348,7 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> 
     sample (scheduler step, program frame) is the same object tick after tick,
     derived again once LOOP_SAMPLE_REFRESH_NS is up or when a loop starts running,
     so a loop run from another function gets that function as its region."""
-    frames = _threads.LOOP_SAMPLE_REFRESH_NS
+    refresh_ns = _threads.LOOP_SAMPLE_REFRESH_NS
 
     async def tick_a_while() -> None:
         await asyncio.sleep(0.4)  # idle and alone: ~25 ticks a second (MAX_QUIET_PACE)
@@ -375,7 +375,7 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> 
     finally:
         peeps.stop_sampler()
     first, second = loop_samples(t0, t1), loop_samples(t1, t2)
-    assert frames >= 1_000_000_000  # both runs fit in one refresh interval
+    assert refresh_ns >= 1_000_000_000  # both runs fit in one refresh interval
     assert len(first) >= 6 and len(second) >= 6, (len(first), len(second))
     # The frames were walked once per run of the loop, not every tick:
     # asyncio.run runs its loop three times (the main task, then shutting down
