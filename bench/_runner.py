@@ -39,6 +39,7 @@ SUITE: list[tuple[str, str, str]] = [
     ("server", "bench_server.py", "4. server"),
     ("service", "bench_service.py", "1. realistic service"),
     ("busy_loop", "bench_busy_loop.py", "1c. request path in a saturated loop"),
+    ("instructions", "bench_instructions.py", "1d. service instructions per request (callgrind)"),
     ("ui", "bench_ui.py", "6. UI"),
 ]
 

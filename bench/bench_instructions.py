@@ -1,0 +1,261 @@
+"""The realistic service's instructions per request, counted by callgrind.
+
+    python bench/bench_instructions.py -o bench/results/instructions.json [--quick]
+
+Timing on a shared 2-core VM does not resolve steps of a few percent (the
+service benchmark's control row shows how far apart two processes of one build
+land).  ``valgrind --tool=callgrind`` counts the instructions a process
+executes, whatever else the machine is doing, so the per-request work of each
+variant can be compared to a fraction of a percent.
+
+Each variant is the real aiohttp service of ``bench_service.py`` (``serve``),
+run under callgrind with the same glibc thresholds and hash seed for all;
+a client outside valgrind sends warm-up requests, then ``--reps`` times: zero
+the counters (``callgrind_control -z``), send ``--requests`` requests at the
+service benchmark's concurrency, dump the counters (``callgrind_control -d``).
+A rep's instructions (the dump's ``summary``: what ran between the zero and the
+dump) over its requests is one figure; the table gives the median and the
+min–max of the reps, which here agree to ~0.1 %.  The variants run side by
+side (the counts do not depend on CPU contention), each over one set of
+keep-alive connections.
+
+What instruction counts do not show: cache misses and branch mispredictions
+(the VM exposes no hardware counters), and anything paced by the wall clock.
+Under valgrind a request takes ~50× longer, so a thread ticking at 100 Hz would
+be counted ~50× per request: the sampler, the watchdog and snapshots are left
+out here, and measured by time in their own rows (sections 1, 3 and 5).
+
+Variants:
+
+* ``plain``: no peeps;
+* ``disabled``: the peeps wrappers with ``PEEPS_DISABLE=1`` (the noise-free form
+  of the "disabled: indistinguishable from plain" target);
+* ``wrappers``: peeps enabled with the wrappers only (channel, Lock, Semaphore,
+  ``spawn_tracked``), no automatic tracking, sampler or watchdog;
+* ``tracking``: + automatic task tracking and ``peeps.patch()``: all-on's
+  per-request work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import median, row, spread_text, write_result
+
+SECTION = "1d. service instructions per request (callgrind)"
+SERVICE = Path(__file__).with_name("bench_service.py")
+#: label -> (bench_service ``serve`` variant, PEEPS_BENCH_COMPONENTS, extra env, row text).
+VARIANTS: dict[str, tuple[str, str | None, dict[str, str], str]] = {
+    "plain": ("plain", None, {}, "plain asyncio"),
+    "disabled": ("disabled", None, {"PEEPS_DISABLE": "1"}, "peeps disabled"),
+    "wrappers": ("unconnected", "none", {},
+                 "peeps wrappers (channel, Lock, Semaphore, spawn_tracked)"),
+    "tracking": ("unconnected", "auto,patch", {},
+                 "+ automatic task tracking and peeps.patch() (all-on's per-request work)"),
+}
+#: Seconds to let the service go idle before zeroing or dumping its counters.
+QUIET_S = 0.5
+#: The disabled target (≥ 99 % of plain's throughput) as instructions.
+DISABLED_MAX = 1 / 0.99
+
+
+async def _drive(svc: _Counted, args: argparse.Namespace) -> None:
+    """Warm-up requests, then ``args.reps`` counted batches, all over the same
+    ``args.concurrency`` keep-alive connections (so no connection is opened or
+    closed inside a counted batch)."""
+    request = (f"GET /work?n=300 HTTP/1.1\r\nHost: 127.0.0.1:{svc.port}\r\n"
+               "Connection: keep-alive\r\n\r\n").encode()
+    conns = [await asyncio.open_connection("127.0.0.1", svc.port)
+             for _ in range(args.concurrency)]
+    left = 0
+
+    async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{svc.label}: the service answered {head[:40]!r}")
+            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if m:
+                await reader.readexactly(int(m.group(1)))
+
+    async def batch(requests: int) -> None:
+        nonlocal left
+        left = requests
+        await asyncio.gather(*(conn(r, w) for r, w in conns))
+
+    try:
+        await batch(args.warmup)
+        for _ in range(args.reps):
+            await asyncio.sleep(QUIET_S)  # the service finishes what it was doing
+            svc.control("-z")
+            await batch(args.requests)
+            await asyncio.sleep(QUIET_S)
+            svc.control("-d")
+    finally:
+        for _, writer in conns:
+            writer.close()
+
+
+class _Counted:
+    """One service process under callgrind."""
+
+    def __init__(self, label: str, tmp: Path, seed: int) -> None:
+        variant, components, extra, _ = VARIANTS[label]
+        self.label = label
+        self.dir = tmp / label
+        self.dir.mkdir()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED=str(seed))
+        for key in ("PEEPS_DASHBOARD", "PEEPS_DISABLE", "PEEPS_BENCH_COMPONENTS"):
+            env.pop(key, None)
+        # The same glibc thresholds as the service benchmark (its "allocator lottery").
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [
+            os.environ.get("GLIBC_TUNABLES"),
+            "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"]))
+        if components is not None:
+            env["PEEPS_BENCH_COMPONENTS"] = components
+        env.update(extra)
+        self.port_file = self.dir / "port"
+        self.log = (self.dir / "valgrind.log").open("w")
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/callgrind.out.%p",
+             sys.executable, str(SERVICE), "serve", "--variant", variant,
+             "--port-file", str(self.port_file)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = 0
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists() or not self.port_file.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.dir / "valgrind.log").read_text()[-2000:]
+                raise RuntimeError(f"{self.label}: the service did not start under "
+                                   f"callgrind:\n{tail}")
+            time.sleep(0.1)
+        self.port = int(json.loads(self.port_file.read_text())["port"])
+
+    def control(self, flag: str) -> None:
+        subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True,
+                       capture_output=True, timeout=60)
+
+    def dumped(self, count: int, timeout: float = 60) -> list[int]:
+        """The instruction counts of the first ``count`` counter dumps, in order.
+
+        ``summary`` is what ran between the zero and the dump; ``totals`` can
+        also hold cost carried by calls still open at the zero."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = []
+            for part in range(1, count + 1):
+                path = self.dir / f"callgrind.out.{self.proc.pid}.{part}"
+                text = path.read_text() if path.exists() else ""
+                m = re.search(r"^summary:\s*(\d+)", text, re.M)
+                if not m:
+                    break
+                counts.append(int(m.group(1)))
+            if len(counts) == count:
+                return counts
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label}: callgrind wrote {len(counts)} of "
+                                   f"{count} dumps")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[float]:
+    svc = _Counted(label, tmp, seed=1)
+    try:
+        svc.wait_ready(timeout=180)
+        asyncio.run(_drive(svc, args))
+        counts = svc.dumped(args.reps)
+    finally:
+        svc.stop()
+    return [c / args.requests for c in counts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--output", help="write the result rows here (JSON)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="requests per rep (default 1000)")
+    parser.add_argument("--reps", type=int, default=None, help="reps per variant (default 3)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="unmeasured requests first (default 1000)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    args.requests = args.requests or (20 if args.quick else 1000)
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (10 if args.quick else 1000)
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        sys.exit("bench_instructions: needs valgrind (callgrind and callgrind_control); "
+                 "install it with: apt-get install valgrind")
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    print(f"instructions: {len(VARIANTS)} variants under callgrind side by side, "
+          f"{args.reps} × {args.requests} requests each (~1-2 min)", file=sys.stderr)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="peeps-bench-instr-") as tmpdir:
+        tmp = Path(tmpdir)
+        with ThreadPoolExecutor(len(VARIANTS)) as pool:
+            futures = {label: pool.submit(_count, label, tmp, args) for label in VARIANTS}
+            per_request = {label: f.result() for label, f in futures.items()}
+    elapsed = time.monotonic() - t0
+    for label, each in per_request.items():
+        print(f"instructions {label}: " + ", ".join(f"{v / 1e3:.1f} k" for v in each)
+              + " per request", file=sys.stderr)
+
+    plain = per_request["plain"]
+    base = median(plain)
+    rows = [row(SECTION, f"{VARIANTS['plain'][3]}: instructions per request", base / 1e3,
+                "k instr", spread=spread_text([v / 1e3 for v in plain], "{:.1f}"),
+                note=f"concurrency {args.concurrency}, {args.reps} × {args.requests} requests; "
+                     "the spread is the reps'")]
+    for label in list(VARIANTS)[1:]:
+        each = per_request[label]
+        ratio = median(each) / base
+        judged = label == "disabled"
+        rows.append(row(
+            SECTION, f"{VARIANTS[label][3]}: instructions per request vs plain", ratio, "×",
+            spread=spread_text([v / base for v in each], "{:.3f}"), baseline="plain",
+            target=f"≤ {DISABLED_MAX:.3f}" if judged else None,
+            ok=ratio <= DISABLED_MAX if judged else None,
+            note=f"{median(each) / 1e3:.1f} k instr/req, {(median(each) - base) / 1e3:+.1f} k"
+                 + ("; the disabled target (≥ 0.99 of plain) without timing noise" if judged
+                    else "")))
+    if args.output:
+        write_result(args.output, "instructions", rows, quick=args.quick,
+                     meta={"per_request": per_request, "requests": args.requests,
+                           "reps": args.reps, "warmup": args.warmup,
+                           "concurrency": args.concurrency, "elapsed_s": elapsed})
+    else:
+        print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
