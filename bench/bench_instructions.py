@@ -1,6 +1,6 @@
 """The realistic service's instructions per request, counted by callgrind.
 
-    python bench/bench_instructions.py -o bench/results/instructions.json [--quick]
+    python bench/bench_instructions.py -o bench/results/instructions.json [--quick] [--simulate]
 
 Timing on a shared 2-core VM does not resolve steps of a few percent (the
 service benchmark's control row shows how far apart two processes of one build
@@ -20,7 +20,9 @@ side (the counts do not depend on CPU contention), each over one set of
 keep-alive connections.
 
 What instruction counts do not show: cache misses and branch mispredictions
-(the VM exposes no hardware counters), and anything paced by the wall clock.
+(the VM exposes no hardware counters; ``--simulate`` adds callgrind's models of
+both, L1 misses and mispredicts per request, at ~2.5× the run time), and
+anything paced by the wall clock.
 Under valgrind a request takes ~50× longer, so a thread ticking at 100 Hz would
 be counted ~50× per request: the sampler, the watchdog and snapshots are left
 out here, and measured by time in their own rows (sections 1, 3 and 5).
@@ -65,6 +67,8 @@ VARIANTS: dict[str, tuple[str, str | None, dict[str, str], str]] = {
     "tracking": ("unconnected", "auto,patch", {},
                  "+ automatic task tracking and peeps.patch() (all-on's per-request work)"),
 }
+#: Extra callgrind flags (``--simulate``: its cache and branch-predictor models).
+SIM_FLAGS: list[str] = []
 #: Seconds to let the service go idle before zeroing or dumping its counters.
 QUIET_S = 0.5
 #: The disabled target (≥ 99 % of plain's throughput) as instructions.
@@ -133,6 +137,7 @@ class _Counted:
         self.log = (self.dir / "valgrind.log").open("w")
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/callgrind.out.%p",
+             *SIM_FLAGS,
              sys.executable, str(SERVICE), "serve", "--variant", variant,
              "--port-file", str(self.port_file)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -153,25 +158,29 @@ class _Counted:
         subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True,
                        capture_output=True, timeout=60)
 
-    def dumped(self, count: int, timeout: float = 60) -> list[int]:
-        """The instruction counts of the first ``count`` counter dumps, in order.
+    def dumped(self, count: int, timeout: float = 60) -> list[dict[str, int]]:
+        """The event counts (``Ir`` = instructions, and with ``--simulate`` the
+        cache-miss and branch-mispredict events) of the first ``count`` counter
+        dumps, in order.
 
         ``summary`` is what ran between the zero and the dump; ``totals`` can
         also hold cost carried by calls still open at the zero."""
         deadline = time.monotonic() + timeout
         while True:
-            counts = []
+            dumps = []
             for part in range(1, count + 1):
                 path = self.dir / f"callgrind.out.{self.proc.pid}.{part}"
                 text = path.read_text() if path.exists() else ""
-                m = re.search(r"^summary:\s*(\d+)", text, re.M)
-                if not m:
+                events = re.search(r"^events:\s*(.+)$", text, re.M)
+                summary = re.search(r"^summary:\s*(.+)$", text, re.M)
+                if not (events and summary):
                     break
-                counts.append(int(m.group(1)))
-            if len(counts) == count:
-                return counts
+                dumps.append(dict(zip(events.group(1).split(),
+                                      map(int, summary.group(1).split()), strict=True)))
+            if len(dumps) == count:
+                return dumps
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.label}: callgrind wrote {len(counts)} of "
+                raise RuntimeError(f"{self.label}: callgrind wrote {len(dumps)} of "
                                    f"{count} dumps")
             time.sleep(0.2)
 
@@ -186,15 +195,23 @@ class _Counted:
         self.log.close()
 
 
-def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[float]:
+def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[dict[str, float]]:
+    """Per rep: each event's count per request."""
     svc = _Counted(label, tmp, seed=1)
     try:
         svc.wait_ready(timeout=180)
         asyncio.run(_drive(svc, args))
-        counts = svc.dumped(args.reps)
+        dumps = svc.dumped(args.reps)
     finally:
         svc.stop()
-    return [c / args.requests for c in counts]
+    return [{event: n / args.requests for event, n in dump.items()} for dump in dumps]
+
+
+#: ``--simulate``: callgrind's model events, folded (name, events summed).
+SIMULATED = [
+    ("L1 cache misses (instruction + data)", ("I1mr", "D1mr", "D1mw")),
+    ("branch mispredicts (conditional + indirect)", ("Bcm", "Bim")),
+]
 
 
 def main() -> None:
@@ -207,6 +224,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None,
                         help="unmeasured requests first (default 1000)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--simulate", action="store_true",
+                        help="also run callgrind's cache and branch-predictor models and "
+                             "report L1 misses and mispredicts per request (~2x slower)")
     args = parser.parse_args()
     args.requests = args.requests or (20 if args.quick else 1000)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -214,6 +234,8 @@ def main() -> None:
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         sys.exit("bench_instructions: needs valgrind (callgrind and callgrind_control); "
                  "install it with: apt-get install valgrind")
+    if args.simulate:
+        SIM_FLAGS[:] = ["--cache-sim=yes", "--branch-sim=yes"]
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -226,18 +248,21 @@ def main() -> None:
             futures = {label: pool.submit(_count, label, tmp, args) for label in VARIANTS}
             per_request = {label: f.result() for label, f in futures.items()}
     elapsed = time.monotonic() - t0
-    for label, each in per_request.items():
-        print(f"instructions {label}: " + ", ".join(f"{v / 1e3:.1f} k" for v in each)
+    for label, dumps in per_request.items():
+        print(f"instructions {label}: " + ", ".join(f"{d['Ir'] / 1e3:.1f} k" for d in dumps)
               + " per request", file=sys.stderr)
 
-    plain = per_request["plain"]
+    def folded(label: str, events: tuple[str, ...]) -> list[float]:
+        return [sum(d[e] for e in events) for d in per_request[label]]
+
+    plain = folded("plain", ("Ir",))
     base = median(plain)
     rows = [row(SECTION, f"{VARIANTS['plain'][3]}: instructions per request", base / 1e3,
                 "k instr", spread=spread_text([v / 1e3 for v in plain], "{:.1f}"),
                 note=f"concurrency {args.concurrency}, {args.reps} × {args.requests} requests; "
                      "the spread is the reps'")]
     for label in list(VARIANTS)[1:]:
-        each = per_request[label]
+        each = folded(label, ("Ir",))
         ratio = median(each) / base
         judged = label == "disabled"
         rows.append(row(
@@ -248,11 +273,23 @@ def main() -> None:
             note=f"{median(each) / 1e3:.1f} k instr/req, {(median(each) - base) / 1e3:+.1f} k"
                  + ("; the disabled target (≥ 0.99 of plain) without timing noise" if judged
                     else "")))
+    if args.simulate:
+        for what, events in SIMULATED:
+            sim_base = median(folded("plain", events))
+            rows.append(row(SECTION, f"{VARIANTS['plain'][3]}: simulated {what} per request",
+                            sim_base, "", note="callgrind's model, not this CPU's counters"))
+            for label in list(VARIANTS)[1:]:
+                each = folded(label, events)
+                rows.append(row(SECTION, f"{VARIANTS[label][3]}: simulated {what} vs plain",
+                                median(each) / sim_base, "×",
+                                spread=spread_text([v / sim_base for v in each], "{:.3f}"),
+                                baseline="plain", note=f"{median(each):.0f} per request"))
     if args.output:
         write_result(args.output, "instructions", rows, quick=args.quick,
                      meta={"per_request": per_request, "requests": args.requests,
                            "reps": args.reps, "warmup": args.warmup,
-                           "concurrency": args.concurrency, "elapsed_s": elapsed})
+                           "concurrency": args.concurrency, "simulate": args.simulate,
+                           "elapsed_s": elapsed})
     else:
         print(json.dumps(rows, indent=1))
 
