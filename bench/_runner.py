@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS, ROOT, machine, row
+from _common import RESULTS, ROOT, machine, row, write_result
 
 BENCH = ROOT / "bench"
 
@@ -302,11 +302,17 @@ def main() -> int:
             rows.append(row(section, f"{script_name}", None, "", note="not landed in this tree"))
             continue
         out = out_dir / f"{name}.json"
+        # The live sampler rows come from a second run of the threads script;
+        # they are kept beside its pyperf file so --rerender finds them too.
+        live = out_dir / f"{name}_live.json"
         if args.rerender:
             if out.exists():
                 rows.extend(load_rows(out, section))
+            if live.exists():
+                rows.extend(load_rows(live, section))
             continue
         out.unlink(missing_ok=True)
+        live.unlink(missing_ok=True)
         cmd = _command(name, script, out, args.quick)
         print(f"bench/run: {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
@@ -320,7 +326,9 @@ def main() -> int:
                 raise RuntimeError("wrote no result file")
             rows.extend(load_rows(out, section))
             if name == "threads" and not args.quick:
-                rows.extend(live_sampler_rows(script, env, section))
+                live_rows = live_sampler_rows(script, env, section)
+                write_result(live, "threads_live", live_rows, quick=False)
+                rows.extend(live_rows)
         except Exception as exc:
             failures += 1
             durations.setdefault(name, time.monotonic() - t0)
