@@ -28,7 +28,7 @@ from ._tasks import (
     _BY_TASK_ID,
     TaskEntity,
     TrackedTask,
-    _current_tasks,
+    _task_of,
     adopt_task,
     creation_site,
     entity_for_task,
@@ -116,8 +116,7 @@ class PeepsTaskFactory:
                 state.register(loop, coro, task, kwargs)
                 return task
             try:
-                parent = (_current_tasks.get(loop) if _current_tasks is not None
-                          else _safe_current_task(loop))
+                parent = _task_of(loop) if _task_of is not None else _safe_current_task(loop)
                 code = None
                 lasti = -1
                 if capture_sites:
@@ -181,8 +180,8 @@ def _safe_current_task(loop: asyncio.AbstractEventLoop) -> Any:
 
 
 def _spawning_entity(loop: asyncio.AbstractEventLoop, task: Any) -> TaskEntity | None:
-    if _current_tasks is not None:
-        current = _current_tasks.get(loop)
+    if _task_of is not None:
+        current = _task_of(loop)
     else:
         try:
             current = asyncio.current_task(loop)

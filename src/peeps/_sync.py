@@ -36,8 +36,8 @@ from ._registry import (
 from ._tasks import (
     _C_CURRENT_TASK,
     _current_task,
-    _current_tasks,
     _get_running_loop,
+    _task_of,
     current_holder,
     current_waiter,
     holder_id,
@@ -68,7 +68,7 @@ class _Identity:
         """``current_holder()`` for 3.11, via the cached loop."""
         loop = self._peeps_loop
         if loop is not None:
-            task = _current_tasks.get(loop) if _current_tasks is not None else None
+            task = _task_of(loop) if _task_of is not None else None
             if task is not None:
                 # The cached loop's running task is ours only when that loop runs
                 # in this thread; a loop runs in one thread, and asyncio
@@ -169,7 +169,7 @@ class Lock(asyncio.Lock, _Identity):
                     self._peeps_holder = current_holder()
             else:  # 3.11: _peeps_running_task(), its common case inlined
                 loop = self._peeps_loop
-                holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+                holder = _task_of(loop) if loop is not None else None  # type: ignore[misc]
                 self._peeps_holder = holder if holder is not None else self._peeps_running_task()
             self._peeps_held_since = _monotonic_ns()
             self._peeps_acquisitions += 1
@@ -322,7 +322,7 @@ class Semaphore(asyncio.Semaphore, _Identity):
                 holder = current_holder()
         else:  # 3.11: _peeps_running_task(), its common case inlined
             loop = self._peeps_loop
-            holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+            holder = _task_of(loop) if loop is not None else None  # type: ignore[misc]
             if holder is None:
                 holder = self._peeps_running_task()
         holding = self._peeps_holding
@@ -349,7 +349,7 @@ class Semaphore(asyncio.Semaphore, _Identity):
                 holder = current_holder()
         else:
             loop = self._peeps_loop
-            holder = _current_tasks.get(loop) if loop is not None else None  # type: ignore[union-attr]
+            holder = _task_of(loop) if loop is not None else None  # type: ignore[misc]
             if holder is None:
                 holder = self._peeps_running_task()
         if holder not in holding:
