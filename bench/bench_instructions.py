@@ -260,7 +260,8 @@ def main() -> None:
     rows = [row(SECTION, f"{VARIANTS['plain'][3]}: instructions per request", base / 1e3,
                 "k instr", spread=spread_text([v / 1e3 for v in plain], "{:.1f}"),
                 note=f"concurrency {args.concurrency}, {args.reps} × {args.requests} requests; "
-                     "the spread is the reps'")]
+                     "the spread is the reps'; separate runs and checkouts move a ratio by "
+                     "about ±1 point (docs/performance.md, method 1d)")]
     for label in list(VARIANTS)[1:]:
         each = folded(label, ("Ir",))
         ratio = median(each) / base
