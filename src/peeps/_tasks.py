@@ -726,6 +726,9 @@ lazy_spawn: bool = not env_flag("PEEPS_EAGER_TASKS")
 #: ``id(loop)`` -> weak reference, for loops with lazily spawned tracked tasks:
 #: each snapshot adopts those loops' tracked tasks (:func:`adopt_lazy_tracked`).
 _LAZY_LOOPS: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
+#: The weak reference in ``_LAZY_LOOPS`` of the loop ``spawn_tracked`` last
+#: spawned on.
+_last_lazy_loop: list[weakref.ref[asyncio.AbstractEventLoop] | None] = [None]
 _getframe = sys._getframe
 _monotonic_ns = time.monotonic_ns
 
@@ -819,13 +822,22 @@ def spawn_tracked(
     loop = asyncio.get_running_loop()
     if not STATE.enabled:
         return loop.create_task(coro, name=name)
-    factory = loop.get_task_factory()
+    try:
+        # asyncio's loops keep it here; reading it skips a method call.
+        factory = loop._task_factory  # type: ignore[attr-defined]
+    except AttributeError:  # other loop implementations
+        factory = loop.get_task_factory()
     # The automatic factory's lean function makes the task itself, so it can
     # be built here directly.
     if lazy_spawn and (factory is None or hasattr(factory, "peeps_factory")):
-        ref = _LAZY_LOOPS.get(id(loop))
-        if (ref is None or ref() is not loop) and not _register_lazy_loop(loop):
-            return _spawn_eagerly(name, coro, meta, loop)
+        # Most spawns are on the loop of the previous one: one weak-reference
+        # call instead of id(), a dict lookup and the call.
+        ref = _last_lazy_loop[0]
+        if ref is None or ref() is not loop:
+            ref = _LAZY_LOOPS.get(id(loop))
+            if (ref is None or ref() is not loop) and not _register_lazy_loop(loop):
+                return _spawn_eagerly(name, coro, meta, loop)
+            _last_lazy_loop[0] = _LAZY_LOOPS.get(id(loop))
         # What ``loop.create_task`` does without a factory, and what our own
         # lean factory does.
         task: asyncio.Task[T] = (TrackedTask if cancel_origin else asyncio.Task)(
@@ -867,4 +879,5 @@ def _spawn_eagerly(name: str, coro: Coroutine[Any, Any, T], meta: dict[str, Any]
 def _forget_all() -> None:
     _BY_TASK_ID.clear()
     _LAZY_LOOPS.clear()
+    _last_lazy_loop[0] = None
     _PENDING_PARENT.clear()

@@ -243,6 +243,56 @@ def test_spawn_tracked_is_lazy_until_a_snapshot_sees_it(auto: bool) -> None:
     asyncio.run(scenario())
 
 
+def test_spawn_tracked_on_alternating_loops_leaves_no_loop_unregistered() -> None:
+    """``spawn_tracked`` remembers the loop it last spawned on; spawning on
+    another loop in between (another thread's) must not leave either loop's
+    lazily spawned tasks out of a snapshot."""
+    import threading
+
+    other_ready = threading.Event()
+    spawn_other = threading.Event()
+    other_spawned = threading.Event()
+    stop_other = threading.Event()
+    other_tasks: list[asyncio.Task[None]] = []
+
+    async def idle() -> None:
+        await asyncio.sleep(3600)
+
+    async def other_loop() -> None:
+        other_ready.set()
+        while not spawn_other.is_set():
+            await asyncio.sleep(0.001)
+        other_tasks.append(peeps.tasks.spawn_tracked("alt.other", idle()))
+        other_spawned.set()
+        while not stop_other.is_set():
+            await asyncio.sleep(0.001)
+        for t in other_tasks:
+            t.cancel()
+
+    thread = threading.Thread(target=asyncio.run, args=(other_loop(),))
+    thread.start()
+
+    async def main_loop() -> Any:
+        assert other_ready.wait(5)
+        mine = [peeps.tasks.spawn_tracked("alt.main.1", idle())]
+        spawn_other.set()  # the other loop spawns: it is now the last one used
+        assert other_spawned.wait(5)
+        mine.append(peeps.tasks.spawn_tracked("alt.main.2", idle()))
+        await asyncio.sleep(0)
+        graph = peeps.collect_graph()
+        for t in mine:
+            t.cancel()
+        return graph
+
+    try:
+        graph = asyncio.run(main_loop())
+    finally:
+        stop_other.set()
+        thread.join(5)
+    labels = {n["label"] for n in graph["nodes"] if n["kind"] == "task"}
+    assert {"alt.main.1", "alt.other", "alt.main.2"} <= labels, labels
+
+
 def test_a_task_seen_before_its_lazy_parent_still_gets_its_spawned_edge() -> None:
     async def child(gate: asyncio.Event) -> None:
         await peeps.Event("lazy.gate").wait()  # first sight: registered here
