@@ -480,10 +480,11 @@ _current_task = asyncio.current_task
 _current_tasks: dict[Any, Any] | None = (
     getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 14) else None
 )
-#: ``_current_tasks.get``, bound once.  Called through the module global, that
-#: method is looked up the generic way and a bound method is built on every
-#: call (~500 instructions on 3.11, ~900 on 3.12/3.13, counted by callgrind);
-#: the bound method costs ~200.
+#: ``_current_tasks.get``, bound once.  Called as ``_current_tasks.get(loop)``
+#: in the task factory and the 3.11 lock paths, the method was looked up the
+#: generic way with a bound method built on every call (~500 instructions on
+#: 3.11, ~900 on 3.12/3.13, counted by callgrind; not at every call site, and
+#: we did not find what decides it); the bound method costs ~200 everywhere.
 _task_of: Callable[[Any], Any] | None = (
     _current_tasks.get if _current_tasks is not None else None
 )
