@@ -734,18 +734,20 @@ _getframe = sys._getframe
 _monotonic_ns = time.monotonic_ns
 
 
-def _register_lazy_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Make ``loop``'s lazily spawned tracked tasks known to the snapshot."""
+def _register_lazy_loop(
+        loop: asyncio.AbstractEventLoop) -> weakref.ref[asyncio.AbstractEventLoop] | None:
+    """Make ``loop``'s lazily spawned tracked tasks known to the snapshot; its
+    weak reference, or ``None`` for a loop type without weak references."""
     key = id(loop)
 
     def dropped(ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
         _drop_lazy_loop(key, ref)
 
     try:
-        _LAZY_LOOPS[key] = weakref.ref(loop, dropped)
-    except TypeError:  # a loop type without weak references
-        return False
-    return True
+        ref = _LAZY_LOOPS[key] = weakref.ref(loop, dropped)
+    except TypeError:
+        return None
+    return ref
 
 
 def _drop_lazy_loop(key: int, ref: weakref.ref[Any]) -> None:
@@ -836,9 +838,11 @@ def spawn_tracked(
         ref = _last_lazy_loop[0]
         if ref is None or ref() is not loop:
             ref = _LAZY_LOOPS.get(id(loop))
-            if (ref is None or ref() is not loop) and not _register_lazy_loop(loop):
-                return _spawn_eagerly(name, coro, meta, loop)
-            _last_lazy_loop[0] = _LAZY_LOOPS.get(id(loop))
+            if ref is None or ref() is not loop:
+                ref = _register_lazy_loop(loop)
+                if ref is None:
+                    return _spawn_eagerly(name, coro, meta, loop)
+            _last_lazy_loop[0] = ref
         # What ``loop.create_task`` does without a factory, and what our own
         # lean factory does.
         task: asyncio.Task[T] = (TrackedTask if cancel_origin else asyncio.Task)(
