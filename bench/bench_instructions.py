@@ -55,6 +55,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import median, row, spread_text, write_result
+from bench_service import service_env
 
 SECTION = "1d. service instructions per request (callgrind)"
 SERVICE = Path(__file__).with_name("bench_service.py")
@@ -67,8 +68,8 @@ VARIANTS: dict[str, tuple[str, str | None, dict[str, str], str]] = {
     "tracking": ("unconnected", "auto,patch", {},
                  "+ automatic task tracking and peeps.patch() (all-on's per-request work)"),
 }
-#: Extra callgrind flags (``--simulate``: its cache and branch-predictor models).
-SIM_FLAGS: list[str] = []
+#: Extra callgrind flags for ``--simulate``: its cache and branch-predictor models.
+SIM_FLAGS = ["--cache-sim=yes", "--branch-sim=yes"]
 #: Seconds to let the service go idle before zeroing or dumping its counters.
 QUIET_S = 0.5
 #: The disabled target (≥ 99 % of plain's throughput) as instructions.
@@ -118,26 +119,18 @@ async def _drive(svc: _Counted, args: argparse.Namespace) -> None:
 class _Counted:
     """One service process under callgrind."""
 
-    def __init__(self, label: str, tmp: Path, seed: int) -> None:
+    def __init__(self, label: str, tmp: Path, seed: int, simulate: bool) -> None:
         variant, components, extra, _ = VARIANTS[label]
         self.label = label
         self.dir = tmp / label
         self.dir.mkdir()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED=str(seed))
-        for key in ("PEEPS_DASHBOARD", "PEEPS_DISABLE", "PEEPS_BENCH_COMPONENTS"):
-            env.pop(key, None)
-        # The same glibc thresholds as the service benchmark (its "allocator lottery").
-        env["GLIBC_TUNABLES"] = ":".join(filter(None, [
-            os.environ.get("GLIBC_TUNABLES"),
-            "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"]))
-        if components is not None:
-            env["PEEPS_BENCH_COMPONENTS"] = components
+        env = service_env(seed, components)  # the service benchmark's, thresholds and all
         env.update(extra)
         self.port_file = self.dir / "port"
         self.log = (self.dir / "valgrind.log").open("w")
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/callgrind.out.%p",
-             *SIM_FLAGS,
+             *(SIM_FLAGS if simulate else []),
              sys.executable, str(SERVICE), "serve", "--variant", variant,
              "--port-file", str(self.port_file)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -197,7 +190,7 @@ class _Counted:
 
 def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[dict[str, float]]:
     """Per rep: each event's count per request."""
-    svc = _Counted(label, tmp, seed=1)
+    svc = _Counted(label, tmp, seed=1, simulate=args.simulate)
     try:
         svc.wait_ready(timeout=180)
         asyncio.run(_drive(svc, args))
@@ -234,8 +227,6 @@ def main() -> None:
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         sys.exit("bench_instructions: needs valgrind (callgrind and callgrind_control); "
                  "install it with: apt-get install valgrind")
-    if args.simulate:
-        SIM_FLAGS[:] = ["--cache-sim=yes", "--branch-sim=yes"]
 
     from concurrent.futures import ThreadPoolExecutor
 

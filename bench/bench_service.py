@@ -359,35 +359,44 @@ ATTRIBUTION = [
 ]
 
 
+def service_env(seed: int, components: str | None = None) -> dict[str, str]:
+    """The environment of a ``serve`` process: this one's, without peeps
+    settings, with hash seed ``seed``, fixed glibc thresholds and, if given,
+    ``PEEPS_BENCH_COMPONENTS``.
+
+    Why the thresholds: glibc serves a ``malloc`` over its mmap threshold
+    (128 KiB at start) with a fresh ``mmap`` and raises the threshold only once
+    such a block is freed; below it, freeing returns the heap's top to the OS
+    past the trim threshold.  asyncio (3.11) reads every socket with
+    ``recv(256 KiB)`` and shrinks the result, so until the process happens to
+    free one big block, *every read* maps, faults in and unmaps 260 KiB: 1-2
+    page faults and ~25 µs per request here.  Whether an import had already
+    freed a big block decided whether a variant paid it (plain did; peeps'
+    import happened not to), which is what made peeps look *cheaper* than
+    plain.  A long-running service has long since raised its threshold; fixing
+    both thresholds for every variant measures that state and takes the
+    lottery out."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED=str(seed))
+    for key in ("PEEPS_DASHBOARD", "PEEPS_DISABLE", "PEEPS_BENCH_COMPONENTS"):
+        env.pop(key, None)
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, [
+        os.environ.get("GLIBC_TUNABLES"),
+        "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"]))
+    if components is not None:
+        env["PEEPS_BENCH_COMPONENTS"] = components
+    return env
+
+
 class _Service:
     """One service process of one variant, up for the whole run."""
 
     def __init__(self, label: str, variant: str, dashboard: str, tmp: Path,
                  components: str | None = None, connect: bool = True, seed: int = 0) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONHASHSEED=str(seed))
-        # glibc serves a ``malloc`` over its mmap threshold (128 KiB at start)
-        # with a fresh ``mmap`` and raises the threshold only once such a block
-        # is freed; below it, freeing returns the heap's top to the OS past the
-        # trim threshold.  asyncio (3.11) reads every socket with
-        # ``recv(256 KiB)`` and shrinks the result, so until the process
-        # happens to free one big block, *every read* maps, faults in and
-        # unmaps 260 KiB: 1-2 page faults and ~25 µs per request here.  Whether
-        # an import had already freed a big block decided whether a variant
-        # paid it (plain did; peeps' import happened not to), which is what
-        # made peeps look *cheaper* than plain.  A long-running service has long
-        # since raised its threshold; fixing both thresholds for every variant
-        # measures that state and takes the lottery out.
-        env["GLIBC_TUNABLES"] = ":".join(filter(None, [
-            os.environ.get("GLIBC_TUNABLES"),
-            "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216"]))
-        for key in ("PEEPS_DASHBOARD", "PEEPS_DISABLE", "PEEPS_BENCH_COMPONENTS"):
-            env.pop(key, None)
+        env = service_env(seed, components)
         if variant == "disabled":
             env["PEEPS_DISABLE"] = "1"
         if variant == "enabled" and connect:
             env["PEEPS_DASHBOARD"] = dashboard
-        if components is not None:
-            env["PEEPS_BENCH_COMPONENTS"] = components
         self.label = label
         self.port_file = tmp / f"port-{label.replace(' ', '_').replace('/', '_')}"
         self.proc = subprocess.Popen([sys.executable, __file__, "serve", "--variant", variant,
