@@ -16,6 +16,7 @@ import asyncio
 import asyncio.events as _events
 import sys
 import time
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -251,6 +252,48 @@ _LOOP_ENTITIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopEntity]
 )
 
 
+#: CPython 3.13.0-3.13.2's ``loop.create_task`` calls ``task.set_name(name)``
+#: after any task factory, also when no name was given, so every unnamed task
+#: is renamed "None" (python/cpython#130033; 3.13.3 changed the call).
+#: Installing our factory would inflict that on the host's tasks, and label
+#: them "None" in the graph.
+_FACTORY_NAMES_TASKS_NONE: Final = (3, 13, 0) <= sys.version_info[:3] < (3, 13, 3)
+
+
+def _create_task_keeping_names(self: asyncio.BaseEventLoop, coro: Any, *,
+                               name: str | None = None, context: Any = None) -> Any:
+    """``BaseEventLoop.create_task`` as 3.12 wrote it: a task factory's task is
+    renamed only when a name was given.  Installed as the loop's own attribute
+    on the 3.13 releases above while our factory is; the factory's creation
+    site (two frames up) is the same as under asyncio's method."""
+    self._check_closed()  # type: ignore[attr-defined]
+    factory = self._task_factory  # type: ignore[attr-defined]
+    if factory is None:
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        if task._source_traceback:  # type: ignore[attr-defined]
+            del task._source_traceback[-1]  # type: ignore[attr-defined]
+        return task
+    task = factory(self, coro) if context is None else factory(self, coro, context=context)
+    if name is not None:
+        task.set_name(name)
+    return task
+
+
+def _keep_task_names(loop: asyncio.AbstractEventLoop) -> None:
+    if (_FACTORY_NAMES_TASKS_NONE and isinstance(loop, asyncio.BaseEventLoop)
+            and "create_task" not in vars(loop)):
+        # A bound method in the loop's own dict: a reference cycle, freed by
+        # the garbage collector once the loop is dropped (or at uninstall).
+        loop.create_task = types.MethodType(  # type: ignore[method-assign]
+            _create_task_keeping_names, loop)
+
+
+def _restore_task_naming(loop: asyncio.AbstractEventLoop) -> None:
+    own = getattr(loop, "__dict__", {}).get("create_task")
+    if getattr(own, "__func__", None) is _create_task_keeping_names:
+        delattr(loop, "create_task")
+
+
 def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     """Install the tracking factory on ``loop`` (default: the running loop),
     chaining to the factory already there.  Tasks that exist already are
@@ -262,6 +305,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> bool:
         return False
     factory = PeepsTaskFactory(current)
     loop.set_task_factory(factory.lean_function() if current is None else factory)
+    _keep_task_names(loop)
     _INSTALLED.add(loop)
     _OURS.setdefault(loop, []).append(factory)
     if loop not in _LOOP_ENTITIES:
@@ -286,6 +330,7 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
             # leave theirs in place; ours, if still called, just passes through.
             for factory in _OURS.get(each, ()):
                 factory.active = False
+        _restore_task_naming(each)
         _INSTALLED.discard(each)
         loop_entity = _LOOP_ENTITIES.pop(each, None)
         if loop_entity is not None:

@@ -167,6 +167,44 @@ def test_factory_chains_to_an_existing_factory_and_uninstall_restores_it() -> No
     asyncio.run(scenario())
 
 
+def test_tasks_keep_their_names_in_the_host_and_the_graph() -> None:
+    """An unnamed task keeps asyncio's "Task-N" and a named one its name, in
+    the host and in the graph, while the factory is installed.  (On CPython
+    3.13.0-3.13.2 ``loop.create_task`` renames every unnamed task "None" once
+    any factory is set: python/cpython#130033.)"""
+    async def own_name() -> str:
+        await asyncio.sleep(0)
+        current = asyncio.current_task()
+        assert current is not None
+        return current.get_name()
+
+    async def parked(release: asyncio.Event) -> None:
+        await release.wait()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        peeps.install_task_factory()
+        unnamed = asyncio.create_task(own_name())
+        named = asyncio.create_task(own_name(), name="kept")
+        async with asyncio.TaskGroup() as tg:
+            grouped = tg.create_task(own_name())
+        assert (await unnamed).startswith("Task-")
+        assert await named == "kept"
+        assert grouped.result().startswith("Task-")
+        release = asyncio.Event()
+        waiting = loop.create_task(parked(release))
+        await asyncio.sleep(0)
+        label = node(peeps.collect_graph(), tid(waiting))["label"]
+        assert label.endswith("parked"), label
+        release.set()
+        await waiting
+        peeps.uninstall_task_factory(loop)
+        assert "create_task" not in vars(loop)  # asyncio's own method again
+        assert (await asyncio.create_task(own_name())).startswith("Task-")
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
 def test_eager_task_factory_keeps_working_and_is_tracked() -> None:
     async def scenario() -> None:
