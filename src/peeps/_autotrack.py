@@ -16,7 +16,6 @@ import asyncio
 import asyncio.events as _events
 import sys
 import time
-import types
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -260,37 +259,38 @@ _LOOP_ENTITIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopEntity]
 _FACTORY_NAMES_TASKS_NONE: Final = (3, 13, 0) <= sys.version_info[:3] < (3, 13, 3)
 
 
-def _create_task_keeping_names(self: asyncio.BaseEventLoop, coro: Any, *,
-                               name: str | None = None, context: Any = None) -> Any:
-    """``BaseEventLoop.create_task`` as 3.12 wrote it: a task factory's task is
-    renamed only when a name was given.  Installed as the loop's own attribute
-    on the 3.13 releases above while our factory is; the factory's creation
-    site (two frames up) is the same as under asyncio's method."""
-    self._check_closed()  # type: ignore[attr-defined]
-    factory = self._task_factory  # type: ignore[attr-defined]
-    if factory is None:
-        task = asyncio.Task(coro, loop=self, name=name, context=context)
-        if task._source_traceback:  # type: ignore[attr-defined]
-            del task._source_traceback[-1]  # type: ignore[attr-defined]
-        return task
-    task = factory(self, coro) if context is None else factory(self, coro, context=context)
-    if name is not None:
-        task.set_name(name)
-    return task
-
-
 def _keep_task_names(loop: asyncio.AbstractEventLoop) -> None:
-    if (_FACTORY_NAMES_TASKS_NONE and isinstance(loop, asyncio.BaseEventLoop)
+    """On the 3.13 releases above, give ``loop`` its own ``create_task``: the
+    method as 3.12 wrote it, where a factory's task is renamed only when a name
+    was given.  The loop is held weakly (no reference cycle to keep a closed
+    loop alive until a full collection), and the factory's creation site, two
+    frames up, is the same as under asyncio's method."""
+    if not (_FACTORY_NAMES_TASKS_NONE and isinstance(loop, asyncio.BaseEventLoop)
             and "create_task" not in vars(loop)):
-        # A bound method in the loop's own dict: a reference cycle, freed by
-        # the garbage collector once the loop is dropped (or at uninstall).
-        loop.create_task = types.MethodType(  # type: ignore[method-assign]
-            _create_task_keeping_names, loop)
+        return
+    loop_ref = weakref.ref(loop)
+
+    def create_task(coro: Any, *, name: str | None = None, context: Any = None) -> Any:
+        self: Any = loop_ref()  # alive: this function lives in its __dict__
+        self._check_closed()
+        factory = self._task_factory
+        if factory is None:
+            task = asyncio.Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:  # type: ignore[attr-defined]
+                del task._source_traceback[-1]  # type: ignore[attr-defined]
+            return task
+        task = factory(self, coro) if context is None else factory(self, coro, context=context)
+        if name is not None:
+            task.set_name(name)
+        return task
+
+    create_task.peeps_keeps_names = True  # type: ignore[attr-defined]
+    setattr(loop, "create_task", create_task)  # noqa: B010 (a method, shadowed)
 
 
 def _restore_task_naming(loop: asyncio.AbstractEventLoop) -> None:
     own = getattr(loop, "__dict__", {}).get("create_task")
-    if getattr(own, "__func__", None) is _create_task_keeping_names:
+    if getattr(own, "peeps_keeps_names", False):
         delattr(loop, "create_task")
 
 

@@ -9,6 +9,7 @@ import gc
 import importlib.util
 import sys
 import textwrap
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -203,6 +204,26 @@ def test_tasks_keep_their_names_in_the_host_and_the_graph() -> None:
         assert (await asyncio.create_task(own_name())).startswith("Task-")
 
     asyncio.run(scenario())
+
+
+def test_a_closed_loop_that_had_the_factory_is_freed_without_the_collector() -> None:
+    """Nothing peeps puts on a loop refers back to it (on 3.13.0-3.13.2 that
+    includes its own ``create_task``): dropping a closed loop frees it."""
+    async def step() -> None:
+        await asyncio.sleep(0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        loop = asyncio.new_event_loop()
+        _autotrack.install_task_factory(loop)
+        loop.run_until_complete(loop.create_task(step()))
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
