@@ -16,6 +16,7 @@ docs/threads.md for the rules and their costs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import contextvars
@@ -232,6 +233,17 @@ def _read_cpu_ns(clock_id: int | None) -> int | None:
 
 # -- thread entities -------------------------------------------------------------------
 
+#: Sample = (innermost code, line, program code, line).
+Sample = tuple[CodeType, int, CodeType, int]
+
+#: The time of every tick, of whichever sampler (one runs at a time).  A
+#: thread's window is kept as runs: a sample and the tick it was first taken
+#: at, the thread then sampled the same at every tick until its next run (or
+#: its ``last_seen_ns``).  So a thread parked where it was writes nothing per
+#: tick: with 100 threads the tick runs on cold caches after each sleep, and
+#: every object not touched counts.
+TICK_TIMES: collections.deque[int] = collections.deque(maxlen=2048)
+
 
 class ThreadEntity:
     """What peeps knows about one thread: identity, sampled window, verdict."""
@@ -253,14 +265,14 @@ class ThreadEntity:
         "last_frame_id",
         "last_lasti",
         "last_sample",
+        "last_seen_ns",
         "location",
         "loop_sample_until",
         "name",
         "native_id",
         "region",
         "region_since",
-        "sample_frames",
-        "sample_times",
+        "runs",
         "target",
         "thread_ref",
         "top",
@@ -283,13 +295,11 @@ class ThreadEntity:
         self.created_mono_ns = time.monotonic_ns()
         self.clock_id = cpu_clock_id(ident, self.native_id)
         self.exited = False
-        #: Sliding window, two aligned deques: tick times, and (innermost code,
-        #: line, program code, line) — a parked thread appends the same tuple
-        #: and the tick's one ``now`` object again, so a tick allocates nothing
-        #: for it.  And (mono_ns, cpu_ns, run-queue wait ns or None).
-        self.sample_times: collections.deque[int] = collections.deque(maxlen=window_len)
-        self.sample_frames: collections.deque[tuple[CodeType, int, CodeType, int]] = (
-            collections.deque(maxlen=window_len))
+        #: Sliding window: runs of one sample, (first tick's mono_ns, sample),
+        #: the last of them lasting to ``last_seen_ns`` (see TICK_TIMES).  And
+        #: (mono_ns, cpu_ns, run-queue wait ns or None).
+        self.runs: collections.deque[tuple[int, Sample]] = collections.deque(maxlen=window_len)
+        self.last_seen_ns = 0
         self.cpu: collections.deque[tuple[int, int, int | None]] = collections.deque(
             maxlen=window_len)
         self.top: tuple[CodeType, int] | None = None
@@ -303,7 +313,7 @@ class ThreadEntity:
         self.last_cpu: tuple[int, int | None] | None = None
         self.last_frame_id = 0
         self.last_lasti = -1
-        self.last_sample: tuple[CodeType, int, CodeType, int] | None = None
+        self.last_sample: Sample | None = None
         #: A loop-driven tick repeats the loop's last sample until then (mono ns).
         self.loop_sample_until = 0
         #: (verdict, since_mono_ns) last announced by a ``thread.verdict.*`` event.
@@ -326,8 +336,7 @@ class ThreadEntity:
         if (last is not None and id(frame) == self.last_frame_id and frame.f_code is last[0]
                 and frame.f_lasti == self.last_lasti):
             # Parked where it was at the last tick: same frame, same instruction.
-            self.sample_times.append(now)
-            self.sample_frames.append(last)
+            self.last_seen_ns = now
             if cpu is not None:
                 self.cpu.append((now, *cpu))
             return
@@ -360,8 +369,9 @@ class ThreadEntity:
         if self.first_sample_mono_ns is None:
             self.first_sample_mono_ns = now
         sample = (code, line, user_code, user.f_lineno or 0)
-        self.sample_times.append(now)
-        self.sample_frames.append(sample)
+        if sample != last:  # (a new frame on the same line continues the run)
+            self.runs.append((now, sample))
+        self.last_seen_ns = now
         if cpu is not None:
             self.cpu.append((now, *cpu))
         self.last_sample = sample
@@ -399,19 +409,29 @@ class ThreadEntity:
         return None
 
     # -- snapshot side ------------------------------------------------------------
+    def window_runs(self, cutoff: int) -> list[tuple[int, int, int, Sample]]:
+        """The window's samples from ``cutoff`` on, oldest first, as runs:
+        (first tick, last tick, ticks, sample).  A run's ticks are those in
+        TICK_TIMES from its start to the next run's (or to ``last_seen_ns``)."""
+        seen = self.last_seen_ns  # first: a run started after it is left out
+        runs = [run for run in list(self.runs) if run[0] <= seen]
+        ticks = sorted(TICK_TIMES)  # already in order, unless two samplers overlapped
+        out: list[tuple[int, int, int, Sample]] = []
+        for i, (start, sample) in enumerate(runs):
+            end = bisect.bisect_left(ticks, runs[i + 1][0]) if i + 1 < len(runs) else (
+                bisect.bisect_right(ticks, seen))
+            first = bisect.bisect_left(ticks, max(start, cutoff))
+            if end > first:
+                out.append((ticks[first], ticks[end - 1], end - first, sample))
+        return out
+
     def analyse(self, now_mono: int, window_ns: int,
                 frame: FrameType | None) -> dict[str, Any]:
         """Window statistics and the verdict.  Pure over the recorded samples."""
         cutoff = now_mono - window_ns
-        # Newest first, so the two deques stay aligned even if the sampler
-        # appended to one of them since the other was copied.
-        times = list(self.sample_times)
-        frames = list(self.sample_frames)
-        samples = [(t, *f) for t, f in zip(reversed(times), reversed(frames), strict=False)
-                   if t >= cutoff]
-        samples.reverse()
+        runs = self.window_runs(cutoff)
         cpu = [c for c in list(self.cpu) if c[0] >= cutoff]
-        out: dict[str, Any] = {"samples": len(samples)}
+        out: dict[str, Any] = {"samples": sum(run[2] for run in runs)}
         cpu_share: float | None = None
         runnable_share: float | None = None
         if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
@@ -429,11 +449,12 @@ class ThreadEntity:
         by_top: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_frame: collections.Counter[tuple[CodeType, int]] = collections.Counter()
         by_region: collections.Counter[CodeType] = collections.Counter()
-        for _, code, line, user_code, user_line in samples:
-            by_top[(code, line)] += 1
-            by_frame[(user_code, user_line)] += 1
-            by_region[user_code] += 1
-        n = len(samples)
+        n = 0
+        for _, _, count, (code, line, user_code, user_line) in runs:
+            by_top[(code, line)] += count
+            by_frame[(user_code, user_line)] += count
+            by_region[user_code] += count
+            n += count
         out["dominant_frames"] = [
             {"frame": format_frame(code, line), "share": round(count / n, 3)}
             for (code, line), count in by_frame.most_common(5)
@@ -445,7 +466,7 @@ class ThreadEntity:
         ]
         top_share = by_top.most_common(1)[0][1] / n if n else 0.0
         region_share = by_region.most_common(1)[0][1] / n if n else 0.0
-        covered = n >= MIN_SAMPLES and samples[-1][0] - samples[0][0] >= window_ns * MIN_COVERAGE
+        covered = n >= MIN_SAMPLES and runs[-1][1] - runs[0][0] >= window_ns * MIN_COVERAGE
         name = self.name
         verdict = "unknown"
         verdict_ns: int | None = None
@@ -520,6 +541,14 @@ _LOCAL = threading.local()
 def _active_thread(ident: int) -> threading.Thread | None:
     active: dict[int, threading.Thread] = getattr(threading, "_active", {})
     return active.get(ident)
+
+
+def _size_tick_times(window_len: int) -> None:
+    """TICK_TIMES as long as the running sampler's windows (runs older than
+    its oldest tick count from there)."""
+    global TICK_TIMES
+    if TICK_TIMES.maxlen != window_len:
+        TICK_TIMES = collections.deque(TICK_TIMES, maxlen=window_len)
 
 
 def _window_len() -> int:
@@ -637,8 +666,7 @@ def _record_running_loop(ident: int, now: int, cpu_ns: int) -> None:
         if (last is not None and now < entity.loop_sample_until
                 and last[0] in _LOOP_STEP_CODES):
             entity.cpu_read_mono_ns = entity.cpu_real_read_mono_ns = now
-            entity.sample_times.append(now)
-            entity.sample_frames.append(last)
+            entity.last_seen_ns = now
             entity.cpu.append((now, cpu_ns, None))
             return
     frame: FrameType | None = sys._getframe(1)
@@ -911,6 +939,7 @@ class Sampler:
         chains = CHAINS
         last_tick = self._last_tick_ns
         self._last_tick_ns = now
+        TICK_TIMES.append(now)
         try:
             if account_holds is not None and chains:
                 for chain in list(chains.values()):  # copied: threads add chains
@@ -930,8 +959,7 @@ class Sampler:
                     if (last is not None and id(frame) == entity.last_frame_id
                             and frame.f_lasti == entity.last_lasti
                             and frame.f_code is last[0] and not entity.exited):
-                        entity.sample_times.append(now)
-                        entity.sample_frames.append(last)
+                        entity.last_seen_ns = now
                         continue
                 if (entity is None or entity.exited
                         or (entity.thread_ref is not None
@@ -1141,6 +1169,7 @@ def start_sampler(*, mode: SamplerMode | None = None, hz: float | None = None,
         sampler = Sampler(mode=chosen, hz=hz, window_s=window_s,  # type: ignore[arg-type]
                           budget=budget)
         _SAMPLER = sampler
+        _size_tick_times(sampler.window_len)
         sampler.start()
         if chosen == "thread" and os.environ.get(ENV_SAMPLER_LOOP, "").strip() != "0":
             _loophooks.on_loop_start(_DRIVE_HOOK, _drive_sampler)

@@ -269,8 +269,8 @@ def test_a_failing_sampler_stops_itself_and_never_raises_into_the_host(
 
 
 def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built() -> None:
-    """The parked fast path repeats the thread's last sample: one shared tuple per
-    tick, and the window still counts every tick."""
+    """The parked fast path writes no sample: the thread's one run of its
+    sample lasts, and the window still counts every tick."""
     release = threading.Event()
     parked = threading.Thread(target=release.wait, name="t.parked")
     parked.start()
@@ -281,8 +281,8 @@ def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built()
         assert parked.ident is not None
         entity = _threads.entity_for_ident(parked.ident, create=False)
         assert entity is not None
-        assert len(entity.sample_times) == len(entity.sample_frames) == 10
-        assert len({id(f) for f in list(entity.sample_frames)[1:]}) == 1
+        assert len(entity.runs) == 1
+        assert entity.last_seen_ns == _threads.TICK_TIMES[-1]
         stats = entity.analyse(time.monotonic_ns(), 10**9, None)
         assert stats["samples"] == 10
         assert stats["top_frames"][0]["share"] == 1.0
@@ -343,12 +343,23 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     assert "_run_once" in attrs["top_frames"][0]["frame"]
 
 
-def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> None:
+def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A loop-driven tick records its own thread without walking its frames: the
-    sample (scheduler step, program frame) is the same object tick after tick,
-    derived again once LOOP_SAMPLE_REFRESH_NS is up or when a loop starts running,
-    so a loop run from another function gets that function as its region."""
+    sample (scheduler step, program frame) lasts tick after tick, derived again
+    once LOOP_SAMPLE_REFRESH_NS is up or when a loop starts running, so a loop
+    run from another function gets that function as its region."""
     refresh_ns = _threads.LOOP_SAMPLE_REFRESH_NS
+    me = threading.get_ident()
+    walks: list[int] = []  # when a tick derived the loop's sample from the frames
+    real_record = _threads.ThreadEntity.record
+
+    def record(self: Any, now: int, frame: Any, cpu: Any) -> None:
+        if self.ident == me and frame.f_code in _threads._LOOP_STEP_CODES:
+            walks.append(now)
+        real_record(self, now, frame, cpu)
+
+    monkeypatch.setattr(_threads.ThreadEntity, "record", record)
 
     async def tick_a_while() -> None:
         await asyncio.sleep(0.4)  # idle and alone: ~25 ticks a second (MAX_QUIET_PACE)
@@ -359,10 +370,10 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> 
     def run_from_second() -> None:
         asyncio.run(tick_a_while())
 
-    def loop_samples(since: int, until: int) -> list[tuple[Any, ...]]:
-        entity = _threads._BY_IDENT[threading.get_ident()]
-        return [s for t, s in zip(entity.sample_times, entity.sample_frames, strict=True)
-                if since <= t < until and s[0] in _threads._LOOP_STEP_CODES]
+    def loop_runs(since: int, until: int) -> list[tuple[Any, ...]]:
+        entity = _threads._BY_IDENT[me]
+        return [run for run in entity.window_runs(since)
+                if run[0] < until and run[3][0] in _threads._LOOP_STEP_CODES]
 
     started = peeps.start_sampler(mode="thread", hz=100, window_s=2.0)
     assert started is not None
@@ -374,16 +385,19 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again() -> 
         t2 = time.monotonic_ns()
     finally:
         peeps.stop_sampler()
-    first, second = loop_samples(t0, t1), loop_samples(t1, t2)
+    first, second = loop_runs(t0, t1), loop_runs(t1, t2)
     assert refresh_ns >= 1_000_000_000  # both runs fit in one refresh interval
-    assert len(first) >= 6 and len(second) >= 6, (len(first), len(second))
+    ticks = [sum(run[2] for run in runs) for runs in (first, second)]
+    assert ticks[0] >= 6 and ticks[1] >= 6, ticks
     # The frames were walked once per run of the loop, not every tick:
     # asyncio.run runs its loop three times (the main task, then shutting down
     # async generators and the default executor), plus maybe one sample by the
     # sampler thread before the loop ticked.
-    for samples, runner in ((first, run_from_first), (second, run_from_second)):
-        assert len({id(s) for s in samples}) <= 4, samples
-        assert all(s[2] is runner.__code__ for s in samples), [(s[1], s[2].co_name) for s in samples]
+    for since, until in ((t0, t1), (t1, t2)):
+        assert 1 <= len([t for t in walks if since <= t < until]) <= 4, walks
+    for runs, runner in ((first, run_from_first), (second, run_from_second)):
+        assert runs and all(run[3][2] is runner.__code__ for run in runs), [
+            (run[3][1], run[3][2].co_name) for run in runs]
 
 
 def test_peeps_sampler_loop_0_keeps_the_sampler_on_its_own_thread(
