@@ -266,6 +266,8 @@ def _keep_task_names(loop: asyncio.AbstractEventLoop) -> None:
     loop alive until a full collection), and the factory's creation site, two
     frames up, is the same as under asyncio's method."""
     if not (_FACTORY_NAMES_TASKS_NONE and isinstance(loop, asyncio.BaseEventLoop)
+            # a loop class's own create_task is theirs to keep
+            and type(loop).create_task is asyncio.BaseEventLoop.create_task
             and "create_task" not in vars(loop)):
         return
     loop_ref = weakref.ref(loop)

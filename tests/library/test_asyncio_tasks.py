@@ -206,6 +206,30 @@ def test_tasks_keep_their_names_in_the_host_and_the_graph() -> None:
     asyncio.run(scenario())
 
 
+def test_a_loop_class_with_its_own_create_task_keeps_it() -> None:
+    """peeps gives a loop its own ``create_task`` only where asyncio's method
+    is the loop class's: a subclass's override stays in charge."""
+    calls: list[Any] = []
+
+    class CustomLoop(asyncio.SelectorEventLoop):
+        def create_task(self, coro: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            calls.append(kwargs.get("name"))
+            return super().create_task(coro, **kwargs)
+
+    async def step() -> None:
+        await asyncio.sleep(0)
+
+    loop = CustomLoop()
+    try:
+        _autotrack.install_task_factory(loop)
+        assert "create_task" not in vars(loop)
+        loop.run_until_complete(loop.create_task(step(), name="custom"))
+        assert calls == ["custom"]
+    finally:
+        _autotrack.uninstall_task_factory(loop)
+        loop.close()
+
+
 def test_a_closed_loop_that_had_the_factory_is_freed_without_the_collector() -> None:
     """Nothing peeps puts on a loop refers back to it (on 3.13.0-3.13.2 that
     includes its own ``create_task``): dropping a closed loop frees it."""
