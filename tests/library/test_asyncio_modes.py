@@ -116,6 +116,17 @@ def test_patch_replaces_asyncio_names_and_unpatch_restores() -> None:
         event = asyncio.Event()
         assert isinstance(cond, peeps.Condition) and isinstance(event, peeps.Event)
         assert not isinstance(EarlyLock(), peeps.Lock)
+        # ... and host code's isinstance checks against the asyncio names
+        # still accept stdlib objects, as before patching.
+        assert isinstance(EarlyLock(), asyncio.Lock) and issubclass(EarlyLock, asyncio.Lock)
+        assert isinstance(lock, asyncio.Lock) and isinstance(queue, asyncio.Queue)
+
+        class Derived(asyncio.Lock):  # deriving from a patched name: instrumented
+            pass
+
+        derived = Derived()
+        assert isinstance(derived, peeps.Lock) and isinstance(derived, asyncio.Lock)
+        assert not isinstance(EarlyLock(), Derived)
         kinds = {n["kind"] for n in peeps.collect_graph()["nodes"]
                  if n["id"] in {lock._peeps_id, queue._peeps_id,  # type: ignore[attr-defined]
                                 sem._peeps_id, event._peeps_id}}  # type: ignore[attr-defined]
@@ -134,6 +145,10 @@ def test_patched_names_with_peeps_disabled_give_stdlib_objects(disabled: None) -
     peeps.patch()
     assert type(asyncio.Lock()) is peeps._sync._StdLock
     assert type(asyncio.Queue()) is peeps._channel._StdQueue
+    # Host code's own checks hold: what the names make is an instance of them.
+    for name in ("Lock", "Queue", "Semaphore", "BoundedSemaphore", "Event", "Condition"):
+        made = getattr(asyncio, name)()
+        assert isinstance(made, getattr(asyncio, name)), name
 
 
 # -- examples -------------------------------------------------------------------------
