@@ -253,10 +253,11 @@ def test_init_rejects_malformed_dashboard_address() -> None:
 
 def test_sliced_collection_hands_off_the_gil_and_builds_the_same_graph(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The collector's ``collect_graph(slices=True)`` yields the GIL every
-    ``SLICE`` entities (so a busy loop never waits a whole switch interval)
-    and describes exactly what the unsliced call does."""
-    from peeps import _snapshot
+    """The collector's ``collect_graph(slices=True)`` checks between entities
+    whether to hand the GIL away (after ``HANDOFF_NS`` of work, so a busy loop
+    never waits a whole switch interval) and describes exactly what the
+    unsliced call does."""
+    from peeps import _reply_encoder
 
     async def scenario() -> None:
         channels = [peeps.channel(f"sliced-{i}", capacity=1) for i in range(150)]
@@ -271,14 +272,15 @@ def test_sliced_collection_hands_off_the_gil_and_builds_the_same_graph(
             yields.append(seconds)
             real_sleep(seconds)
 
-        monkeypatch.setattr(time, "sleep", counting_sleep)  # what _snapshot calls
+        monkeypatch.setattr(time, "sleep", counting_sleep)  # what hand_off calls
+        monkeypatch.setattr(_reply_encoder, "HANDOFF_NS", 0)  # every check hands off
         sliced = peeps.collect_graph(slices=True)
         monkeypatch.undo()
         assert {n["id"] for n in sliced["nodes"]} == {n["id"] for n in plain["nodes"]}
         assert ({(e["src"], e["dst"], e["kind"]) for e in sliced["edges"]}
                 == {(e["src"], e["dst"], e["kind"]) for e in plain["edges"]})
-        # 150 channels + 150 tasks (+ whatever else is live): at least 4 slices.
-        assert len(yields) >= (300 // _snapshot.SLICE) and set(yields) == {0}
+        # 150 channels + 150 tasks (+ whatever else is live), checked every 8.
+        assert len(yields) >= 300 // 8 and set(yields) == {0}
         for w in waiters:
             w.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)

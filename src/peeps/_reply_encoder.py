@@ -4,7 +4,8 @@
 13 MB reply (10k tasks + 10k channels) stopped every other thread — the
 service's event loop included — for ~0.4 s (measured by bench/bench_snapshot.py).
 Here long lists are encoded in slices, and the collector thread gives the GIL
-away (``time.sleep(0)``) between slices, so the loop waits at most one slice.
+away (``time.sleep(0)``) once a slice ends at least ``HANDOFF_NS`` after the
+last hand-off (:func:`hand_off`), so the loop waits about that long at most.
 The output is byte-for-byte what :func:`peeps.types.encode_frame` produces.
 
 The other stall was the garbage collector: a snapshot allocates a few container
@@ -32,8 +33,26 @@ from typing import Any
 from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError
 from .types._wire import _json_default
 
-#: Entries encoded per slice: ~1-2 ms of GIL-holding work on a slow, busy core.
+#: Entries encoded (or freed) per slice, between checks of :func:`hand_off`.
 SLICE = 64
+
+#: GIL-holding work between two hand-offs.  Paced by time, not by count: a
+#: hand-off on a busy loop is a GIL round trip through the kernel, and the
+#: collector then resumes on cold caches, so one every 64 entities made a
+#: ~400-node snapshot cost ~8 ms of the collector's CPU under load.
+HANDOFF_NS = 1_000_000
+_perf_ns = time.perf_counter_ns
+_due_ns = 0
+
+
+def hand_off() -> None:
+    """Let the event loop (and every other thread) run, if ``HANDOFF_NS`` of
+    work were done since the last hand-off.  Called by the collector thread
+    between slices; other threads calling it only shift when the next one is."""
+    global _due_ns
+    if _perf_ns() >= _due_ns:
+        time.sleep(0)
+        _due_ns = _perf_ns() + HANDOFF_NS
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
@@ -56,7 +75,7 @@ def _encode_yielding(value: Any, out: bytearray) -> None:
             if start:
                 out += b","
             out += _encode(value[start:start + SLICE])[1:-1].encode("utf-8")
-            time.sleep(0)  # let the event loop (and every other thread) run
+            hand_off()
         out += b"]"
     else:
         out += _encode(value).encode("utf-8")
@@ -99,12 +118,12 @@ def gc_paused() -> Iterator[None]:
 
 
 def release_in_slices(graph: dict[str, Any]) -> None:
-    """Free a collected graph's long lists a slice at a time, yielding between."""
+    """Free a collected graph's long lists a slice at a time, handing off between."""
     for key in ("nodes", "edges", "events"):
         items = graph.get(key)
         if not isinstance(items, list):
             continue
         while len(items) > SLICE:
             del items[-SLICE:]
-            time.sleep(0)
+            hand_off()
         items.clear()

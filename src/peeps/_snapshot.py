@@ -3,14 +3,13 @@ thread (or any thread): it never needs the event loop."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from . import _redact
 from ._config import STATE
 from ._providers import collect_providers
 from ._registry import REGISTRY, Clock
-from ._reply_encoder import SLICE  # also entities described between GIL hand-offs
+from ._reply_encoder import hand_off
 from ._tasks import adopt_lazy_tracked
 from .types import Edge, Event, GraphSnapshot, Node
 
@@ -18,8 +17,8 @@ from .types import Edge, Event, GraphSnapshot, Node
 def _describe_all(objs: list[Any], now: Clock, nodes: list[Node], edges: list[Edge],
                   slices: bool = False) -> None:
     for i, obj in enumerate(objs):
-        if slices and i and not i % SLICE:
-            time.sleep(0)  # let the event loop (and every other thread) run
+        if slices and not i % 8:
+            hand_off()  # let the event loop (and every other thread) run, now and then
         try:
             # (node, edges) or (node, edges, extra_nodes): a task blocked on a
             # gather/wait future describes that future node too.
@@ -36,10 +35,11 @@ def _describe_all(objs: list[Any], now: Clock, nodes: list[Node], edges: list[Ed
 def collect_graph(*, slices: bool = False) -> GraphSnapshot:
     """This process's graph, now.
 
-    ``slices=True`` (what the collector thread uses) hands the GIL away every
-    ``SLICE`` entities, so a busy event loop waits at most about a millisecond
-    for it instead of up to the interpreter's 5 ms switch interval, time after
-    time through a large snapshot.  The graph is then assembled over a little
+    ``slices=True`` (what the collector thread uses) hands the GIL away after
+    about a millisecond of work (``_reply_encoder.hand_off``), so a busy event
+    loop waits at most about that long for it instead of up to the
+    interpreter's 5 ms switch interval, time after time through a large
+    snapshot.  The graph is then assembled over a little
     more wall time; it was never an atomic picture anyway (other threads run
     at every switch interval)."""
     now = Clock()
@@ -69,12 +69,12 @@ def collect_graph(*, slices: bool = False) -> GraphSnapshot:
 
     redactor = _redact.REDACTOR
     for i, node in enumerate(nodes):
-        if slices and i and not i % (SLICE * 4):  # scrubbing is ~4x cheaper
-            time.sleep(0)
+        if slices and not i % 32:  # scrubbing is ~4x cheaper than describing
+            hand_off()
         node["attrs"] = redactor.scrub(node["attrs"])
     for i, edge in enumerate(edges):
-        if slices and i and not i % (SLICE * 4):
-            time.sleep(0)
+        if slices and not i % 32:
+            hand_off()
         if edge["attrs"]:
             edge["attrs"] = redactor.scrub(edge["attrs"])
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 import pytest
 
 import peeps
+from peeps import _reply_encoder
 from peeps._reply_encoder import SLICE, encode_reply_frame, gc_paused, release_in_slices
 from peeps.types import FrameError, decode_body, encode_frame
 
@@ -64,3 +66,17 @@ def test_release_in_slices_empties_lists() -> None:
     graph = {"nodes": [{"id": i} for i in range(SLICE * 3 + 1)], "edges": [1], "events": None}
     release_in_slices(graph)
     assert graph["nodes"] == [] and graph["edges"] == []
+
+
+def test_hand_offs_are_paced_by_time_not_by_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice hands the GIL away only once HANDOFF_NS of work were done since
+    the last hand-off: a few quick slices make one hand-off, or none."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(_reply_encoder.time, "sleep", sleeps.append)
+    message = {"type": "x", "a": list(range(SLICE * 4))}  # four slices, microseconds of work
+    monkeypatch.setattr(_reply_encoder, "_due_ns", time.perf_counter_ns() + 10**10)
+    assert encode_reply_frame(message) == encode_frame(message)
+    assert sleeps == []  # none due
+    monkeypatch.setattr(_reply_encoder, "_due_ns", 0)
+    assert encode_reply_frame(message) == encode_frame(message)
+    assert sleeps == [0]  # due at the first slice, then not again within HANDOFF_NS
