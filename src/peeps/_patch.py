@@ -21,11 +21,12 @@ class _AsyncioName(type):
 
     Calling such a name calls the peeps primitive (so with peeps disabled it
     still returns a plain stdlib object), and a class derived from it derives
-    from the peeps primitive; but ``isinstance`` and ``issubclass`` against
-    the name itself answer as they would for the stdlib class it replaced.  Host code checking ``isinstance(x, asyncio.Lock)``
-    keeps working for objects made before patching, through names bound
-    before it (``from asyncio import Lock``), or with peeps disabled (plain
-    stdlib objects).  Classes derived from the name check as usual.
+    from the peeps primitive and checks as usual; but ``isinstance`` and
+    ``issubclass`` against the name itself answer as they would for the
+    stdlib class it replaced.  So host code checking ``isinstance(x,
+    asyncio.Lock)`` keeps working for objects made before patching, through
+    names bound before it (``from asyncio import Lock``), or with peeps
+    disabled.
     """
 
     _peeps_made: type
