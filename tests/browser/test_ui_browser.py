@@ -160,6 +160,29 @@ def test_keyboard_navigation_and_deep_link_reload(
                message="the timeline to step back")
 
 
+def test_a_link_followed_while_the_ui_updates_is_not_undone(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
+) -> None:
+    """The browser changes the URL at once but fires `hashchange` a task later;
+    an update landing in between (here a key press, in the wild a poll's
+    answer) must not write the old route back over the link."""
+    sid = _stalled_snapshot(peeps_server, run_example)
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    task = next(n for n in graph["nodes"] if n["label"] == "stalled_receiver")
+    page = _open(ui_page, f"{peeps_server.http_base}/#/snapshot/{sid}/node/{task['id']}")
+    page.locator("[data-testid=inspector-label]", has_text="stalled_receiver").wait_for()
+    second = peeps_server.jump()["snapshot_id"]
+    page.evaluate(
+        """id => {
+          location.hash = `#/snapshot/${id}?view=processes`;
+          document.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape" }));
+        }""", second)
+    page.locator("[data-testid=processes-table] tbody tr", has_text="channel-full-stall").wait_for()
+    wait_until(lambda: page.locator("[data-testid=snapshot-info]").inner_text().startswith(f"#{second}"),
+               message="the linked snapshot to load")
+    assert page.url.endswith(f"#/snapshot/{second}?view=processes"), page.url
+
+
 def test_sql_console_runs_queries_and_shows_errors_verbatim(
     peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page
 ) -> None:

@@ -139,10 +139,25 @@ export class App {
     };
   }
 
+  /**
+   * The URL hash the app last wrote or followed. The browser changes the URL
+   * at once on a link or `location.hash = ...` but fires `hashchange` a task
+   * later; while the two differ, a navigation is on its way and the app's
+   * route is stale, so writing it would undo the link.
+   */
+  private knownHash = location.hash;
+
+  /** Called on `hashchange`: the URL's route is the one to follow now. */
+  followHash(): void {
+    this.knownHash = location.hash;
+  }
+
   private writeHash(): void {
+    if (location.hash !== this.knownHash) return;
     const hash = formatHash(this.route());
     if (hash !== location.hash && !(hash === "#/" && location.hash === "")) {
       history.replaceState(null, "", hash);
+      this.knownHash = location.hash;
     }
   }
 
@@ -152,6 +167,8 @@ export class App {
     this.selected = r.nodeId;
     this.highlight = r.nodeId ? [r.nodeId] : [];
     this.focus = r.nodeId && r.focusDepth ? { roots: [r.nodeId], depth: r.focusDepth } : null;
+    // Named now, loaded below: the hash written meanwhile keeps the link's snapshot.
+    if (r.snapshotId !== null) this.snapshotId = r.snapshotId;
     this.emit("view", "live", "selection", "focus");
     await this.refreshSnapshots();
     const target = r.snapshotId ?? this.newestComplete()?.snapshot_id ?? null;

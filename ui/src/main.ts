@@ -101,6 +101,7 @@ function boot(root: HTMLElement): void {
   });
 
   window.addEventListener("hashchange", () => {
+    app.followHash();
     const r = parseHash(location.hash);
     const cur = app.route();
     if (
