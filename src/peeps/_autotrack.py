@@ -18,6 +18,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Final
 
 from . import _loophooks
@@ -139,8 +140,38 @@ class PeepsTaskFactory:
             return task
 
         peeps_task_factory.peeps_factory = self  # type: ignore[attr-defined]
-        self._lean = peeps_task_factory
-        return peeps_task_factory
+        self._lean = _accelerated(self, peeps_task_factory) or peeps_task_factory
+        return self._lean
+
+
+_speedups: ModuleType | None
+try:
+    from . import _speedups
+except ImportError:  # built without a C compiler: the Python factory does it all
+    _speedups = None
+
+#: Use the C factory (``peeps._speedups``) when it was built.  ``PEEPS_SPEEDUPS=0``
+#: (or setting this False before tracking starts) keeps the Python one.
+use_speedups: bool = env_flag("PEEPS_SPEEDUPS", True)
+
+
+def _report_failure(exc: BaseException) -> None:
+    REGISTRY.part_failed("automatic task tracking", exc)
+
+
+def _accelerated(state: PeepsTaskFactory, fallback: TaskFactory) -> TaskFactory | None:
+    """The C version of ``fallback`` (the lean Python factory), if it was built.
+    It does the common case -- a plain ``asyncio.Task`` and its spawn record --
+    and passes every other call to ``fallback`` unchanged."""
+    current_tasks = _tasks_module._current_tasks
+    if _speedups is None or not use_speedups or current_tasks is None:
+        return None
+    factory: TaskFactory = _speedups.TaskFactory(
+        state=state, fallback=fallback, task_type=_Task,
+        current_tasks=current_tasks, autotrack_ns=globals(),
+        tasks_ns=vars(_tasks_module), config=STATE, asyncio_dir=_ASYNCIO_DIR,
+        monotonic_ns=time.monotonic_ns, on_error=_report_failure)
+    return factory
 
 
 #: The last creation site's code that was not asyncio's: most spawns repeat a

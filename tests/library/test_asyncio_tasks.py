@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import os
 import sys
 import textwrap
 import weakref
@@ -38,6 +39,18 @@ def start_workers(count):
 def start_future():
     return asyncio.ensure_future(_worker(99))
 '''
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def factory_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs against both task factories: the C one
+    (``peeps._speedups``, when built) and the Python one it falls back to."""
+    if request.param == "c" and _autotrack._speedups is None:
+        if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
+            pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
+        pytest.skip("peeps._speedups was not built (no C compiler at install)")
+    monkeypatch.setattr(_autotrack, "use_speedups", request.param == "c")
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -730,3 +743,75 @@ def test_auto_creation_sites_are_exact_lines_through_asyncio_helpers() -> None:
             await cancel_all(tasks)
 
     asyncio.run(scenario())
+
+
+def test_the_factory_installed_is_the_one_asked_for(factory_impl: str) -> None:
+    """The C factory when built and wanted, else the Python function; both
+    name their PeepsTaskFactory, which uninstall finds them by."""
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        factory = asyncio.get_running_loop().get_task_factory()
+        if factory_impl == "c":
+            assert type(factory).__name__ == "TaskFactory"
+            assert type(factory).__module__ == "peeps._speedups"
+        else:
+            assert type(factory).__name__ == "function"
+        assert isinstance(_autotrack.factory_state(factory), _autotrack.PeepsTaskFactory)
+
+    asyncio.run(scenario())
+
+
+def test_spawning_keeps_no_reference_to_the_site_the_loop_or_the_parent() -> None:
+    """A spawn record holds the site's code while its task lives, and nothing
+    once it is gone: a thousand spawns and finishes from one line leave the
+    code object, the loop and the spawning task with the references they had."""
+
+    async def child() -> None:
+        return None
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        # A site of its own (not a constant shared with other runs of this test).
+        ns: dict[str, Any] = {}
+        exec(textwrap.dedent("""
+            async def round_of(loop, child, n):
+                for _ in range(n):
+                    await loop.create_task(child())
+            """), ns)
+        round_of = ns["round_of"]
+        code = round_of.__code__
+
+        await round_of(loop, child, 10)  # warm: the factory's last-site cache holds one reference
+        gc.collect()
+        before = (sys.getrefcount(code), sys.getrefcount(loop), sys.getrefcount(me))
+        await round_of(loop, child, 1000)
+        gc.collect()
+        assert (sys.getrefcount(code), sys.getrefcount(loop), sys.getrefcount(me)) == before
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_while_recording_a_spawn_is_reported_not_raised(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task is made and returned; the record's failure goes to the log once."""
+
+    class Exploding:
+        def __bool__(self) -> bool:
+            raise RuntimeError("boom while recording")
+
+    monkeypatch.setattr(REGISTRY, "_failed_parts", set())
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        monkeypatch.setattr(_autotrack, "capture_sites", Exploding())
+        t = asyncio.create_task(asyncio.sleep(0, result=7))
+        assert await t == 7
+        assert getattr(t, "_peeps_spawn", None) is None
+
+    with caplog.at_level("WARNING", logger="peeps"):
+        asyncio.run(scenario())
+    assert "automatic task tracking failed" in caplog.text
+    assert "boom while recording" in caplog.text

@@ -1,0 +1,17 @@
+"""Type stub for the optional C extension (``_speedups.c``)."""
+
+from collections.abc import Callable
+from typing import Any
+
+class TaskFactory:
+    """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""
+
+    peeps_factory: Any
+    fallback: Callable[..., Any]
+
+    def __init__(self, *, state: Any, fallback: Callable[..., Any], task_type: type[Any],
+                 current_tasks: dict[Any, Any], autotrack_ns: dict[str, Any],
+                 tasks_ns: dict[str, Any], config: Any, asyncio_dir: str,
+                 monotonic_ns: Callable[[], int],
+                 on_error: Callable[[BaseException], object]) -> None: ...
+    def __call__(self, loop: Any, coro: Any, **kwargs: Any) -> Any: ...
