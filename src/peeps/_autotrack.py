@@ -144,11 +144,8 @@ class PeepsTaskFactory:
         return self._lean
 
 
-_speedups: ModuleType | None
-try:
-    from . import _speedups
-except ImportError:  # built without a C compiler: the Python factory does it all
-    _speedups = None
+#: The C extension, if it was built (else the Python factory does it all).
+_speedups: ModuleType | None = _tasks_module._speedups
 
 #: Use the C factory (``peeps._speedups``) when it was built.  ``PEEPS_SPEEDUPS=0``
 #: (or setting this False before tracking starts) keeps the Python one.

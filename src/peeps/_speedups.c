@@ -12,6 +12,8 @@
  * interpreter work per spawn (~4 k instructions on 3.11, a fifth of a plain
  * spawn); here it is a few hundred.
  *
+ * ``record_spawn`` stores the same record for ``spawn_tracked``, with its meta.
+ *
  * The factory object handles only the common case: peeps enabled, the
  * factory active, no eager registration, plain asyncio.Task, the running-task
  * dict available.  Anything else is passed, arguments unchanged, to the Python
@@ -188,7 +190,7 @@ creation_site(Factory *self, PyObject **code, int *lasti)
 /* time.monotonic_ns(): on Linux that is CLOCK_MONOTONIC, read here directly;
  * elsewhere the function itself is called. */
 static PyObject *
-monotonic_ns(Factory *self)
+monotonic_ns(PyObject *fallback)
 {
 #if defined(__linux__)
     struct timespec ts;
@@ -196,35 +198,27 @@ monotonic_ns(Factory *self)
         return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
     }
 #endif
-    return PyObject_CallNoArgs(self->monotonic_ns);
+    return PyObject_CallNoArgs(fallback);
 }
 
+/* task._peeps_spawn = (id(running task of loop) or 0, code or None, offset,
+ * monotonic ns, meta); code and offset are given (code may be NULL). */
 static int
-record(Factory *self, PyObject *loop, PyObject *task)
+store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *code,
+            int lasti, PyObject *meta, PyObject *monotonic)
 {
-    PyObject *parent = PyDict_GetItemWithError(self->current_tasks, loop);  /* borrowed */
+    PyObject *parent = PyDict_GetItemWithError(current_tasks, loop);  /* borrowed */
     if (parent == NULL && PyErr_Occurred()) {
         return -1;
     }
     PyObject *parent_id = parent == NULL ? PyLong_FromLong(0) : PyLong_FromVoidPtr(parent);
-    if (parent_id == NULL) {
-        return -1;
-    }
-    PyObject *code = NULL;
-    int lasti = -1;
-    int capture = flag(self->autotrack_ns, str_capture_sites);
-    if (capture < 0 || (capture && creation_site(self, &code, &lasti) < 0)) {
-        Py_DECREF(parent_id);
-        return -1;
-    }
     PyObject *offset = PyLong_FromLong(lasti);
-    PyObject *now = monotonic_ns(self);
+    PyObject *now = monotonic_ns(monotonic);
     PyObject *spawn = NULL;
-    if (offset != NULL && now != NULL) {
-        spawn = PyTuple_Pack(5, parent_id, code != NULL ? code : Py_None, offset, now, Py_None);
+    if (parent_id != NULL && offset != NULL && now != NULL) {
+        spawn = PyTuple_Pack(5, parent_id, code != NULL ? code : Py_None, offset, now, meta);
     }
-    Py_DECREF(parent_id);
-    Py_XDECREF(code);
+    Py_XDECREF(parent_id);
     Py_XDECREF(offset);
     Py_XDECREF(now);
     if (spawn == NULL) {
@@ -233,6 +227,50 @@ record(Factory *self, PyObject *loop, PyObject *task)
     int rc = PyObject_SetAttr(task, str_peeps_spawn, spawn);
     Py_DECREF(spawn);
     return rc;
+}
+
+static int
+record(Factory *self, PyObject *loop, PyObject *task)
+{
+    PyObject *code = NULL;
+    int lasti = -1;
+    int capture = flag(self->autotrack_ns, str_capture_sites);
+    if (capture < 0 || (capture && creation_site(self, &code, &lasti) < 0)) {
+        return -1;
+    }
+    int rc = store_spawn(task, self->current_tasks, loop, code, lasti, Py_None,
+                         self->monotonic_ns);
+    Py_XDECREF(code);
+    return rc;
+}
+
+/* record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's
+ * record, its site the frame that called spawn_tracked (the innermost Python
+ * frame is spawn_tracked's own: we are C).  Raises on error; the caller
+ * reports it. */
+static PyObject *
+record_spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "record_spawn(task, current_tasks: dict, loop, meta, monotonic_ns)");
+        return NULL;
+    }
+    PyObject *code = NULL;
+    int lasti = -1;
+    PyFrameObject *frame = PyEval_GetFrame();  /* borrowed */
+    PyFrameObject *site = frame != NULL ? PyFrame_GetBack(frame) : NULL;  /* new */
+    if (site != NULL) {
+        code = (PyObject *)PyFrame_GetCode(site);
+        lasti = PyFrame_GetLasti(site);
+        Py_DECREF(site);
+    }
+    int rc = store_spawn(args[0], args[1], args[2], code, lasti, args[3], args[4]);
+    Py_XDECREF(code);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -409,11 +447,18 @@ static PyModuleDef_Slot speedups_slots[] = {
     {0, NULL},
 };
 
+static PyMethodDef speedups_methods[] = {
+    {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
+     "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "peeps._speedups",
-    .m_doc = "Optional C versions of peeps' hottest paths (see _autotrack).",
+    .m_doc = "Optional C versions of peeps' hottest paths (see _autotrack, _tasks).",
     .m_size = 0,
+    .m_methods = speedups_methods,
     .m_slots = speedups_slots,
 };
 

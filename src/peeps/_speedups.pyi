@@ -3,6 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
+def record_spawn(task: Any, current_tasks: dict[Any, Any], loop: Any, meta: Any,
+                 monotonic_ns: Callable[[], int]) -> None:
+    """``spawn_tracked``'s spawn record, its site the caller of ``spawn_tracked``."""
+
 class TaskFactory:
     """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""
 

@@ -16,7 +16,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
 from . import _registry
@@ -489,6 +489,19 @@ _task_of: Callable[[Any], Any] | None = (
     _current_tasks.get if _current_tasks is not None else None
 )
 
+_speedups: ModuleType | None
+try:
+    from . import _speedups
+except ImportError:  # built without a C compiler
+    _speedups = None
+#: ``spawn_tracked``'s spawn record in C (``peeps._speedups.record_spawn``),
+#: when it was built and ``PEEPS_SPEEDUPS`` is not 0; else None (Python).
+_record_spawn: Callable[..., None] | None = (
+    _speedups.record_spawn
+    if _speedups is not None and _current_tasks is not None
+    and env_flag("PEEPS_SPEEDUPS", True) else None
+)
+
 
 #: 3.12+ has a C ``current_task`` (one call); 3.11's is Python, so read the dict.
 _C_CURRENT_TASK = sys.version_info >= (3, 12)
@@ -848,11 +861,14 @@ def spawn_tracked(
         task: asyncio.Task[T] = (TrackedTask if cancel_origin else asyncio.Task)(
             coro, loop=loop, name=name)
         try:
-            parent = _task_of(loop) if _task_of is not None else _current_task(loop)
-            frame = _getframe(1)
-            task._peeps_spawn = (  # type: ignore[attr-defined]
-                id(parent) if parent is not None else 0, frame.f_code, frame.f_lasti,
-                _monotonic_ns(), meta)
+            if _record_spawn is not None:  # the same record, in C
+                _record_spawn(task, _current_tasks, loop, meta, _monotonic_ns)
+            else:
+                parent = _task_of(loop) if _task_of is not None else _current_task(loop)
+                frame = _getframe(1)
+                task._peeps_spawn = (  # type: ignore[attr-defined]
+                    id(parent) if parent is not None else 0, frame.f_code, frame.f_lasti,
+                    _monotonic_ns(), meta)
         except Exception as exc:
             REGISTRY.part_failed("spawn_tracked", exc)
         return task

@@ -50,6 +50,8 @@ def factory_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
         pytest.skip("peeps._speedups was not built (no C compiler at install)")
     monkeypatch.setattr(_autotrack, "use_speedups", request.param == "c")
+    monkeypatch.setattr(_tasks, "_record_spawn", _autotrack._speedups.record_spawn
+                        if request.param == "c" and _autotrack._speedups else None)
     return str(request.param)
 
 
@@ -326,10 +328,12 @@ def test_spawn_tracked_is_lazy_until_a_snapshot_sees_it(auto: bool) -> None:
     async def scenario() -> None:
         if auto:
             peeps.install_task_factory()
-        graph, task, line = await peeps.tasks.spawn_tracked("lazy.parent", parent())
+        outer = peeps.tasks.spawn_tracked("lazy.parent", parent())
+        graph, task, line = await outer
         task.cancel()
-        by_label = {n["label"]: n for n in graph["nodes"]}
-        child_node, parent_node = by_label["lazy.child"], by_label["lazy.parent"]
+        # By id, not label: finished tasks of earlier tests may still be retained.
+        child_node, parent_node = node(graph, tid(task)), node(graph, tid(outer))
+        assert (child_node["label"], parent_node["label"]) == ("lazy.child", "lazy.parent")
         assert child_node["attrs"]["source"] == "spawn_tracked"
         assert child_node["attrs"]["meta"]["shard"] == 7
         assert child_node["attrs"]["meta"]["ctx.location"] == f"{__file__}:{line}"
