@@ -43,6 +43,9 @@ MAX_INBOUND_FRAME_BYTES = 1024 * 1024
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 30.0
 POLL_S = 0.5
+#: Reconnect jitter from a generator of our own: the ``random`` module's is
+#: the host program's (seeded sequences must not move because peeps runs).
+_JITTER = random.Random()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -127,7 +130,7 @@ class Collector:
                 if self.snapshots_answered > answered_before:
                     backoff = BACKOFF_INITIAL_S
             # Full jitter keeps a fleet of restarted services from reconnecting in step.
-            self._stop.wait(random.uniform(backoff / 2, backoff))
+            self._stop.wait(_JITTER.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _serve(self, sock: socket.socket) -> None:

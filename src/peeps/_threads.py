@@ -52,6 +52,9 @@ from ._registry import (
 from .types import Edge, Node
 
 log = logging.getLogger("peeps")
+#: Jitter for tick intervals.  Its own generator: drawing from the ``random``
+#: module's would move the host program's seeded sequence at every tick.
+_JITTER = random.Random()
 
 T = TypeVar("T")
 
@@ -797,7 +800,7 @@ class Sampler:
         from ._watchdog import poll_if_due as poll_watchdog
 
         sleep = time.sleep
-        uniform = random.uniform
+        uniform = _JITTER.uniform
         monotonic_ns = time.monotonic_ns
         stop = self._stop
         deadline_passed = False
@@ -889,7 +892,7 @@ class Sampler:
             self._loop_cpu_ns, self._loop_mono_ns = cpu, now
             self.pace = min(MAX_QUIET_PACE, self.pace * 2) if alone and idle else 1
             interval = self.pace / self.effective_hz
-            loop.call_later(random.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
+            loop.call_later(_JITTER.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
             deadline = self._deadline
             if deadline is not None:
                 deadline.seconds = TAKEOVER_TICKS * interval

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import signal
+import socket
 import sys
 import threading
 import time
@@ -506,3 +507,55 @@ def test_a_thread_that_starts_during_a_tick_is_not_forgotten(
     finally:
         release.set()
         worker.join(5)
+
+
+def test_peeps_jitter_leaves_the_host_programs_seeded_random_sequence_alone() -> None:
+    """The sampler jitters its ticks (on its thread and from an event loop),
+    and the collector its reconnects, with generators of their own: a host
+    that seeds ``random`` gets the same sequence whether or not they ran."""
+    import random
+
+    random.seed(1234)
+    expected = [random.random() for _ in range(5)]
+    sampler = peeps.start_sampler(mode="thread", hz=200)
+    assert sampler is not None
+    try:
+        # Thread ticks between the seed and the draws.
+        random.seed(1234)
+        ticks = sampler.thread_ticks
+        deadline = time.monotonic() + 10
+        while sampler.thread_ticks < ticks + 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sampler.thread_ticks >= ticks + 5
+        assert [random.random() for _ in range(5)] == expected
+
+        # Ticks driven from a running loop.
+        async def scenario() -> list[float]:
+            random.seed(1234)
+            ticks = sampler.loop_ticks
+            while sampler.loop_ticks < ticks + 5 and time.monotonic() < deadline + 10:
+                await asyncio.sleep(0.01)
+            assert sampler.loop_ticks >= ticks + 5
+            return [random.random() for _ in range(5)]
+
+        assert asyncio.run(scenario()) == expected
+    finally:
+        peeps.stop_sampler()
+
+    # The collector's reconnect jitter, likewise (nothing listens on the port).
+    from peeps import _collector
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    random.seed(1234)
+    collector = _collector.start_collector(f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 10
+        while collector.state != "unreachable" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert collector.state == "unreachable"
+        time.sleep(0.05)  # past the jittered wait's draw
+        assert [random.random() for _ in range(5)] == expected
+    finally:
+        peeps.shutdown()
