@@ -1,4 +1,5 @@
-/* peeps._speedups: the automatic task factory's common path in C.
+/* peeps._speedups: the automatic task factory's common path, spawn_tracked's record and
+ * ThreadLock's fast path, in C.
  *
  * Optional: built when a C compiler is there at install time, else peeps runs
  * the same logic in Python (_autotrack.PeepsTaskFactory.lean_function), which
@@ -13,6 +14,7 @@
  * spawn); here it is a few hundred.
  *
  * ``record_spawn`` stores the same record for ``spawn_tracked``, with its meta.
+ * ``lock_methods`` gives ThreadLock its tick-timed fast path (see below).
  *
  * The factory object handles only the common case: peeps enabled, the
  * factory active, no eager registration, plain asyncio.Task, the running-task
@@ -25,6 +27,7 @@
 #include <Python.h>
 #include <frameobject.h>
 #include <structmember.h>
+#include <descrobject.h>
 #include <time.h>
 
 typedef struct {
@@ -317,6 +320,256 @@ factory_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
     return task;
 }
 
+/* ---- ThreadLock's fast path (while a thread sampler times the holds) ------
+ *
+ * The same steps as ThreadLock.acquire / ThreadLock.release in
+ * _thread_locks.py, which stay the reference: acquire() with no arguments and
+ * release() / __exit__ are done here; anything else (arguments to acquire,
+ * an unset slot, an object of another layout) calls the Python method.  The
+ * slots are read at the offsets of ThreadLock's and HeldChain's member
+ * descriptors, found once by lock_methods().
+ */
+static struct {
+    PyTypeObject *lock_type;     /* ThreadLock */
+    PyTypeObject *chain_type;    /* HeldChain */
+    Py_ssize_t try_off, rel_off, acq_off, prev_off, owner_off, top_off;
+    PyObject *local;             /* _lockdep._LOCAL */
+    PyObject *chain_here;        /* _lockdep.chain_here */
+    PyObject *nested;            /* _lockdep.nested */
+    PyObject *unlink;            /* _lockdep.unlink */
+    PyObject *py_acquire;        /* ThreadLock.acquire in Python */
+    PyObject *py_release;        /* ThreadLock.release in Python */
+    PyObject *str_chain, *str_acquire_contended, *one;
+} L;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static PyObject *
+python_method(PyObject *method, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (nargs + nkw + 1 > 8) {
+        stack = PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        stack[i + 1] = args[i];
+    }
+    PyObject *ret = PyObject_Vectorcall(method, stack, nargs + 1, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return ret;
+}
+
+static int
+lock_layout_ok(PyObject *self)
+{
+    return L.lock_type != NULL && PyObject_TypeCheck(self, L.lock_type)
+           && SLOT(self, L.try_off) != NULL && SLOT(self, L.acq_off) != NULL;
+}
+
+static PyObject *
+lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 0 || kwnames != NULL || !lock_layout_ok(self)) {
+        return python_method(L.py_acquire, self, args, nargs, kwnames);
+    }
+    PyObject *chain = PyObject_GetAttr(L.local, L.str_chain);
+    if (chain == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        chain = PyObject_CallNoArgs(L.chain_here);
+        if (chain == NULL) {
+            return NULL;
+        }
+    }
+    if (!Py_IS_TYPE(chain, L.chain_type)) {
+        Py_DECREF(chain);
+        return python_method(L.py_acquire, self, args, nargs, kwnames);
+    }
+    PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
+    if (got == NULL) {
+        Py_DECREF(chain);
+        return NULL;
+    }
+    int taken = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (taken < 0) {
+        Py_DECREF(chain);
+        return NULL;
+    }
+    if (!taken) {
+        /* Contended: the Python slow path (waiters, lock order, timing). */
+        PyObject *stack[3] = {self, chain, NULL};
+        PyObject *timeout = PyLong_FromLong(-1);
+        if (timeout == NULL) {
+            Py_DECREF(chain);
+            return NULL;
+        }
+        stack[2] = timeout;
+        PyObject *ret = PyObject_VectorcallMethod(L.str_acquire_contended, stack, 3, NULL);
+        Py_DECREF(timeout);
+        Py_DECREF(chain);
+        return ret;
+    }
+    /* Taken: count it and link the lock onto the thread's chain.  From here
+     * on nothing may fail without undoing the acquire, so the count is
+     * updated first and a failure there releases the real lock. */
+    PyObject *count = PyNumber_Add(SLOT(self, L.acq_off), L.one);
+    if (count == NULL) {
+        PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
+        Py_XDECREF(ret);
+        Py_DECREF(chain);
+        return NULL;
+    }
+    Py_SETREF(SLOT(self, L.acq_off), count);
+    PyObject *top = SLOT(chain, L.top_off);
+    if (top == NULL) {
+        top = Py_None;
+    }
+    Py_INCREF(top);
+    if (top != Py_None) {
+        PyObject *stack[3] = {chain, top, self};
+        PyObject *under = PyObject_Vectorcall(L.nested, stack, 3, NULL);
+        Py_DECREF(top);
+        if (under == NULL) {
+            /* Lock-order bookkeeping failed: link onto the top as it was. */
+            PyErr_Clear();
+            under = Py_NewRef(SLOT(chain, L.top_off) ? SLOT(chain, L.top_off) : Py_None);
+        }
+        top = under;
+    }
+    Py_XSETREF(SLOT(self, L.prev_off), top);  /* steals top */
+    Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(self));
+    Py_XSETREF(SLOT(self, L.owner_off), chain);  /* steals chain */
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+lock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs > 3 || kwnames != NULL || !lock_layout_ok(self) || SLOT(self, L.rel_off) == NULL) {
+        return python_method(L.py_release, self, args, nargs, kwnames);
+    }
+    PyObject *chain = SLOT(self, L.owner_off);
+    if (chain != NULL && chain != Py_None) {
+        if (!Py_IS_TYPE(chain, L.chain_type)) {
+            return python_method(L.py_release, self, args, nargs, kwnames);
+        }
+        Py_INCREF(chain);
+        Py_XSETREF(SLOT(self, L.owner_off), Py_NewRef(Py_None));
+        if (SLOT(chain, L.top_off) == self) {
+            PyObject *prev = SLOT(self, L.prev_off);
+            Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(prev != NULL ? prev : Py_None));
+        }
+        else {
+            PyObject *stack[2] = {chain, self};
+            PyObject *ret = PyObject_Vectorcall(L.unlink, stack, 2, NULL);
+            if (ret == NULL) {
+                PyErr_Clear();  /* the chain repairs itself at the next nested acquire */
+            }
+            Py_XDECREF(ret);
+        }
+        Py_DECREF(chain);
+    }
+    PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
+    if (ret == NULL) {
+        return NULL;
+    }
+    Py_DECREF(ret);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lock_acquire_def = {
+    "acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
+    "ThreadLock.acquire, fast path in C (see _thread_locks.ThreadLock.acquire)"};
+static PyMethodDef lock_release_def = {
+    "release", (PyCFunction)(void (*)(void))lock_release, METH_FASTCALL | METH_KEYWORDS,
+    "ThreadLock.release, fast path in C (see _thread_locks.ThreadLock.release)"};
+
+static int
+member_offset(PyObject *type, const char *name, Py_ssize_t *off)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+        || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        Py_DECREF(descr);
+        PyErr_Format(PyExc_TypeError, "%s is not a slot", name);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)descr)->d_member->offset;
+    Py_DECREF(descr);
+    return 0;
+}
+
+/* lock_methods(ThreadLock, HeldChain, local, chain_here, nested, unlink,
+ *              py_acquire, py_release) -> (acquire, release) method descriptors */
+static PyObject *
+lock_methods(PyObject *module, PyObject *args)
+{
+    PyObject *lock_type, *chain_type, *local, *chain_here, *nested, *unlink, *py_acquire,
+        *py_release;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOOO:lock_methods", &PyType_Type, &lock_type,
+                          &PyType_Type, &chain_type, &local, &chain_here, &nested, &unlink,
+                          &py_acquire, &py_release)) {
+        return NULL;
+    }
+    Py_ssize_t offs[6];
+    if (member_offset(lock_type, "_try", &offs[0]) < 0
+        || member_offset(lock_type, "_rel", &offs[1]) < 0
+        || member_offset(lock_type, "_peeps_acquisitions", &offs[2]) < 0
+        || member_offset(lock_type, "_lockdep_prev", &offs[3]) < 0
+        || member_offset(lock_type, "_owner", &offs[4]) < 0
+        || member_offset(chain_type, "top", &offs[5]) < 0) {
+        return NULL;
+    }
+    if (L.str_chain == NULL) {
+        L.str_chain = PyUnicode_InternFromString("chain");
+        L.str_acquire_contended = PyUnicode_InternFromString("_acquire_contended");
+        L.one = PyLong_FromLong(1);
+        if (L.str_chain == NULL || L.str_acquire_contended == NULL || L.one == NULL) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(L.lock_type, (PyTypeObject *)Py_NewRef(lock_type));
+    Py_XSETREF(L.chain_type, (PyTypeObject *)Py_NewRef(chain_type));
+    L.try_off = offs[0];
+    L.rel_off = offs[1];
+    L.acq_off = offs[2];
+    L.prev_off = offs[3];
+    L.owner_off = offs[4];
+    L.top_off = offs[5];
+    Py_XSETREF(L.local, Py_NewRef(local));
+    Py_XSETREF(L.chain_here, Py_NewRef(chain_here));
+    Py_XSETREF(L.nested, Py_NewRef(nested));
+    Py_XSETREF(L.unlink, Py_NewRef(unlink));
+    Py_XSETREF(L.py_acquire, Py_NewRef(py_acquire));
+    Py_XSETREF(L.py_release, Py_NewRef(py_release));
+    PyObject *acquire = PyDescr_NewMethod(&PyBaseObject_Type, &lock_acquire_def);
+    PyObject *release = PyDescr_NewMethod(&PyBaseObject_Type, &lock_release_def);
+    if (acquire == NULL || release == NULL) {
+        Py_XDECREF(acquire);
+        Py_XDECREF(release);
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, acquire, release);
+    Py_DECREF(acquire);
+    Py_DECREF(release);
+    return pair;
+}
+
 static PyObject *
 factory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -448,6 +701,9 @@ static PyModuleDef_Slot speedups_slots[] = {
 };
 
 static PyMethodDef speedups_methods[] = {
+    {"lock_methods", lock_methods, METH_VARARGS,
+     "lock_methods(ThreadLock, HeldChain, local, chain_here, nested, unlink, py_acquire, "
+     "py_release) -> (acquire, release): ThreadLock's fast path in C"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
     {NULL, NULL, 0, NULL},

@@ -7,6 +7,12 @@ def record_spawn(task: Any, current_tasks: dict[Any, Any], loop: Any, meta: Any,
                  monotonic_ns: Callable[[], int]) -> None:
     """``spawn_tracked``'s spawn record, its site the caller of ``spawn_tracked``."""
 
+def lock_methods(lock_type: type[Any], chain_type: type[Any], local: Any,
+                 chain_here: Callable[[], Any], nested: Callable[..., Any],
+                 unlink: Callable[..., Any], py_acquire: Callable[..., Any],
+                 py_release: Callable[..., Any]) -> tuple[Any, Any]:
+    """ThreadLock's tick-timed (acquire, release) as C method descriptors."""
+
 class TaskFactory:
     """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""
 

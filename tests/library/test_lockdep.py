@@ -19,7 +19,8 @@ from peeps import _lockdep
 
 
 @pytest.fixture(autouse=True)
-def _fresh_lock_orders() -> Iterator[None]:
+def _fresh_lock_orders(lock_fast_path: str) -> Iterator[None]:
+    """Every test here runs on each of ThreadLock's fast paths."""
     _lockdep.reset()
     yield
     _lockdep.reset()

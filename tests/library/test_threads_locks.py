@@ -82,6 +82,7 @@ def test_holder_holds_and_blocked_thread_needs_the_lock() -> None:
     assert stats["locked"] is False and stats["waiters"] == 0
 
 
+@pytest.mark.usefixtures("lock_fast_path")
 def test_fast_path_keeps_lock_semantics() -> None:
     lock = peeps.ThreadLock("t.locks.fast")
     assert lock.acquire() is True
@@ -119,6 +120,7 @@ def test_rlock_counts_recursion_and_rejects_foreign_release() -> None:
     assert rlock.statistics()["acquisitions"] == 1
 
 
+@pytest.mark.usefixtures("lock_fast_path")
 def test_condition_waiters_need_the_condition_and_wake_up() -> None:
     cond = peeps.ThreadCondition(name="t.locks.cond")
     items: list[int] = []
@@ -200,6 +202,7 @@ def test_rwlock_readers_share_and_writer_waits() -> None:
     assert stats["acquisitions"] == 3 and stats["holders"] == 0
 
 
+@pytest.mark.usefixtures("lock_fast_path")
 def test_two_threads_deadlocked_on_two_locks_form_a_cycle() -> None:
     left = peeps.ThreadLock("t.dead.left")
     right = peeps.ThreadLock("t.dead.right")
@@ -399,3 +402,27 @@ def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
     with lock:
         threading.Event().wait(0.02)
     assert lock.statistics()["total_hold_ns"] - before >= 20_000_000
+
+
+@pytest.mark.usefixtures("lock_fast_path")
+def test_the_fast_path_leaves_no_reference_behind() -> None:
+    """A thousand nested holds and plain acquire/release pairs leave both
+    locks and the thread's chain with the references they had (the C fast
+    path keeps its own counts)."""
+    import sys
+
+    outer, inner = peeps.ThreadLock("t.refs.outer"), peeps.ThreadLock("t.refs.inner")
+    chain = _lockdep.chain_here()
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            with outer, inner:
+                pass
+            outer.acquire()
+            outer.release()
+
+    rounds(10)
+    before = (sys.getrefcount(outer), sys.getrefcount(inner), sys.getrefcount(chain))
+    rounds(1000)
+    assert (sys.getrefcount(outer), sys.getrefcount(inner), sys.getrefcount(chain)) == before
+    assert chain.top is None and outer._owner is None and inner._owner is None
