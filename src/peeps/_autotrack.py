@@ -149,7 +149,7 @@ _speedups: ModuleType | None = _tasks_module._speedups
 
 #: Use the C factory (``peeps._speedups``) when it was built.  ``PEEPS_SPEEDUPS=0``
 #: (or setting this False before tracking starts) keeps the Python one.
-use_speedups: bool = env_flag("PEEPS_SPEEDUPS", True)
+use_speedups: bool = _tasks_module.speedups_wanted
 
 
 def _report_failure(exc: BaseException) -> None:

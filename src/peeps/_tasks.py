@@ -489,17 +489,20 @@ _task_of: Callable[[Any], Any] | None = (
     _current_tasks.get if _current_tasks is not None else None
 )
 
+#: The optional C extension (``src/peeps/_speedups.c``), None where the install
+#: could not build it; ``PEEPS_SPEEDUPS=0`` keeps peeps' Python code even where
+#: it was.  Each user of it keeps its own switch, initialised from this one.
 _speedups: ModuleType | None
 try:
     from . import _speedups
 except ImportError:  # built without a C compiler
     _speedups = None
-#: ``spawn_tracked``'s spawn record in C (``peeps._speedups.record_spawn``),
-#: when it was built and ``PEEPS_SPEEDUPS`` is not 0; else None (Python).
+speedups_wanted: bool = env_flag("PEEPS_SPEEDUPS", True)
+#: ``spawn_tracked``'s spawn record in C (``peeps._speedups.record_spawn``), or
+#: None (Python).
 _record_spawn: Callable[..., None] | None = (
     _speedups.record_spawn
-    if _speedups is not None and _current_tasks is not None
-    and env_flag("PEEPS_SPEEDUPS", True) else None
+    if _speedups is not None and _current_tasks is not None and speedups_wanted else None
 )
 
 

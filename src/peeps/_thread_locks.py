@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _lockdep, _tasks, _threads
-from ._config import STATE, env_flag
+from ._config import STATE
 from ._lockdep import _LOCAL, HeldChain, chain_here, nested, push, unlink
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
 from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident
@@ -352,52 +352,44 @@ def _clocked_release(self: ThreadLock, exc_type: type[BaseException] | None = No
     self._rel()
 
 
-def _tick_timed_methods() -> dict[str, Any]:
-    """ThreadLock's methods while a sampler ticks: the C fast path
-    (``peeps._speedups``) when it was built and ``PEEPS_SPEEDUPS`` is not 0,
-    else the Python methods above (which the C one calls for anything but the
-    plain ``acquire()``, ``release()`` and ``with``)."""
-    acquire: Any = _PY_TICK_TIMED["acquire"]
-    release: Any = _PY_TICK_TIMED["release"]
-    if _speedups is not None and use_speedups:
-        acquire, release = _speedups.lock_methods(
-            ThreadLock, HeldChain, _LOCAL, chain_here, nested, unlink, acquire, release)
-    return {"acquire": acquire, "__enter__": acquire, "release": release, "__exit__": release}
-
-
 #: The C extension, if it was built; ``use_speedups``: whether to use it
 #: (``PEEPS_SPEEDUPS``; tests switch it and call ``_time_holds_by_ticks``).
 _speedups = _tasks._speedups
-use_speedups: bool = env_flag("PEEPS_SPEEDUPS", True)
+use_speedups: bool = _tasks.speedups_wanted
 _PY_TICK_TIMED = {"acquire": ThreadLock.acquire, "__enter__": ThreadLock.acquire,
                   "release": ThreadLock.release, "__exit__": ThreadLock.release}
 _CLOCKED = {"acquire": _clocked_acquire, "__enter__": _clocked_acquire,
             "release": _clocked_release, "__exit__": _clocked_release}
+#: The C versions of _PY_TICK_TIMED, made on first use.
+_C_TICK_TIMED: dict[str, Any] = {}
+
+
+def _tick_timed_methods() -> dict[str, Any]:
+    """ThreadLock's methods while a sampler ticks: the C fast path
+    (``peeps._speedups``, which calls the Python methods for anything but the
+    plain ``acquire()``, ``release()`` and ``with``) when it was built and is
+    wanted, else the Python methods."""
+    if _speedups is None or not use_speedups:
+        return _PY_TICK_TIMED
+    if not _C_TICK_TIMED:
+        try:
+            acquire, release = _speedups.lock_methods(
+                ThreadLock, HeldChain, _LOCAL, chain_here, nested, unlink,
+                _PY_TICK_TIMED["acquire"], _PY_TICK_TIMED["release"])
+        except Exception as exc:  # reported; the Python methods serve
+            REGISTRY.part_failed("thread lock fast path in C", exc)
+            return _PY_TICK_TIMED
+        _C_TICK_TIMED.update(acquire=acquire, __enter__=acquire, release=release,
+                             __exit__=release)
+    return _C_TICK_TIMED
 
 
 def _time_holds_by_ticks(ticking: bool) -> None:
     """Give ThreadLock the fast path for whether a sampler times holds now
     (``_threads.ON_COARSE_CLOCK``).  A hold that straddles the switch is timed
     by whichever side knows its start (``_since_gen``)."""
-    methods = _CLOCKED
-    if ticking:
-        methods = _PY_TICK_TIMED
-        if _speedups is not None and use_speedups:
-            try:
-                methods = _tick_timed_methods_cached()
-            except Exception as exc:  # reported; the Python methods serve
-                REGISTRY.part_failed("thread lock fast path in C", exc)
-    for name, method in methods.items():
+    for name, method in (_tick_timed_methods() if ticking else _CLOCKED).items():
         setattr(ThreadLock, name, method)
-
-
-_C_METHODS: list[dict[str, Any]] = []
-
-
-def _tick_timed_methods_cached() -> dict[str, Any]:
-    if not _C_METHODS:
-        _C_METHODS.append(_tick_timed_methods())
-    return _C_METHODS[0]
 
 
 _time_holds_by_ticks(bool(COARSE_NOW[0]))
