@@ -210,6 +210,14 @@ def _schedstat_available() -> bool:
 _SCHEDSTAT: Final = _LINUX and _schedstat_available()
 
 
+def _cpu_clock_ns(clock_id: int) -> int | None:
+    """A thread's CPU clock (``time.pthread_getcpuclockid``), or None."""
+    try:
+        return time.clock_gettime_ns(clock_id)
+    except OSError:
+        return None
+
+
 def read_schedstat(native_id: int) -> tuple[int, int] | None:
     """(on-CPU ns, run-queue wait ns) of a thread of this process, or None."""
     try:
@@ -977,17 +985,26 @@ class Sampler:
                 # thread parked on the same instruction whose last real reads
                 # showed no CPU and no run-queue time is assumed unchanged for
                 # up to PARKED_REREAD_NS (synthetic repeat of the last reading).
+                # After that its CPU clock alone is read (one system call, no
+                # /proc path): not moved, the thread has not run, and a thread
+                # that does not run for a whole PARKED_REREAD_NS is not waiting
+                # for a CPU either (the scheduler would have given it some), so
+                # the reading stands.
                 cpu: tuple[int, int | None] | None = None
                 if now - entity.cpu_read_mono_ns >= cpu_interval:
                     entity.cpu_read_mono_ns = now
                     last_cpu = entity.last_cpu
                     if (last_cpu is not None and entity.cpu_still
-                            and now - entity.cpu_real_read_mono_ns < PARKED_REREAD_NS
                             and entity.last_sample is not None
                             and id(frame) == entity.last_frame_id
                             and frame.f_lasti == entity.last_lasti):
-                        cpu = last_cpu
-                    else:
+                        if now - entity.cpu_real_read_mono_ns < PARKED_REREAD_NS:
+                            cpu = last_cpu
+                        elif (entity.clock_id is not None
+                              and _cpu_clock_ns(entity.clock_id) == last_cpu[0]):
+                            cpu = last_cpu
+                            entity.cpu_real_read_mono_ns = now
+                    if cpu is None:
                         native_id = entity.native_id
                         if schedstat and native_id:
                             cpu = read_schedstat(native_id)

@@ -293,6 +293,54 @@ def test_a_parked_thread_is_sampled_every_tick_without_new_samples_being_built()
         parked.join(5)
 
 
+def test_a_parked_thread_past_its_reread_is_checked_by_its_cpu_clock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every PARKED_REREAD_NS a still, parked thread gets a real CPU reading: its
+    CPU clock (one system call) while that has not moved, the full /proc
+    schedstat read (three, and a path walk) once it has."""
+    if not _threads._SCHEDSTAT:
+        pytest.skip("no /proc schedstat here: every read is the CPU clock already")
+    release = threading.Event()
+    parked = threading.Thread(target=release.wait, name="t.parked-reread")
+    parked.start()
+    assert parked.native_id is not None
+    reads: list[int] = []
+    real_read = _threads.read_schedstat
+
+    def counting_read(native_id: int) -> tuple[int, int] | None:
+        if native_id == parked.native_id:
+            reads.append(native_id)
+        return real_read(native_id)
+
+    monkeypatch.setattr(_threads, "read_schedstat", counting_read)
+    # A CPU reading due at every tick, and a real one past due at every tick.
+    monkeypatch.setattr(_threads, "CPU_INTERVAL_NS", 0)
+    monkeypatch.setattr(_threads, "PARKED_REREAD_NS", 0)
+    sampler = _threads.Sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
+    try:
+        for _ in range(3):  # first sight, then two equal readings: "still"
+            sampler.tick()
+        assert parked.ident is not None
+        entity = _threads.entity_for_ident(parked.ident, create=False)
+        assert entity is not None and entity.cpu_still and entity.last_cpu is not None
+        assert entity.last_cpu[0] == _threads._cpu_clock_ns(time.pthread_getcpuclockid(
+            parked.ident))
+        before, readings = len(reads), len(entity.cpu)
+        for _ in range(5):
+            sampler.tick()
+        assert len(reads) == before  # the clock alone, five times
+        assert len(entity.cpu) == readings + 5
+        assert entity.cpu_real_read_mono_ns == entity.cpu[-1][0] == entity.last_seen_ns
+
+        # Its clock moved: the full read again.
+        monkeypatch.setattr(_threads, "_cpu_clock_ns", lambda clock_id: -1)
+        sampler.tick()
+        assert len(reads) == before + 1
+    finally:
+        release.set()
+        parked.join(5)
+
+
 def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> None:
     """Inside a running loop the sampler ticks from the loop (its own thread sleeps
     on a kernel deadline the ticks re-arm, or wakes at LOOP_DRIVEN_WAKE_S where
