@@ -167,12 +167,15 @@ def sampler_rows(path: Path, section: str) -> list[dict[str, Any]]:
     return rows
 
 
-LIVE_SAMPLER = re.compile(r"sampler at (\d+) Hz, (\d+) threads: ([\d.]+)% of a core(.*)")
+LIVE_SAMPLER = re.compile(r"sampler at (\d+) Hz, (\d+) threads: ([\d.]+)% of a core"
+                          r"(?: \[([\d.]+)–([\d.]+) over (\d+) windows[^\]]*\])?(.*)")
 
 
-def live_sampler_rows(script: Path, env: dict[str, str], section: str) -> list[dict[str, Any]]:
+def live_sampler_rows(script: Path, env: dict[str, str], section: str,
+                      quick: bool = False) -> list[dict[str, Any]]:
     """``bench_threads.py --sampler-cpu``: the real sampler thread's own CPU share."""
-    proc = subprocess.run([sys.executable, str(script), "--sampler-cpu"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, str(script), "--sampler-cpu",
+                           *(["--quick"] if quick else [])], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     rows = []
     for line in proc.stdout.splitlines():
@@ -183,7 +186,9 @@ def live_sampler_rows(script: Path, env: dict[str, str], section: str) -> list[d
             rows.append(row(section, f"live sampler at {hz} Hz, {threads} threads "
                             "(sampler thread's own CPU)", pct, "% of a core",
                             target="≤ 2%" if judged else None, ok=(pct <= 2) if judged else None,
-                            note=m.group(4).strip(" ()")))
+                            spread=(f"{m.group(4)}–{m.group(5)} (n={m.group(6)})"
+                                    if m.group(4) else None),
+                            note=m.group(7).strip(" ()")))
     if not rows:
         raise RuntimeError(f"--sampler-cpu printed nothing usable: {proc.stdout[-500:]}"
                            f"{proc.stderr[-500:]}")
@@ -325,9 +330,9 @@ def main() -> int:
             if not out.exists():
                 raise RuntimeError("wrote no result file")
             rows.extend(load_rows(out, section))
-            if name == "threads" and not args.quick:
-                live_rows = live_sampler_rows(script, env, section)
-                write_result(live, "threads_live", live_rows, quick=False)
+            if name == "threads":
+                live_rows = live_sampler_rows(script, env, section, args.quick)
+                write_result(live, "threads_live", live_rows, quick=args.quick)
                 rows.extend(live_rows)
         except Exception as exc:
             failures += 1

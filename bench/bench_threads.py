@@ -2,6 +2,7 @@
 
     python bench/bench_threads.py -o bench/results/threads.json [--fast | --debug-single-value]
     python bench/bench_threads.py --sampler-cpu     # the sampler thread's own CPU, measured live
+                                                    # (--quick: two short windows)
 
 Benchmark names are ``<operation>:<variant>`` (``plain`` is the baseline):
 
@@ -22,14 +23,16 @@ Timing uses the benchmark thread's CPU time (``time.thread_time``), not wall
 time: on a shared machine wall time includes the slices other processes got,
 which swamped these sub-microsecond figures in our runs.
 
-``--sampler-cpu`` runs the real sampler thread at 100 Hz for a few seconds with 10
-and 100 parked threads and prints the CPU share it measured for itself
-(``time.thread_time`` of the sampler thread over wall time).
+``--sampler-cpu`` runs the real sampler thread at 100 Hz with 10 and 100 parked
+threads and prints the CPU share it measured for itself (``time.thread_time`` of
+the sampler thread over wall time): the median of six 1.5 s windows, and their
+range.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import threading
 import time
@@ -127,25 +130,40 @@ def _sampler_tick(n_threads: int) -> Callable[[int], float]:
     return run
 
 
-def sampler_cpu(seconds: float = 3.0) -> None:
-    """Print the live sampler's own CPU share at 100 Hz with 10 and 100 threads."""
+def sampler_cpu(windows: int = 6, window_s: float = 1.5) -> None:
+    """Print the live sampler's own CPU share at 100 Hz with 10 and 100 threads:
+    the median of ``windows`` consecutive windows, and their range (a single
+    window moves by a fifth or more here: see docs/performance.md)."""
     for n in (10, 100):
         parked = _Parked(n)
         sampler = peeps.start_sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
         assert sampler is not None
-        time.sleep(seconds)
-        stats = sampler.stats()
+        time.sleep(0.5)  # past first sight of every thread
+        shares: list[float] = []
+        per_tick: list[float] = []
+        ticks_per_s: list[float] = []
+        for _ in range(windows):
+            cost0, ticks0, t0 = sampler.cost_ns, sampler.ticks, time.monotonic_ns()
+            time.sleep(window_s)
+            cost, ticks = sampler.cost_ns - cost0, sampler.ticks - ticks0
+            elapsed = time.monotonic_ns() - t0
+            shares.append(cost / elapsed * 100)
+            per_tick.append(cost / max(1, ticks) / 1000)
+            ticks_per_s.append(ticks / elapsed * 1e9)
         peeps.stop_sampler()
         parked.stop()
-        ticks_per_s = stats["ticks"] / seconds
-        print(f"sampler at 100 Hz, {n + 2} threads: {stats['cpu_share'] * 100:.2f}% of a core "
-              f"({stats['cost_ns'] / max(1, stats['ticks']) / 1000:.0f} µs/tick, "
-              f"{ticks_per_s:.0f} ticks/s)")
+        print(f"sampler at 100 Hz, {n + 2} threads: {statistics.median(shares):.2f}% of a core "
+              f"[{min(shares):.2f}–{max(shares):.2f} over {windows} windows of {window_s:g} s] "
+              f"({statistics.median(per_tick):.0f} µs/tick, "
+              f"{statistics.median(ticks_per_s):.0f} ticks/s)")
 
 
 def main() -> None:
     if "--sampler-cpu" in sys.argv:
-        sampler_cpu()
+        if "--quick" in sys.argv:  # the smoke test's: that it runs, not a number
+            sampler_cpu(windows=2, window_s=0.2)
+        else:
+            sampler_cpu()
         return
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0] if __doc__ else ""

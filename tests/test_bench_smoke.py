@@ -55,6 +55,8 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
             r["name"] == script.name and r["value"] is None and "not landed" in r.get("note", "")
             for r in rows), script.name
     assert any(n.startswith("task_spawn: ") and n.endswith(" vs plain") for n in names), names
+    live = [r for r in rows if r["name"].startswith("live sampler at 100 Hz")]
+    assert len(live) == 2 and all(r["value"] > 0 and "(n=2)" in r["spread"] for r in live), live
 
     table = (tmp_path / "latest.md").read_text()
     assert "| measure | value | spread | target |" in table
