@@ -491,9 +491,11 @@ lock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 
 static PyMethodDef lock_acquire_def = {
     "acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
+    "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
     "ThreadLock.acquire, fast path in C (see _thread_locks.ThreadLock.acquire)"};
 static PyMethodDef lock_release_def = {
     "release", (PyCFunction)(void (*)(void))lock_release, METH_FASTCALL | METH_KEYWORDS,
+    "release($self, /, exc_type=None, exc=None, tb=None)\n--\n\n"
     "ThreadLock.release, fast path in C (see _thread_locks.ThreadLock.release)"};
 
 static int
@@ -557,8 +559,8 @@ lock_methods(PyObject *module, PyObject *args)
     Py_XSETREF(L.unlink, Py_NewRef(unlink));
     Py_XSETREF(L.py_acquire, Py_NewRef(py_acquire));
     Py_XSETREF(L.py_release, Py_NewRef(py_release));
-    PyObject *acquire = PyDescr_NewMethod(&PyBaseObject_Type, &lock_acquire_def);
-    PyObject *release = PyDescr_NewMethod(&PyBaseObject_Type, &lock_release_def);
+    PyObject *acquire = PyDescr_NewMethod((PyTypeObject *)lock_type, &lock_acquire_def);
+    PyObject *release = PyDescr_NewMethod((PyTypeObject *)lock_type, &lock_release_def);
     if (acquire == NULL || release == NULL) {
         Py_XDECREF(acquire);
         Py_XDECREF(release);

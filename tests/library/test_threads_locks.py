@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -80,6 +81,20 @@ def test_holder_holds_and_blocked_thread_needs_the_lock() -> None:
     assert stats["total_wait_ns"] >= stats["max_wait_ns"] > 0
     assert stats["total_hold_ns"] >= stats["max_hold_ns"] > 0
     assert stats["locked"] is False and stats["waiters"] == 0
+
+
+@pytest.mark.usefixtures("lock_fast_path")
+def test_every_fast_path_introspects_like_the_python_methods() -> None:
+    """The C methods carry the Python methods' signatures and name ThreadLock."""
+    from peeps import _thread_locks
+    reference = _thread_locks._PY_TICK_TIMED
+    for name in ("acquire", "release", "__enter__", "__exit__"):
+        method = getattr(peeps.ThreadLock, name)
+        want = list(inspect.signature(reference[name]).parameters)
+        assert list(inspect.signature(method).parameters) == want, (name, method)
+        assert "ThreadLock" in repr(method) or "_clocked" in repr(method), method
+    assert list(inspect.signature(peeps.ThreadLock("t.sig").acquire).parameters) == [
+        "blocking", "timeout"]
 
 
 @pytest.mark.usefixtures("lock_fast_path")
