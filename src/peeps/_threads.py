@@ -210,14 +210,6 @@ def _schedstat_available() -> bool:
 _SCHEDSTAT: Final = _LINUX and _schedstat_available()
 
 
-def _cpu_clock_ns(clock_id: int) -> int | None:
-    """A thread's CPU clock (``time.pthread_getcpuclockid``), or None."""
-    try:
-        return time.clock_gettime_ns(clock_id)
-    except OSError:
-        return None
-
-
 def read_schedstat(native_id: int) -> tuple[int, int] | None:
     """(on-CPU ns, run-queue wait ns) of a thread of this process, or None."""
     try:
@@ -941,7 +933,6 @@ class Sampler:
         by_ident = _BY_IDENT
         active: dict[int, threading.Thread] = getattr(threading, "_active", {})
         tasks = REGISTRY.tasks
-        clock_gettime_ns = time.clock_gettime_ns
         cpu_interval = int(CPU_INTERVAL_NS * self.hz / self.effective_hz)
         schedstat = _SCHEDSTAT
         # The thread sampler times thread-lock holds (their fast path reads no
@@ -1000,19 +991,16 @@ class Sampler:
                             and frame.f_lasti == entity.last_lasti):
                         if now - entity.cpu_real_read_mono_ns < PARKED_REREAD_NS:
                             cpu = last_cpu
-                        elif (entity.clock_id is not None
-                              and _cpu_clock_ns(entity.clock_id) == last_cpu[0]):
+                        elif _read_cpu_ns(entity.clock_id) == last_cpu[0]:
                             cpu = last_cpu
                             entity.cpu_real_read_mono_ns = now
                     if cpu is None:
                         native_id = entity.native_id
                         if schedstat and native_id:
                             cpu = read_schedstat(native_id)
-                        if cpu is None and entity.clock_id is not None:
-                            try:
-                                cpu = (clock_gettime_ns(entity.clock_id), None)
-                            except OSError:
-                                cpu = None
+                        if cpu is None:
+                            cpu_ns = _read_cpu_ns(entity.clock_id)
+                            cpu = (cpu_ns, None) if cpu_ns is not None else None
                         entity.cpu_still = cpu is not None and cpu == last_cpu
                         entity.cpu_real_read_mono_ns = now
                         entity.last_cpu = cpu

@@ -323,7 +323,7 @@ def test_a_parked_thread_past_its_reread_is_checked_by_its_cpu_clock(
         assert parked.ident is not None
         entity = _threads.entity_for_ident(parked.ident, create=False)
         assert entity is not None and entity.cpu_still and entity.last_cpu is not None
-        assert entity.last_cpu[0] == _threads._cpu_clock_ns(time.pthread_getcpuclockid(
+        assert entity.last_cpu[0] == _threads._read_cpu_ns(time.pthread_getcpuclockid(
             parked.ident))
         before, readings = len(reads), len(entity.cpu)
         for _ in range(5):
@@ -333,7 +333,7 @@ def test_a_parked_thread_past_its_reread_is_checked_by_its_cpu_clock(
         assert entity.cpu_real_read_mono_ns == entity.cpu[-1][0] == entity.last_seen_ns
 
         # Its clock moved: the full read again.
-        monkeypatch.setattr(_threads, "_cpu_clock_ns", lambda clock_id: -1)
+        monkeypatch.setattr(_threads, "_read_cpu_ns", lambda clock_id: -1)
         sampler.tick()
         assert len(reads) == before + 1
     finally:
