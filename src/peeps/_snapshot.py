@@ -10,7 +10,7 @@ from ._config import STATE
 from ._providers import collect_providers
 from ._registry import REGISTRY, Clock
 from ._reply_encoder import hand_off
-from ._tasks import adopt_lazy_tracked
+from ._tasks import adopt_lazy_tracked, batched_watches
 from .types import Edge, Event, GraphSnapshot, Node
 
 
@@ -45,12 +45,15 @@ def collect_graph(*, slices: bool = False) -> GraphSnapshot:
     now = Clock()
     nodes: list[Node] = []
     edges: list[Edge] = []
-    try:  # lazily spawned tracked tasks get their entities first: resources
-        adopt_lazy_tracked()  # (a oneshot's holders) look tasks up by entity
-    except Exception as exc:
-        REGISTRY.part_failed("adopting tracked tasks", exc)
-    _describe_all(REGISTRY.live_resources(), now, nodes, edges, slices)
-    _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges, slices)
+    # Tasks adopted while describing (a snapshot is where lazily tracked tasks
+    # get their entities) have their done callbacks sent to each loop at once.
+    with batched_watches():
+        try:  # lazily spawned tracked tasks get their entities first: resources
+            adopt_lazy_tracked()  # (a oneshot's holders) look tasks up by entity
+        except Exception as exc:
+            REGISTRY.part_failed("adopting tracked tasks", exc)
+        _describe_all(REGISTRY.live_resources(), now, nodes, edges, slices)
+        _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges, slices)
 
     # Finished tasks stay visible for a while ("what just died"), bounded by age.
     finished = list(REGISTRY.finished)

@@ -13,9 +13,10 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
@@ -709,9 +710,14 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
     if winner is not entity:
         return winner
     REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
-    # A closed loop raises RuntimeError: then the task will never finish anyway.
-    with contextlib.suppress(RuntimeError):
-        task.get_loop().call_soon_threadsafe(_watch_done, task, entity)
+    batch: dict[asyncio.AbstractEventLoop, list[tuple[Any, TaskEntity]]] | None = getattr(
+        _batch_local, "watches", None)
+    if batch is not None:
+        batch.setdefault(task.get_loop(), []).append((task, entity))
+    else:
+        # A closed loop raises RuntimeError: then the task will never finish anyway.
+        with contextlib.suppress(RuntimeError):
+            task.get_loop().call_soon_threadsafe(_watch_done, task, entity)
     return entity
 
 
@@ -720,6 +726,42 @@ def _watch_done(task: asyncio.Future[Any], entity: TaskEntity) -> None:
         entity._on_done(task)
     else:
         task.add_done_callback(entity._on_done)
+
+
+def _watch_all_done(pairs: list[tuple[Any, TaskEntity]]) -> None:
+    for task, entity in pairs:
+        try:
+            _watch_done(task, entity)
+        except Exception as exc:  # runs on the host's loop: never raise into it
+            REGISTRY.part_failed("watching an adopted task", exc)
+
+
+#: Per thread: the adoptions whose done callbacks wait to be sent to their loops.
+_batch_local = threading.local()
+
+
+@contextlib.contextmanager
+def batched_watches() -> Iterator[None]:
+    """Within the block, tasks this thread adopts have their done callbacks
+    added on their loops by one ``call_soon_threadsafe`` per loop, at the end.
+
+    Each such call writes to the loop's self-pipe and so wakes the loop: about
+    18 µs of the caller's CPU apiece in the loaded benchmark service, where a
+    snapshot adopts ~55 tasks (what started since the last one).  A snapshot
+    wraps its description in this block, so it wakes each loop once."""
+    if getattr(_batch_local, "watches", None) is not None:  # nested: the outer block sends
+        yield
+        return
+    watches: dict[asyncio.AbstractEventLoop, list[tuple[Any, TaskEntity]]] = {}
+    _batch_local.watches = watches
+    try:
+        yield
+    finally:
+        _batch_local.watches = None
+        for loop, pairs in watches.items():
+            # A closed loop raises RuntimeError: then its tasks will never finish anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_watch_all_done, pairs)
 
 
 def holder_id(holder: Any) -> str | None:

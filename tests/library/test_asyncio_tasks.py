@@ -451,6 +451,45 @@ def test_lazy_tasks_seen_alive_keep_their_outcome() -> None:
     asyncio.run(scenario())
 
 
+def test_a_snapshot_from_another_thread_wakes_the_loop_once_for_all_it_adopts() -> None:
+    """A snapshot adopts every task that started since the last one; their done
+    callbacks must be added on the loop, but in one ``call_soon_threadsafe``
+    (one self-pipe write, one wake-up), not one per task -- and still added."""
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        gate = asyncio.Event()
+
+        async def waiter() -> None:
+            await gate.wait()
+
+        tasks = [asyncio.create_task(waiter()) for _ in range(20)]
+        await settle()
+        assert all(entity_for_task(t) is None for t in tasks)  # lazily tracked
+        loop = asyncio.get_running_loop()
+        ours: list[Any] = []
+        real = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(callback, "__module__", None) == "peeps._tasks":
+                ours.append(callback)
+            return real(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        try:
+            await asyncio.to_thread(peeps.collect_graph)  # as the collector thread does
+        finally:
+            del loop.call_soon_threadsafe
+        assert all(entity_for_task(t) is not None for t in tasks)
+        assert len(ours) == 1, ours
+        gate.set()
+        await asyncio.gather(*tasks)
+        await settle()
+        outcomes = {entity.outcome for t in tasks if (entity := entity_for_task(t))}
+        assert outcomes == {"done"}  # every adopted task's done callback was added
+
+    asyncio.run(scenario())
+
+
 def test_finished_tasks_keep_outcome_and_exception_type() -> None:
     async def scenario() -> None:
         _autotrack.enable_auto(step_stats=True)  # registers every task at creation
