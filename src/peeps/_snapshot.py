@@ -45,30 +45,33 @@ def collect_graph(*, slices: bool = False) -> GraphSnapshot:
     now = Clock()
     nodes: list[Node] = []
     edges: list[Edge] = []
-    # Tasks adopted while describing (a snapshot is where lazily tracked tasks
-    # get their entities) have their done callbacks sent to each loop at once.
-    with batched_watches():
-        try:  # lazily spawned tracked tasks get their entities first: resources
-            adopt_lazy_tracked()  # (a oneshot's holders) look tasks up by entity
-        except Exception as exc:
-            REGISTRY.part_failed("adopting tracked tasks", exc)
-        _describe_all(REGISTRY.live_resources(), now, nodes, edges, slices)
-        _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges, slices)
+    try:
+        # Tasks adopted while describing (a snapshot is where lazily tracked tasks
+        # get their entities) have their done callbacks sent to each loop at once.
+        with batched_watches():
+            try:  # lazily spawned tracked tasks get their entities first: resources
+                adopt_lazy_tracked()  # (a oneshot's holders) look tasks up by entity
+            except Exception as exc:
+                REGISTRY.part_failed("adopting tracked tasks", exc)
+            _describe_all(REGISTRY.live_resources(), now, nodes, edges, slices)
+            _describe_all(list(REGISTRY.tasks.copy().values()), now, nodes, edges, slices)
 
-    # Finished tasks stay visible for a while ("what just died"), bounded by age.
-    finished = list(REGISTRY.finished)
-    cutoff = now.mono_ns - STATE.finished_task_max_age_ns
-    while REGISTRY.finished and (REGISTRY.finished[0].finished_mono_ns or 0) < cutoff:
-        try:
-            REGISTRY.finished.popleft()
-        except IndexError:
-            break
-    _describe_all([t for t in finished if (t.finished_mono_ns or 0) >= cutoff], now, nodes, edges,
-                  slices)
-    try:  # diagnostic providers: each bounded by its own deadline (see _providers.py)
-        collect_providers(now, nodes, edges)
-    except Exception as exc:
-        REGISTRY.part_failed("diagnostic providers", exc)
+        # Finished tasks stay visible for a while ("what just died"), bounded by age.
+        finished = list(REGISTRY.finished)
+        cutoff = now.mono_ns - STATE.finished_task_max_age_ns
+        while REGISTRY.finished and (REGISTRY.finished[0].finished_mono_ns or 0) < cutoff:
+            try:
+                REGISTRY.finished.popleft()
+            except IndexError:
+                break
+        _describe_all([t for t in finished if (t.finished_mono_ns or 0) >= cutoff], now, nodes,
+                      edges, slices)
+        try:  # diagnostic providers: each bounded by its own deadline (see _providers.py)
+            collect_providers(now, nodes, edges)
+        except Exception as exc:
+            REGISTRY.part_failed("diagnostic providers", exc)
+    finally:  # the frames of every thread, read once for the thread nodes
+        now.drop_frames()
 
     redactor = _redact.REDACTOR
     for i, node in enumerate(nodes):

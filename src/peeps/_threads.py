@@ -500,7 +500,7 @@ class ThreadEntity:
         if not alive:
             _forget(self)  # shown once as exited, then forgotten
         attrs = base_attrs(self.created_mono_ns, self.location, None, now)
-        frame = sys._current_frames().get(self.ident) if alive else None
+        frame = now.thread_frames().get(self.ident) if alive else None
         sampler = _SAMPLER
         window_ns = sampler.window_ns if sampler is not None else int(DEFAULT_WINDOW_S * 1e9)
         attrs.update(

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import signal
 import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -121,6 +123,57 @@ def test_a_thread_that_ends_leaves_the_graph(sampler: _threads.Sampler) -> None:
     worker.join()
     wait_for_graph(lambda g: thread_node(g, "t.short_lived") is None)
     assert not any(e.name == "t.short_lived" for e in _threads._BY_IDENT.values())
+
+
+def test_a_snapshot_reads_the_thread_frames_once_and_keeps_none_of_them(
+        sampler: _threads.Sampler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sys._current_frames()`` walks every thread: read once per snapshot,
+    not once per thread node.  And the frames it returns (the snapshot's own
+    among them) must not outlive the snapshot, or a thread's locals would stay
+    alive until a garbage collection."""
+    class Marker:
+        pass
+
+    release = threading.Event()
+    started = threading.Event()
+    marker_ref: list[Any] = []
+
+    def holder() -> None:
+        local = Marker()
+        marker_ref.append(weakref.ref(local))
+        started.set()
+        release.wait()
+
+    threads = [threading.Thread(target=release.wait, name=f"t.frames{i}", daemon=True)
+               for i in range(4)]
+    threads.append(threading.Thread(target=holder, name="t.holder", daemon=True))
+    for t in threads:
+        t.start()
+    assert started.wait(5)
+    wait_for_graph(lambda g: all(thread_node(g, t.name) is not None for t in threads))
+    calls: list[int] = []
+    real = sys._current_frames
+
+    def counting() -> dict[int, Any]:
+        calls.append(1)
+        return real()
+
+    gc_was = gc.isenabled()
+    gc.disable()  # a cycle would then keep the holder's frame, and its marker
+    try:
+        monkeypatch.setattr(sys, "_current_frames", counting)
+        graph = peeps.collect_graph()
+        monkeypatch.undo()
+        assert all(thread_node(graph, t.name) is not None for t in threads)
+        assert len(calls) == 1
+        release.set()
+        for t in threads:
+            t.join(5)
+        assert marker_ref[0]() is None
+    finally:
+        release.set()
+        if gc_was:
+            gc.enable()
 
 
 def test_cpu_clock_matches_pthread_getcpuclockid() -> None:
