@@ -57,6 +57,7 @@ log = logging.getLogger("peeps")
 _JITTER = random.Random()
 
 T = TypeVar("T")
+_K = TypeVar("_K")
 
 SamplerMode = Literal["thread", "sigprof", "off"]
 
@@ -119,6 +120,19 @@ _LINUX: Final = sys.platform.startswith("linux")
 
 def format_frame(code: CodeType, lineno: int | None) -> str:
     return f"{code.co_filename}:{lineno} in {code.co_name}"
+
+
+def _reading_time(reading: tuple[int, int, int | None]) -> int:
+    return reading[0]
+
+
+def _ranked(counts: dict[_K, int]) -> list[tuple[_K, int]]:
+    """``Counter.most_common()``: by count, highest first, ties in insertion order."""
+    return sorted(counts.items(), key=_count_of, reverse=True)
+
+
+def _count_of(item: tuple[Any, int]) -> int:
+    return item[1]
 
 
 def is_stdlib(filename: str) -> bool:
@@ -433,15 +447,17 @@ class ThreadEntity:
         """Window statistics and the verdict.  Pure over the recorded samples."""
         cutoff = now_mono - window_ns
         runs = self.window_runs(cutoff)
-        cpu = [c for c in list(self.cpu) if c[0] >= cutoff]
+        readings = list(self.cpu)  # a copy: the sampler appends meanwhile
+        first_in = bisect.bisect_left(readings, cutoff, key=_reading_time)
         out: dict[str, Any] = {"samples": sum(run[2] for run in runs)}
         cpu_share: float | None = None
         runnable_share: float | None = None
-        if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
-            wall = cpu[-1][0] - cpu[0][0]
-            on_cpu = cpu[-1][1] - cpu[0][1]
+        if len(readings) - first_in >= 2 and readings[-1][0] > readings[first_in][0]:
+            first, last = readings[first_in], readings[-1]
+            wall = last[0] - first[0]
+            on_cpu = last[1] - first[1]
             cpu_share = max(0.0, min(1.0, on_cpu / wall))
-            first_wait, last_wait = cpu[0][2], cpu[-1][2]
+            first_wait, last_wait = first[2], last[2]
             if first_wait is not None and last_wait is not None:
                 runnable_share = max(0.0, min(1.0, (on_cpu + last_wait - first_wait) / wall))
         out["cpu_share"] = round(cpu_share, 3) if cpu_share is not None else None
@@ -449,26 +465,31 @@ class ThreadEntity:
                                  else None)
         # Wanting the CPU counts: a spinner on a loaded machine gets little of it.
         busy = runnable_share if runnable_share is not None else cpu_share
-        by_top: collections.Counter[tuple[CodeType, int]] = collections.Counter()
-        by_frame: collections.Counter[tuple[CodeType, int]] = collections.Counter()
-        by_region: collections.Counter[CodeType] = collections.Counter()
+        # Plain dicts, not Counters: this runs for every thread in every snapshot.
+        by_top: dict[tuple[CodeType, int], int] = {}
+        by_frame: dict[tuple[CodeType, int], int] = {}
+        by_region: dict[CodeType, int] = {}
         n = 0
         for _, _, count, (code, line, user_code, user_line) in runs:
-            by_top[(code, line)] += count
-            by_frame[(user_code, user_line)] += count
-            by_region[user_code] += count
+            key = (code, line)
+            by_top[key] = by_top.get(key, 0) + count
+            key = (user_code, user_line)
+            by_frame[key] = by_frame.get(key, 0) + count
+            by_region[user_code] = by_region.get(user_code, 0) + count
             n += count
+        frames_ranked = _ranked(by_frame)
+        tops_ranked = _ranked(by_top)
         out["dominant_frames"] = [
             {"frame": format_frame(code, line), "share": round(count / n, 3)}
-            for (code, line), count in by_frame.most_common(5)
+            for (code, line), count in frames_ranked[:5]
         ]
         out["dominant_frame"] = out["dominant_frames"][0]["frame"] if n else None
         out["top_frames"] = [
             {"frame": format_frame(code, line), "share": round(count / n, 3)}
-            for (code, line), count in by_top.most_common(3)
+            for (code, line), count in tops_ranked[:3]
         ]
-        top_share = by_top.most_common(1)[0][1] / n if n else 0.0
-        region_share = by_region.most_common(1)[0][1] / n if n else 0.0
+        top_share = tops_ranked[0][1] / n if n else 0.0
+        region_share = max(by_region.values()) / n if n else 0.0
         covered = n >= MIN_SAMPLES and runs[-1][1] - runs[0][0] >= window_ns * MIN_COVERAGE
         name = self.name
         verdict = "unknown"
