@@ -15,6 +15,10 @@ from typing import Any
 DEFAULT_PATTERNS: tuple[str, ...] = ("authorization", "password", "passwd", "token",
                                      "secret", "cookie", "api_key", "apikey")
 REDACTED = "[redacted]"
+#: Dicts nested deeper than this in an attribute value are replaced by
+#: TOO_DEEP: a dict that contains itself must not recurse without end.
+MAX_DEPTH = 10
+TOO_DEEP = "[nested too deep]"
 ENV_REDACT = "PEEPS_REDACT"
 
 
@@ -33,7 +37,7 @@ class Redactor:
                 self._cache[key] = hit
         return hit
 
-    def scrub(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def scrub(self, attrs: dict[str, Any], _depth: int = 0) -> dict[str, Any]:
         """Return ``attrs`` with matching values replaced (a copy only if needed)."""
         if self._regex is None:
             return attrs
@@ -46,7 +50,7 @@ class Redactor:
             if hit:
                 new: Any = REDACTED
             elif isinstance(value, dict):
-                new = self.scrub(value)
+                new = self.scrub(value, _depth + 1) if _depth < MAX_DEPTH else TOO_DEEP
                 if new is value:
                     continue
             else:

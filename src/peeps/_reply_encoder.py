@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ._registry import REGISTRY
 from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError
 from .types._wire import _json_default
 
@@ -69,16 +70,42 @@ def _encode_yielding(value: Any, out: bytearray) -> None:
             out += b":"
             _encode_yielding(item, out)
         out += b"}"
-    elif isinstance(value, list) and len(value) > SLICE:
+    elif isinstance(value, list):
         out += b"["
         for start in range(0, len(value), SLICE):
             if start:
                 out += b","
-            out += _encode(value[start:start + SLICE])[1:-1].encode("utf-8")
+            out += _encode_slice(value[start:start + SLICE]).encode("utf-8")
             hand_off()
         out += b"]"
     else:
         out += _encode(value).encode("utf-8")
+
+
+def _encode_slice(items: list[Any]) -> str:
+    """``items`` as JSON array elements (no brackets).  Nodes, edges and events
+    carry attribute values from the host program (task meta, provider attrs),
+    and one that JSON cannot take (a dict that contains itself, a tuple as a
+    key) must not cost the whole snapshot: that item's ``attrs`` are replaced
+    by a ``peeps_error`` saying why, or the item is left out."""
+    try:
+        return _encode(items)[1:-1]
+    except (ValueError, TypeError, RecursionError):
+        pass
+    parts: list[str] = []
+    for item in items:
+        try:
+            parts.append(_encode(item))
+            continue
+        except (ValueError, TypeError, RecursionError) as exc:
+            error = exc
+        REGISTRY.part_failed("encoding an entity's attributes (replaced by peeps_error)", error)
+        if isinstance(item, dict) and "attrs" in item:
+            replaced = dict(item)
+            replaced["attrs"] = {"peeps_error": f"attributes not encodable as JSON: {error}"}
+            with contextlib.suppress(ValueError, TypeError, RecursionError):
+                parts.append(_encode(replaced))
+    return ",".join(parts)
 
 
 def encode_reply_frame(message: dict[str, Any], *,

@@ -80,3 +80,44 @@ def test_hand_offs_are_paced_by_time_not_by_slices(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(_reply_encoder, "_due_ns", 0)
     assert encode_reply_frame(message) == encode_frame(message)
     assert sleeps == [0]  # due at the first slice, then not again within HANDOFF_NS
+
+
+@pytest.mark.parametrize("redaction", ["default", "none"])
+def test_attributes_json_cannot_take_cost_their_entity_not_the_snapshot(
+        redaction: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task meta comes from the host program.  A dict that contains itself, or
+    a tuple used as a key, must neither raise out of ``collect_graph`` nor stop
+    the reply from encoding (the collector would then fail every snapshot)."""
+    from peeps import _redact
+
+    if redaction == "none":  # no scrub pass at all: the encoder alone must cope
+        monkeypatch.setattr(_redact, "REDACTOR", _redact.Redactor(()))
+    looped: dict[str, object] = {"name": "cfg"}
+    looped["self"] = looped
+
+    async def build() -> dict[str, object]:
+        gate = asyncio.Event()
+        tasks = [peeps.tasks.spawn_tracked("enc.looped", gate.wait(), cfg=looped),
+                 peeps.tasks.spawn_tracked("enc.tuple_key", gate.wait(), cfg={(1, 2): "x"}),
+                 peeps.tasks.spawn_tracked("enc.fine", gate.wait(), shard=3)]
+        await asyncio.sleep(0)
+        graph = peeps.collect_graph()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return {"type": "graph_reply", "snapshot_id": 1, "process": "p", "pid": 1,
+                "graph": graph}
+
+    message = asyncio.run(build())
+    decoded = decode_body(bytes(encode_reply_frame(message))[4:])
+    by_label = {n["label"]: n for n in decoded["graph"]["nodes"]}
+    assert by_label["enc.fine"]["attrs"]["meta"]["shard"] == 3
+    assert "not encodable" in by_label["enc.tuple_key"]["attrs"]["peeps_error"]
+    looped_attrs = by_label["enc.looped"]["attrs"]
+    if redaction == "none":
+        assert "Circular reference" in looped_attrs["peeps_error"]
+    else:  # the redaction pass stops at MAX_DEPTH (attrs 0, meta 1, cfg 2, ...)
+        cfg = looped_attrs["meta"]["cfg"]
+        for _ in range(_redact.MAX_DEPTH - 2):
+            assert cfg["name"] == "cfg"
+            cfg = cfg["self"]
+        assert cfg["self"] == _redact.TOO_DEEP
