@@ -63,6 +63,9 @@ class TaskEntity:
     last_yield_mono_ns = 0
     _id: str | None = None
     _coro_name: str | None = None
+    #: A finished task's description: (what it depends on, its attrs).  Reused,
+    #: with the times brought up to date, by every later snapshot that shows it.
+    _finished_description: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def __init__(
         self,
@@ -193,6 +196,48 @@ class TaskEntity:
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge], list[Node]]:
         task = self.task_ref()
+        if self.outcome is not None:
+            return self._describe_finished(task, now)
+        return self._describe(task, now)
+
+    def _describe_finished(self, task: asyncio.Future[Any] | None,
+                           now: Clock) -> tuple[Node, list[Edge], list[Node]]:
+        """A finished task no longer changes, but it is shown in every snapshot
+        for minutes (``finished_task_max_age_ns``): in a busy service most task
+        nodes are finished ones.  Its attrs are built once and copied after,
+        with the times that move with the snapshot (the ages, and the wall
+        times, converted with this snapshot's clock) set again.  What could
+        still change -- the name (``Task.set_name``), meta, the parent found
+        late -- is the cache's key.  Redaction is applied to the copy, as to
+        every node."""
+        label = self.label(task)
+        key = (label, self.meta, self.location, self.parent_id, self.tracked, self.source,
+               self.cancelled_by)
+        cached = self._finished_description
+        if cached is None or cached[0] != key:
+            described = self._describe(task, now)
+            self._finished_description = (key, dict(described[0]["attrs"]))
+            return described
+        attrs = dict(cached[1])  # same keys, same order: the same JSON as _describe's
+        mono = now.mono_ns
+        offset = now.wall_ns - mono
+        created = self.created_mono_ns
+        attrs["created_at_ns"] = offset + created
+        attrs["age_ns"] = max(0, mono - created)
+        if self.steps:
+            attrs["last_resumed_at_ns"] = offset + self.last_resumed_mono_ns
+            attrs["since_resumed_ns"] = max(0, mono - self.last_resumed_mono_ns)
+        if self.cancel_requested_mono_ns is not None:
+            attrs["cancel_requested_at_ns"] = offset + self.cancel_requested_mono_ns
+        attrs["finished_at_ns"] = offset + (self.finished_mono_ns or 0)
+        node: Node = {"id": self.id, "kind": "task", "label": label, "attrs": attrs}
+        edges: list[Edge] = []
+        if self.parent_id is not None:
+            edges.append({"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}})
+        return node, edges, []
+
+    def _describe(self, task: asyncio.Future[Any] | None,
+                  now: Clock) -> tuple[Node, list[Edge], list[Node]]:
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
         state = self.state()
         frames = self._frames(task)  # once, for the stack and the await edges

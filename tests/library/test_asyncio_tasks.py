@@ -20,7 +20,7 @@ import pytest
 
 import peeps
 from graph_support import edges, node, settle
-from peeps import _autotrack, _tasks
+from peeps import _autotrack, _registry, _tasks
 from peeps._config import STATE
 from peeps._registry import REGISTRY
 from peeps._tasks import current_task_entity, entity_for_task
@@ -517,6 +517,59 @@ def test_finished_tasks_keep_outcome_and_exception_type() -> None:
         assert node(g, tid(c))["attrs"]["state"] == "cancelled"
         assert any(e["name"] == "task.run.failed" and e["entity_id"] == tid(b)
                    for e in g["events"])
+
+    asyncio.run(scenario())
+
+
+def test_a_finished_task_is_described_once_then_copied_with_its_times_moved_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished tasks are most task nodes of a busy service's snapshot and no
+    longer change: their attrs are built once.  Every later snapshot must still
+    show exactly what a fresh description would (ages and wall times of its own
+    clock), and a late rename must still show."""
+    async def scenario() -> None:
+        _autotrack.enable_auto(step_stats=True)  # steps, cancel origin: every timed field
+
+        async def fine() -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async def forever() -> None:
+            await asyncio.sleep(3600)
+
+        tasks = [asyncio.create_task(fine()), asyncio.create_task(forever())]
+        named = peeps.tasks.spawn_tracked("fin.named", fine(), role="r")
+        await settle()
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, named, return_exceptions=True)
+        await settle()
+        entities = [entity_for_task(t) for t in (*tasks, named)]
+        assert all(e is not None and e.outcome is not None for e in entities)
+        peeps.collect_graph()  # the first description of each
+
+        built: list[Any] = []
+        real = _tasks.TaskEntity._describe
+
+        def counting(self: Any, task: Any, now: Any) -> Any:
+            built.append(self)
+            return real(self, task, now)
+
+        monkeypatch.setattr(_tasks.TaskEntity, "_describe", counting)
+        await asyncio.sleep(0.002)  # the ages move on
+        graph = peeps.collect_graph()
+        assert not [e for e in entities if e in built]  # copied, not built again
+        now = _registry.Clock()
+        for entity in entities:
+            assert entity is not None
+            cached = entity._peeps_describe(now)
+            assert cached == real(entity, entity.task_ref(), now)
+            assert node(graph, entity.id)["attrs"]["age_ns"] < cached[0]["attrs"]["age_ns"]
+        assert "cancel_requested_at_ns" in node(graph, tid(tasks[1]))["attrs"]
+        assert node(graph, tid(tasks[0]))["attrs"]["steps"] >= 2
+
+        tasks[0].set_name("fin.renamed")  # the label is part of the key
+        renamed = node(peeps.collect_graph(), tid(tasks[0]))
+        assert (renamed["label"], renamed["attrs"]["name"]) == ("fin.renamed", "fin.renamed")
 
     asyncio.run(scenario())
 
