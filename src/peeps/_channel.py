@@ -187,13 +187,15 @@ class Channel(_Closable[T], Generic[T]):
             return self.put_nowait(item)
         waiter = current_task_entity()
         self._peeps_waiters.add(waiter, "send")
-        REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": self.qsize()},
-                               _id_of(waiter))
+        if REGISTRY.repeat_due(self, "channel.send.blocked"):
+            REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": self.qsize()},
+                                   _id_of(waiter))
         try:
             await super().put(item)
         finally:
             self._peeps_waiters.remove(waiter)
-        REGISTRY.emit_repeated(self, "channel.send.unblocked", None, _id_of(waiter))
+        if REGISTRY.repeat_due(self, "channel.send.unblocked"):
+            REGISTRY.emit_repeated(self, "channel.send.unblocked", None, _id_of(waiter))
         return None
 
     async def get(self) -> T:

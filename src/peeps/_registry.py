@@ -118,9 +118,11 @@ class WaitSet:
     def __init__(self) -> None:
         self._waiting: dict[Waiter, tuple[str, int]] = {}
 
-    def add(self, waiter: Waiter | None, op: str) -> None:
+    def add(self, waiter: Waiter | None, op: str, since_mono_ns: int | None = None) -> None:
+        """``since_mono_ns``: the caller's clock reading of the moment, if it has one."""
         if waiter is not None:
-            self._waiting[waiter] = (op, time.monotonic_ns())
+            self._waiting[waiter] = (op, since_mono_ns if since_mono_ns is not None
+                                     else time.monotonic_ns())
 
     def remove(self, waiter: Waiter | None) -> None:
         if waiter is not None:
@@ -257,6 +259,17 @@ class Registry:
         self.events.append(
             (_next_event_id(), time.time_ns(), entity_id, name, parent_entity_id, attrs or {})
         )
+
+    def repeat_due(self, owner: Any, name: str) -> bool:
+        """Whether :meth:`emit_repeated` would keep ``owner``'s event ``name``
+        now; if not, it is counted as dropped here.  A hot path asks first, and
+        builds the event's attributes only for the one in many that is kept."""
+        gates: dict[str, list[int]] | None = getattr(owner, "_peeps_gates", None)
+        gate = gates.get(name) if gates is not None else None
+        if gate is None or time.monotonic_ns() - gate[0] >= REPEAT_GAP_NS:
+            return True
+        gate[1] += 1
+        return False
 
     def emit_repeated(
         self,

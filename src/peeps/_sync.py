@@ -54,6 +54,8 @@ _StdEvent = asyncio.Event
 _StdCondition = asyncio.Condition
 
 _monotonic_ns = time.monotonic_ns
+_std_lock_acquire = asyncio.Lock.acquire
+_std_semaphore_acquire = asyncio.Semaphore.acquire
 
 
 class _Identity:
@@ -176,12 +178,13 @@ class Lock(asyncio.Lock, _Identity):
             return True
         me = current_waiter()
         self._peeps_contentions += 1
-        REGISTRY.emit_repeated(self, "lock.acquire.contended",
-                               {"holder": holder_id(self._peeps_holder)}, _id_of(me))
-        self._peeps_waiters.add(me, "acquire")
+        if REGISTRY.repeat_due(self, "lock.acquire.contended"):
+            REGISTRY.emit_repeated(self, "lock.acquire.contended",
+                                   {"holder": holder_id(self._peeps_holder)}, _id_of(me))
         start = _monotonic_ns()
+        self._peeps_waiters.add(me, "acquire", start)
         try:
-            await super().acquire()
+            await _std_lock_acquire(self)  # the stdlib's wait, without super()'s object
         finally:
             self._peeps_waiters.remove(me)
         now = _monotonic_ns()
@@ -303,12 +306,14 @@ class Semaphore(asyncio.Semaphore, _Identity):
         else:
             me = current_waiter()
             self._peeps_contentions += 1
-            REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
-                                   {"available": self._value}, _id_of(me))
-            self._peeps_waiters.add(me, "acquire")
+            if REGISTRY.repeat_due(self, "semaphore.acquire.contended"):
+                REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
+                                       {"available": self._value}, _id_of(me))
             start = _monotonic_ns()
+            self._peeps_waiters.add(me, "acquire", start)
             try:
-                await super().acquire()
+                # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
+                await _std_semaphore_acquire(self)
             finally:
                 self._peeps_waiters.remove(me)
             waited = _monotonic_ns() - start
@@ -821,8 +826,9 @@ class RWLock(PlainRWLock, _Identity):
 
     async def _wait_turn(self, is_write: bool) -> None:
         me = current_waiter()
-        REGISTRY.emit_repeated(self, "rwlock.acquire.contended",
-                               {"mode": "write" if is_write else "read"}, _id_of(me))
+        if REGISTRY.repeat_due(self, "rwlock.acquire.contended"):
+            REGISTRY.emit_repeated(self, "rwlock.acquire.contended",
+                                   {"mode": "write" if is_write else "read"}, _id_of(me))
         self._peeps_waitset.add(me, "write" if is_write else "read")
         try:
             await super()._wait_turn(is_write)
