@@ -537,20 +537,28 @@ def test_a_loop_without_a_python_scheduler_step_is_not_driven(
 def test_an_idle_loop_alone_is_sampled_at_a_quarter_rate_and_work_restores_it() -> None:
     """With only the loop's thread and peeps' own, an idle loop slows the
     loop-driven ticks down to MAX_QUIET_PACE; a busy loop, or any other thread,
-    keeps the full rate."""
+    keeps the full rate.
 
-    async def main() -> dict[str, tuple[int, int]]:
-        started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5)
+    "Idle" is the loop thread's CPU time between ticks, and on a VM that can
+    include time the host took (a tick then sees a busy loop and goes back to
+    the full rate for a while): so the idle phase must reach the quiet pace and
+    tick clearly less than the busy one, not hold the quiet pace at every tick.
+    The budget is out of the way (its back-off has its own test)."""
+
+    async def main() -> dict[str, tuple[int, int, int]]:
+        started = peeps.start_sampler(mode="thread", hz=100, window_s=0.5, budget=1.0)
         assert started is not None
-        seen: dict[str, tuple[int, int]] = {}
+        seen: dict[str, tuple[int, int, int]] = {}  # ticks, highest pace, pace at the end
 
         async def measure(label: str, seconds: float, busy: bool) -> None:
             await asyncio.sleep(0.2)  # settle into the state
             ticks0 = started.loop_ticks
+            paces = set()
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 await asyncio.sleep(0 if busy else 0.05)
-            seen[label] = (started.loop_ticks - ticks0, started.pace)
+                paces.add(started.pace)
+            seen[label] = (started.loop_ticks - ticks0, max(paces), started.pace)
 
         await measure("idle", 1.0, busy=False)
         await measure("busy", 1.0, busy=True)
@@ -569,9 +577,10 @@ def test_an_idle_loop_alone_is_sampled_at_a_quarter_rate_and_work_restores_it() 
     finally:
         peeps.stop_sampler()
     assert seen["idle"][1] == _threads.MAX_QUIET_PACE, seen
-    assert 10 <= seen["idle"][0] <= 40, seen  # ~25 a second instead of ~100
-    assert seen["busy"][1] == 1 and seen["busy"][0] >= 60, seen
-    assert seen["idle with another thread"][1] == 1, seen
+    assert seen["busy"][2] == 1 and seen["busy"][0] >= 60, seen
+    # ~25 a second at the quiet pace against ~100 at the full rate.
+    assert 10 <= seen["idle"][0] <= 0.7 * seen["busy"][0], seen
+    assert seen["idle with another thread"][1] == 1, seen  # never slowed down
     assert seen["idle with another thread"][0] >= 60, seen
 
 
