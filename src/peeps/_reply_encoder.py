@@ -26,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from ._registry import REGISTRY
 from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError
 from .types._wire import _json_default
 
@@ -43,6 +43,9 @@ SLICE = 64
 #: ~400-node snapshot cost ~8 ms of the collector's CPU under load.
 HANDOFF_NS = 1_000_000
 _perf_ns = time.perf_counter_ns
+log = logging.getLogger("peeps")
+#: Whether the unencodable-attributes warning was given (once per process).
+_warned_unencodable = False
 _due_ns = 0
 
 
@@ -88,6 +91,7 @@ def _encode_slice(items: list[Any]) -> str:
     and one that JSON cannot take (a dict that contains itself, a tuple as a
     key) must not cost the whole snapshot: that item's ``attrs`` are replaced
     by a ``peeps_error`` saying why, or the item is left out."""
+    global _warned_unencodable
     try:
         return _encode(items)[1:-1]
     except (ValueError, TypeError, RecursionError):
@@ -99,7 +103,11 @@ def _encode_slice(items: list[Any]) -> str:
             continue
         except (ValueError, TypeError, RecursionError) as exc:
             error = exc
-        REGISTRY.part_failed("encoding an entity's attributes (replaced by peeps_error)", error)
+        if not _warned_unencodable:
+            _warned_unencodable = True
+            log.warning("peeps: an entity's attributes could not be encoded as JSON (%r); "
+                        "such entities are sent with attrs {\"peeps_error\": ...} instead "
+                        "(logged once)", error)
         if isinstance(item, dict) and "attrs" in item:
             replaced = dict(item)
             replaced["attrs"] = {"peeps_error": f"attributes not encodable as JSON: {error}"}

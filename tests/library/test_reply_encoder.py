@@ -84,7 +84,7 @@ def test_hand_offs_are_paced_by_time_not_by_slices(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("redaction", ["default", "none"])
 def test_attributes_json_cannot_take_cost_their_entity_not_the_snapshot(
-        redaction: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        redaction: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Task meta comes from the host program.  A dict that contains itself, or
     a tuple used as a key, must neither raise out of ``collect_graph`` nor stop
     the reply from encoding (the collector would then fail every snapshot)."""
@@ -108,7 +108,11 @@ def test_attributes_json_cannot_take_cost_their_entity_not_the_snapshot(
                 "graph": graph}
 
     message = asyncio.run(build())
+    monkeypatch.setattr(_reply_encoder, "_warned_unencodable", False)
     decoded = decode_body(bytes(encode_reply_frame(message))[4:])
+    encode_reply_frame(message)  # again: the warning is given once
+    warnings = [r.getMessage() for r in caplog.records if "encoded as JSON" in r.getMessage()]
+    assert len(warnings) == 1 and "peeps_error" in warnings[0], warnings
     by_label = {n["label"]: n for n in decoded["graph"]["nodes"]}
     assert by_label["enc.fine"]["attrs"]["meta"]["shard"] == 3
     assert "not encodable" in by_label["enc.tuple_key"]["attrs"]["peeps_error"]
