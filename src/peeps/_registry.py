@@ -210,6 +210,16 @@ class HoldSet:
 thread_waiter_hook: Callable[[], Waiter | None] | None = None
 
 
+def _dropped_repeat(gate: list[int] | None, now: int) -> bool:
+    """Whether a repeated event meets its gate (``[last kept at, dropped
+    since]``) within ``REPEAT_GAP_NS`` of the last one kept; if so it is
+    counted as dropped."""
+    if gate is None or now - gate[0] >= REPEAT_GAP_NS:
+        return False
+    gate[1] += 1
+    return True
+
+
 class Registry:
     """All live entities of this process."""
 
@@ -266,10 +276,7 @@ class Registry:
         builds the event's attributes only for the one in many that is kept."""
         gates: dict[str, list[int]] | None = getattr(owner, "_peeps_gates", None)
         gate = gates.get(name) if gates is not None else None
-        if gate is None or time.monotonic_ns() - gate[0] >= REPEAT_GAP_NS:
-            return True
-        gate[1] += 1
-        return False
+        return not _dropped_repeat(gate, time.monotonic_ns())
 
     def emit_repeated(
         self,
@@ -295,11 +302,10 @@ class Registry:
                 self.emit(owner._peeps_id, name, attrs, parent_entity_id)
                 return
         gate = gates.get(name)
+        if _dropped_repeat(gate, now):
+            return
         if gate is None:
             gates[name] = [now, 0]
-        elif now - gate[0] < REPEAT_GAP_NS:
-            gate[1] += 1
-            return
         else:
             if gate[1]:
                 attrs = dict(attrs or (), repeats=gate[1])

@@ -231,10 +231,13 @@ class TaskEntity:
             attrs["cancel_requested_at_ns"] = offset + self.cancel_requested_mono_ns
         attrs["finished_at_ns"] = offset + (self.finished_mono_ns or 0)
         node: Node = {"id": self.id, "kind": "task", "label": label, "attrs": attrs}
-        edges: list[Edge] = []
-        if self.parent_id is not None:
-            edges.append({"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}})
-        return node, edges, []
+        return node, self._spawned_edges(), []
+
+    def _spawned_edges(self) -> list[Edge]:
+        """The edge from the task that spawned this one, if it is known."""
+        if self.parent_id is None:
+            return []
+        return [{"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}}]
 
     def _describe(self, task: asyncio.Future[Any] | None,
                   now: Clock) -> tuple[Node, list[Edge], list[Node]]:
@@ -269,10 +272,8 @@ class TaskEntity:
             if self.exception_type:
                 attrs["exception_type"] = self.exception_type
         node: Node = {"id": self.id, "kind": "task", "label": attrs["name"], "attrs": attrs}
-        edges: list[Edge] = []
+        edges = self._spawned_edges()
         extra: list[Node] = []
-        if self.parent_id is not None:
-            edges.append({"src": self.parent_id, "dst": self.id, "kind": "spawned", "attrs": {}})
         if task is not None and self.outcome is None:
             try:
                 _await_edges(self.id, task, now, edges, extra, frames)
