@@ -210,16 +210,6 @@ class HoldSet:
 thread_waiter_hook: Callable[[], Waiter | None] | None = None
 
 
-def _dropped_repeat(gate: list[int] | None, now: int) -> bool:
-    """Whether a repeated event meets its gate (``[last kept at, dropped
-    since]``) within ``REPEAT_GAP_NS`` of the last one kept; if so it is
-    counted as dropped."""
-    if gate is None or now - gate[0] >= REPEAT_GAP_NS:
-        return False
-    gate[1] += 1
-    return True
-
-
 class Registry:
     """All live entities of this process."""
 
@@ -270,13 +260,20 @@ class Registry:
             (_next_event_id(), time.time_ns(), entity_id, name, parent_entity_id, attrs or {})
         )
 
-    def repeat_due(self, owner: Any, name: str) -> bool:
-        """Whether :meth:`emit_repeated` would keep ``owner``'s event ``name``
-        now; if not, it is counted as dropped here.  A hot path asks first, and
-        builds the event's attributes only for the one in many that is kept."""
+    def repeat_due(self, owner: Any, name: str, now: int | None = None) -> bool:
+        """Whether ``owner``'s repeated event ``name`` is due (``REPEAT_GAP_NS``
+        since the last one kept); if not, it is counted as dropped here.  A hot
+        path asks first, and builds the event's attributes and calls
+        :meth:`emit_repeated` only for the one in many that is due.  ``now``:
+        the caller's ``time.monotonic_ns()`` reading, if it has one."""
         gates: dict[str, list[int]] | None = getattr(owner, "_peeps_gates", None)
         gate = gates.get(name) if gates is not None else None
-        return not _dropped_repeat(gate, time.monotonic_ns())
+        if gate is None:
+            return True
+        if (time.monotonic_ns() if now is None else now) - gate[0] >= REPEAT_GAP_NS:
+            return True
+        gate[1] += 1
+        return False
 
     def emit_repeated(
         self,
@@ -292,6 +289,8 @@ class Registry:
         primitive would flush the ring buffer every few milliseconds, pushing
         out the rare events worth reading and making every snapshot carry a
         full buffer.  The gate lives on the owner, so it goes with it."""
+        if not self.repeat_due(owner, name):
+            return
         now = time.monotonic_ns()
         gates: dict[str, list[int]] | None = getattr(owner, "_peeps_gates", None)
         if gates is None:
@@ -302,8 +301,6 @@ class Registry:
                 self.emit(owner._peeps_id, name, attrs, parent_entity_id)
                 return
         gate = gates.get(name)
-        if _dropped_repeat(gate, now):
-            return
         if gate is None:
             gates[name] = [now, 0]
         else:

@@ -178,10 +178,10 @@ class Lock(asyncio.Lock, _Identity):
             return True
         me = current_waiter()
         self._peeps_contentions += 1
-        if REGISTRY.repeat_due(self, "lock.acquire.contended"):
+        start = _monotonic_ns()
+        if REGISTRY.repeat_due(self, "lock.acquire.contended", start):
             REGISTRY.emit_repeated(self, "lock.acquire.contended",
                                    {"holder": holder_id(self._peeps_holder)}, _id_of(me))
-        start = _monotonic_ns()
         self._peeps_waiters.add(me, "acquire", start)
         try:
             await _std_lock_acquire(self)  # the stdlib's wait, without super()'s object
@@ -306,10 +306,10 @@ class Semaphore(asyncio.Semaphore, _Identity):
         else:
             me = current_waiter()
             self._peeps_contentions += 1
-            if REGISTRY.repeat_due(self, "semaphore.acquire.contended"):
+            start = _monotonic_ns()
+            if REGISTRY.repeat_due(self, "semaphore.acquire.contended", start):
                 REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
                                        {"available": self._value}, _id_of(me))
-            start = _monotonic_ns()
             self._peeps_waiters.add(me, "acquire", start)
             try:
                 # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
