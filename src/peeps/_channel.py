@@ -5,6 +5,7 @@ plus ``oneshot`` (one value, one receiver) and ``watch`` (latest value)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Generator
@@ -33,6 +34,18 @@ else:
 
 def _id_of(entity: Any) -> str | None:
     return entity.id if entity is not None else None
+
+
+def _abandon_wait(queue: Any, waiters: Any, fut: asyncio.Future[None], ready: bool) -> None:
+    """A channel wait that ends in an exception (cancelled, or closed before
+    3.13), as the stdlib's ``Queue.get``/``put`` handle it: drop its future and,
+    if it had been woken for an item or slot that is still there (``ready``),
+    pass the wake-up on to the next waiter."""
+    fut.cancel()  # in case it is not done yet
+    with contextlib.suppress(ValueError):  # the waking put/get (or a close) removed it
+        waiters.remove(fut)
+    if ready and not fut.cancelled():
+        queue._wakeup_next(waiters)
 
 
 class _Closable(asyncio.Queue[T]):
@@ -185,30 +198,67 @@ class Channel(_Closable[T], Generic[T]):
         maxsize = self._maxsize  # type: ignore[attr-defined]
         if maxsize <= 0 or len(self._queue) < maxsize or self._closed_flag:  # type: ignore[attr-defined]
             return self.put_nowait(item)
+        # Blocked: the stdlib's wait loop (3.11-3.13) and the WaitSet's
+        # add/remove inlined, as in ``get``.
+        queue = self._queue  # type: ignore[attr-defined]
         waiter = current_task_entity()
-        self._peeps_waiters.add(waiter, "send")
-        if REGISTRY.repeat_due(self, "channel.send.blocked"):
-            REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": self.qsize()},
+        waiting = self._peeps_waiters._waiting
+        since = time.monotonic_ns()
+        if waiter is not None:
+            waiting[waiter] = ("send", since)
+        if REGISTRY.repeat_due(self, "channel.send.blocked", since):
+            REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": len(queue)},
                                    _id_of(waiter))
         try:
-            await super().put(item)
+            putters = self._putters  # type: ignore[attr-defined]
+            while len(queue) >= maxsize:
+                if _HAS_SHUTDOWN and self._is_shutdown:  # type: ignore[attr-defined]
+                    raise asyncio.QueueShutDown  # type: ignore[attr-defined]
+                putter = self._get_loop().create_future()  # type: ignore[attr-defined]
+                putters.append(putter)
+                try:
+                    await putter
+                except BaseException:
+                    _abandon_wait(self, putters, putter, len(queue) < maxsize)
+                    raise
+            self.put_nowait(item)
         finally:
-            self._peeps_waiters.remove(waiter)
+            if waiter is not None:
+                waiting.pop(waiter, None)
         if REGISTRY.repeat_due(self, "channel.send.unblocked"):
             REGISTRY.emit_repeated(self, "channel.send.unblocked", None, _id_of(waiter))
         return None
 
     async def get(self) -> T:
-        if self._queue:  # type: ignore[attr-defined]
+        queue = self._queue  # type: ignore[attr-defined]
+        if queue:
             return self.get_nowait()
+        # A worker pool's consumers wait here whenever the channel runs dry, so
+        # this is a hot path too: the stdlib's wait loop (3.11-3.13) is inlined
+        # (awaiting ``super().get()`` made a second coroutine and a super
+        # object per wait), and so is the WaitSet's add/remove.
         waiter = current_task_entity()
-        self._peeps_waiters.add(waiter, "recv")
+        waiting = self._peeps_waiters._waiting
+        if waiter is not None:
+            waiting[waiter] = ("recv", time.monotonic_ns())
         # No event: a consumer waiting on an empty channel is a pool's idle
         # state, not news; its ``needs`` edge shows it while it lasts.
         try:
-            return await super().get()
+            getters = self._getters  # type: ignore[attr-defined]
+            while not queue:
+                if _HAS_SHUTDOWN and self._is_shutdown:  # type: ignore[attr-defined]
+                    raise asyncio.QueueShutDown  # type: ignore[attr-defined]
+                getter = self._get_loop().create_future()  # type: ignore[attr-defined]
+                getters.append(getter)
+                try:
+                    await getter
+                except BaseException:
+                    _abandon_wait(self, getters, getter, bool(queue))
+                    raise
+            return self.get_nowait()
         finally:
-            self._peeps_waiters.remove(waiter)
+            if waiter is not None:
+                waiting.pop(waiter, None)
 
     def task_done(self) -> None:
         super().task_done()

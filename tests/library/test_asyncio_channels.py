@@ -74,6 +74,83 @@ def test_blocked_send_and_recv_edges_vanish_when_unblocked() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("kind", ["asyncio.Queue", "peeps.channel"])
+def test_waiting_receivers_cancelled_like_asyncio_queue(kind: str) -> None:
+    """The channel's inlined wait keeps the stdlib's hand-offs: a cancelled
+    waiting receiver leaves no getter behind, and one woken for an item but
+    cancelled before it ran passes the item to the next receiver."""
+
+    async def scenario() -> None:
+        ch: Any = asyncio.Queue() if kind == "asyncio.Queue" else peeps.channel("test.handoff")
+        first = asyncio.create_task(ch.get())
+        second = asyncio.create_task(ch.get())
+        await settle()
+        gone = asyncio.create_task(ch.get())
+        await settle()
+        gone.cancel()  # waiting, never woken
+        await asyncio.gather(gone, return_exceptions=True)
+        assert gone.cancelled() and len(ch._getters) == 2
+        ch.put_nowait("item")  # wakes first ...
+        first.cancel()  # ... which is cancelled before it runs: second gets it
+        assert await asyncio.wait_for(second, 1) == "item"
+        assert first.cancelled() and ch.empty() and not ch._getters
+        if kind == "peeps.channel":
+            assert not edges(peeps.collect_graph(), "needs", dst=ch._peeps_id)
+            assert ch.statistics().received == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["asyncio.Queue", "peeps.channel"])
+def test_blocked_senders_cancelled_like_asyncio_queue(kind: str) -> None:
+    """The send side of the same: a cancelled blocked sender leaves no putter
+    and puts nothing; one woken for a slot but cancelled before it ran passes
+    the slot to the next sender."""
+
+    async def scenario() -> None:
+        ch: Any = (asyncio.Queue(1) if kind == "asyncio.Queue"
+                   else peeps.channel("test.handoff", capacity=1))
+        ch.put_nowait("held")
+        first = asyncio.create_task(ch.put("first"))
+        second = asyncio.create_task(ch.put("second"))
+        await settle()
+        gone = asyncio.create_task(ch.put("gone"))
+        await settle()
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        assert gone.cancelled() and len(ch._putters) == 2
+        assert ch.get_nowait() == "held"  # wakes first ...
+        first.cancel()  # ... which is cancelled before it runs: second puts
+        await asyncio.wait_for(second, 1)
+        assert first.cancelled() and not ch._putters
+        assert ch.get_nowait() == "second" and ch.empty()
+        if kind == "peeps.channel":
+            g = peeps.collect_graph()
+            assert not edges(g, "needs", dst=ch._peeps_id)
+            names = [e["name"] for e in g["events"]]
+            assert "channel.send.blocked" in names
+
+    asyncio.run(scenario())
+
+
+def test_close_fails_blocked_senders_and_clears_their_edges() -> None:
+    async def scenario() -> None:
+        ch: Any = peeps.channel("test.closing.full", 1)
+        ch.send_nowait(0)
+        sender = peeps.tasks.spawn_tracked("sender", ch.send(1))
+        await settle()
+        assert edges(peeps.collect_graph(), "needs", dst=ch._peeps_id)
+        ch.close("shutting down")
+        with pytest.raises(peeps.ChannelClosed):
+            await asyncio.wait_for(sender, 1)
+        assert not edges(peeps.collect_graph(), "needs", dst=ch._peeps_id)
+        assert await ch.recv() == 0  # what was sent before the close drains
+        with pytest.raises(peeps.ChannelClosed):
+            await asyncio.wait_for(ch.recv(), 1)
+
+    asyncio.run(scenario())
+
+
 def test_close_wakes_receivers_and_records_cause() -> None:
     async def scenario() -> None:
         ch: Any = peeps.channel("test.closing", 4)
@@ -86,7 +163,7 @@ def test_close_wakes_receivers_and_records_cause() -> None:
         c = peeps.tasks.spawn_tracked("closer", closer())
         await c
         with pytest.raises(peeps.ChannelClosed):
-            await receiver
+            await asyncio.wait_for(receiver, 1)
         with pytest.raises(peeps.ChannelClosed):
             await ch.send(1)
         g = peeps.collect_graph()
