@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from ._config import STATE
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._tasks import _await_frames, current_task_entity, current_waiter
+from ._tasks import _await_frames, current_task_entity, current_waiter, holder_id, running_task
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -201,14 +201,14 @@ class Channel(_Closable[T], Generic[T]):
         # Blocked: the stdlib's wait loop (3.11-3.13) and the WaitSet's
         # add/remove inlined, as in ``get``.
         queue = self._queue  # type: ignore[attr-defined]
-        waiter = current_task_entity()
+        waiter = running_task()  # the task itself: named only if described
         waiting = self._peeps_waiters._waiting
         since = time.monotonic_ns()
         if waiter is not None:
             waiting[waiter] = ("send", since)
         if REGISTRY.repeat_due(self, "channel.send.blocked", since):
             REGISTRY.emit_repeated(self, "channel.send.blocked", {"depth": len(queue)},
-                                   _id_of(waiter))
+                                   holder_id(waiter))
         try:
             putters = self._putters  # type: ignore[attr-defined]
             while len(queue) >= maxsize:
@@ -226,7 +226,7 @@ class Channel(_Closable[T], Generic[T]):
             if waiter is not None:
                 waiting.pop(waiter, None)
         if REGISTRY.repeat_due(self, "channel.send.unblocked"):
-            REGISTRY.emit_repeated(self, "channel.send.unblocked", None, _id_of(waiter))
+            REGISTRY.emit_repeated(self, "channel.send.unblocked", None, holder_id(waiter))
         return None
 
     async def get(self) -> T:
@@ -237,7 +237,7 @@ class Channel(_Closable[T], Generic[T]):
         # this is a hot path too: the stdlib's wait loop (3.11-3.13) is inlined
         # (awaiting ``super().get()`` made a second coroutine and a super
         # object per wait), and so is the WaitSet's add/remove.
-        waiter = current_task_entity()
+        waiter = running_task()  # the task itself: named only if described
         waiting = self._peeps_waiters._waiting
         if waiter is not None:
             waiting[waiter] = ("recv", time.monotonic_ns())

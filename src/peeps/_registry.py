@@ -109,22 +109,26 @@ class Clock:
 class WaitSet:
     """Who waits on one resource, for what, since when.
 
-    Keys are waiter entities; values are ``(op, since_mono_ns)``.  A resource
-    turns each entry into a ``needs`` edge ``waiter -> resource``.
+    Keys are waiter entities, or the waiting task itself as
+    ``current_holder()`` gives it (no entity lookup on the waiting path; named
+    when described); values are ``(op, since_mono_ns)``.  A resource turns
+    each entry into a ``needs`` edge ``waiter -> resource``.
     """
 
     __slots__ = ("_waiting",)
 
     def __init__(self) -> None:
-        self._waiting: dict[Waiter, tuple[str, int]] = {}
+        #: Keys: a ``Waiter`` entity or a task object (``Any``: the registry
+        #: does not import asyncio's types).
+        self._waiting: dict[Any, tuple[str, int]] = {}
 
-    def add(self, waiter: Waiter | None, op: str, since_mono_ns: int | None = None) -> None:
+    def add(self, waiter: Any, op: str, since_mono_ns: int | None = None) -> None:
         """``since_mono_ns``: the caller's clock reading of the moment, if it has one."""
         if waiter is not None:
             self._waiting[waiter] = (op, since_mono_ns if since_mono_ns is not None
                                      else time.monotonic_ns())
 
-    def remove(self, waiter: Waiter | None) -> None:
+    def remove(self, waiter: Any) -> None:
         if waiter is not None:
             self._waiting.pop(waiter, None)
 
@@ -141,9 +145,14 @@ class WaitSet:
         return out
 
     def needs_edges(self, dst_id: str, now: Clock) -> list[Edge]:
-        return [
-            {
-                "src": waiter.id,
+        name = waiter_id_hook
+        edges: list[Edge] = []
+        for waiter, (op, since) in self._waiting.copy().items():
+            src = waiter.id if name is None else name(waiter)
+            if src is None:
+                continue
+            edges.append({
+                "src": src,
                 "dst": dst_id,
                 "kind": "needs",
                 "attrs": {
@@ -151,9 +160,8 @@ class WaitSet:
                     "since_ns": now.wall_of(since),
                     "waited_ns": max(0, now.mono_ns - since),
                 },
-            }
-            for waiter, (op, since) in self._waiting.copy().items()
-        ]
+            })
+        return edges
 
 
 class HoldSet:
@@ -208,6 +216,9 @@ class HoldSet:
 #: Set by the threads module: returns the entity of the calling thread when it
 #: is not inside an asyncio task (so threads can wait on and hold resources).
 thread_waiter_hook: Callable[[], Waiter | None] | None = None
+#: Set by the tasks module: the node id of a waiter, which may be a task
+#: object (adopted when first described) or an entity.
+waiter_id_hook: Callable[[Any], str | None] | None = None
 
 
 class Registry:

@@ -176,12 +176,12 @@ class Lock(asyncio.Lock, _Identity):
             self._peeps_held_since = _monotonic_ns()
             self._peeps_acquisitions += 1
             return True
-        me = current_waiter()
+        me = current_holder()  # the task itself: named only if described
         self._peeps_contentions += 1
         start = _monotonic_ns()
         if REGISTRY.repeat_due(self, "lock.acquire.contended", start):
             REGISTRY.emit_repeated(self, "lock.acquire.contended",
-                                   {"holder": holder_id(self._peeps_holder)}, _id_of(me))
+                                   {"holder": holder_id(self._peeps_holder)}, holder_id(me))
         self._peeps_waiters.add(me, "acquire", start)
         try:
             await _std_lock_acquire(self)  # the stdlib's wait, without super()'s object
@@ -304,12 +304,12 @@ class Semaphore(asyncio.Semaphore, _Identity):
             # first test spares ``locked()``'s generator when nobody waits.
             self._value -= 1
         else:
-            me = current_waiter()
+            me = current_holder()  # the task itself: named only if described
             self._peeps_contentions += 1
             start = _monotonic_ns()
             if REGISTRY.repeat_due(self, "semaphore.acquire.contended", start):
                 REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
-                                       {"available": self._value}, _id_of(me))
+                                       {"available": self._value}, holder_id(me))
             self._peeps_waiters.add(me, "acquire", start)
             try:
                 # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
@@ -449,30 +449,44 @@ class Event(asyncio.Event, _Identity):
         self._peeps_identity("event", name, meta)
         self._peeps_waiters = WaitSet()
         self._peeps_sets = 0
-        self._peeps_last_set_by: str | None = None
+        #: Who set it last, as :func:`current_holder` gives it (the task itself:
+        #: no entity lookup on ``set``), named when described.
+        self._peeps_last_setter: Any = None
         self._peeps_last_set_mono_ns: int | None = None
         REGISTRY.track(self)
 
     async def wait(self) -> Literal[True]:
         if self._value:  # type: ignore[attr-defined]
             return True
-        me = current_waiter()
-        self._peeps_waiters.add(me, "wait")
+        me = current_holder()  # the task itself: named only if described
+        waiting = self._peeps_waiters._waiting
+        if me is not None:
+            waiting[me] = ("wait", _monotonic_ns())
+        # The stdlib's wait (the same on 3.11-3.13) and the WaitSet's add and
+        # remove, inlined: awaiting ``super().wait()`` made a second coroutine
+        # and a super object per wait.
+        fut = self._get_loop().create_future()  # type: ignore[attr-defined]
+        waiters = self._waiters
+        waiters.append(fut)
         try:
-            return await super().wait()
+            await fut
+            return True
         finally:
-            self._peeps_waiters.remove(me)
+            waiters.remove(fut)
+            if me is not None:
+                waiting.pop(me, None)
 
     def set(self) -> None:
         if not self._value:  # type: ignore[attr-defined]
             self._peeps_sets += 1
-            self._peeps_last_set_by = _id_of(current_waiter())
+            self._peeps_last_setter = current_holder()
             self._peeps_last_set_mono_ns = _monotonic_ns()
         super().set()
 
     def statistics(self) -> EventStatistics:
         return EventStatistics(is_set=self.is_set(), waiters=len(self._peeps_waiters),
-                               sets=self._peeps_sets, last_set_by=self._peeps_last_set_by)
+                               sets=self._peeps_sets,
+                               last_set_by=holder_id(self._peeps_last_setter))
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
         last = self._peeps_last_set_mono_ns
@@ -481,7 +495,7 @@ class Event(asyncio.Event, _Identity):
             is_set=self.is_set(),
             waiters=len(self._peeps_waiters),
             sets=self._peeps_sets,
-            last_set_by=self._peeps_last_set_by,
+            last_set_by=holder_id(self._peeps_last_setter),
             last_set_at_ns=now.wall_of(last) if last is not None else None,
         )
         return node, self._peeps_waiters.needs_edges(self._peeps_id, now)

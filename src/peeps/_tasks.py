@@ -824,6 +824,10 @@ def holder_id(holder: Any) -> str | None:
     return node_id
 
 
+# Waiters recorded as the task itself (see ``WaitSet``) are named this way.
+_registry.waiter_id_hook = holder_id
+
+
 #: ``spawn_tracked`` registers lazily (see :func:`spawn_tracked`).  False while
 #: step statistics are on, or with ``PEEPS_EAGER_TASKS=1``.
 lazy_spawn: bool = not env_flag("PEEPS_EAGER_TASKS")

@@ -189,6 +189,26 @@ def test_event_waiters_and_setter() -> None:
     asyncio.run(scenario())
 
 
+def test_event_wait_cancelled_leaves_nothing_behind() -> None:
+    async def scenario() -> None:
+        event = peeps.Event("test.event.cancel")
+        gone = peeps.tasks.spawn_tracked("gone", event.wait())
+        stays = peeps.tasks.spawn_tracked("stays", event.wait())
+        await settle()
+        assert len(edges(peeps.collect_graph(), "needs", dst=event._peeps_id)) == 2
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        assert gone.cancelled() and len(event._waiters) == 1
+        (needs,) = edges(peeps.collect_graph(), "needs", dst=event._peeps_id)
+        assert needs["src"] == task_id(stays)
+        event.set()
+        assert await asyncio.wait_for(stays, 1) is True
+        assert not event._waiters
+        assert not edges(peeps.collect_graph(), "needs", dst=event._peeps_id)
+
+    asyncio.run(scenario())
+
+
 def test_condition_waiters_and_notifier() -> None:
     async def scenario() -> None:
         cond = peeps.Condition(name="test.cond")

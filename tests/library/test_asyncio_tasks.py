@@ -395,7 +395,9 @@ def test_spawn_tracked_on_alternating_loops_leaves_no_loop_unregistered() -> Non
 
 def test_a_task_seen_before_its_lazy_parent_still_gets_its_spawned_edge() -> None:
     async def child(gate: asyncio.Event) -> None:
-        await peeps.Event("lazy.gate").wait()  # first sight: registered here
+        jobs: Any = peeps.channel("lazy.jobs")
+        jobs.put_nowait(1)
+        await jobs.join()  # first sight: a join waiter is registered here
 
     async def parent() -> Any:
         task = peeps.tasks.spawn_tracked("early.child", child(asyncio.Event()))
