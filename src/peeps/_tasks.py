@@ -925,8 +925,8 @@ def spawn_tracked(
 
     Registration is lazy: the task carries its name, parent, site and meta in
     slots, and gets its graph entity when first seen -- at a snapshot, or when
-    it waits on an instrumented primitive.  So spawning costs little more than
-    ``create_task``; the price is that a task that starts and finishes between
+    it waits on a primitive that registers its waiters.  So spawning costs
+    little more than ``create_task``; the price is that a task that starts and finishes between
     two snapshots leaves no trace.  ``PEEPS_EAGER_TASKS=1`` registers every
     tracked task at creation instead (finished ones are then kept for a while).
     """
