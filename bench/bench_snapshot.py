@@ -17,7 +17,10 @@ channels + N ``needs`` edges), and measures:
   minimal in-process dashboard socket (collect + encode + send), against the
   same probe's largest lateness over an idle window of the same length;
 * ``memory``: tracemalloc bytes for the tracked set minus the same set built
-  from plain asyncio tasks and queues, per entity (task or channel).
+  from plain asyncio tasks and queues, per entity (task or channel), after the
+  first snapshot has described the set (its lazily spawned tasks then have
+  their entities); in a process of its own, since tracemalloc slows what it
+  traces.
 """
 
 from __future__ import annotations
@@ -120,36 +123,14 @@ async def _child_main(n: int, reps: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     out: dict[str, Any] = {"n": n}
 
-    async def wait_plain(q: asyncio.Queue[Any]) -> None:
-        await q.get()
-
     async def wait_tracked(ch: Any) -> None:
         await ch.recv()
 
-    # Memory: the plain set, then the tracked set, each measured by tracemalloc.
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    qs = [asyncio.Queue(1) for _ in range(n)]
-    plain_tasks = [loop.create_task(wait_plain(q)) for q in qs]
-    await asyncio.sleep(0)
-    plain_bytes = tracemalloc.get_traced_memory()[0] - base
-    # The plain set stays alive until the tracked set is measured: freeing it first
-    # would let the tracked set reuse its blocks and under-count.
-    base = tracemalloc.get_traced_memory()[0]
     t_create = time.perf_counter()
     chans = [peeps.channel(f"ch{i}", capacity=1) for i in range(n)]
     tracked = [peeps.tasks.spawn_tracked(f"t{i}", wait_tracked(ch)) for i, ch in enumerate(chans)]
     await asyncio.sleep(0)
     t_create = time.perf_counter() - t_create
-    tracked_bytes = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    for t in plain_tasks:
-        t.cancel()
-    await asyncio.gather(*plain_tasks, return_exceptions=True)
-    del qs, plain_tasks
-    out["bytes_per_entity"] = (tracked_bytes - plain_bytes) / (2 * n)
-    out["plain_bytes_per_pair"] = plain_bytes / n
     gc.collect()
 
     # The first snapshot adopts every lazily spawned task (makes its entity,
@@ -213,6 +194,51 @@ async def _child_main(n: int, reps: int) -> dict[str, Any]:
     return out
 
 
+async def _memory_main(n: int) -> dict[str, Any]:
+    """Memory per tracked entity, in a process of its own (tracemalloc slows
+    everything it traces): bytes of the tracked set over the same set built
+    from plain asyncio tasks and queues, once right after creation and once
+    after the first snapshot has described it -- that snapshot makes the
+    lazily spawned tasks' entities, so the second is what a service carries."""
+    import peeps
+    from peeps._snapshot import collect_graph
+
+    loop = asyncio.get_running_loop()
+
+    async def wait_plain(q: asyncio.Queue[Any]) -> None:
+        await q.get()
+
+    async def wait_tracked(ch: Any) -> None:
+        await ch.recv()
+
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    qs: list[asyncio.Queue[Any]] = [asyncio.Queue(1) for _ in range(n)]
+    plain_tasks = [loop.create_task(wait_plain(q)) for q in qs]
+    await asyncio.sleep(0)
+    plain_bytes = tracemalloc.get_traced_memory()[0] - base
+    # The plain set stays alive until the tracked set is measured: freeing it first
+    # would let the tracked set reuse its blocks and under-count.
+    base = tracemalloc.get_traced_memory()[0]
+    chans = [peeps.channel(f"ch{i}", capacity=1) for i in range(n)]
+    tracked = [peeps.tasks.spawn_tracked(f"t{i}", wait_tracked(ch)) for i, ch in enumerate(chans)]
+    await asyncio.sleep(0)
+    created_bytes = tracemalloc.get_traced_memory()[0] - base
+    graph = collect_graph()
+    del graph
+    await asyncio.sleep(0)  # the adopted tasks' done callbacks are added
+    gc.collect()
+    described_bytes = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    for t in plain_tasks + tracked:
+        t.cancel()
+    await asyncio.gather(*plain_tasks, *tracked, return_exceptions=True)
+    return {"n": n, "plain_bytes_per_pair": plain_bytes / n,
+            "created_bytes_per_entity": (created_bytes - plain_bytes) / (2 * n),
+            "bytes_per_entity": (described_bytes - plain_bytes) / (2 * n)}
+
+
 # -- the parent: sizes, rows --------------------------------------------------------------
 
 
@@ -220,11 +246,14 @@ def _run_size(n: int, reps: int) -> dict[str, Any]:
     # 100k tasks + 100k channels is a ~100 MB reply: above the default 64 MiB cap,
     # where the collector would send a truncated graph.  Measure the whole one.
     env = dict(os.environ, PEEPS_MAX_FRAME_BYTES=str(MAX_FRAME))
-    proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--reps", str(reps)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"snapshot child for n={n} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = {}
+    for mode in ("--child", "--memory-child"):
+        proc = subprocess.run([sys.executable, __file__, mode, str(n), "--reps", str(reps)],
+                              capture_output=True, text=True, timeout=600, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"snapshot {mode[2:]} for n={n} failed:\n{proc.stderr[-3000:]}")
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def main() -> None:
@@ -234,10 +263,14 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated task counts")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child is not None:
         print(json.dumps(asyncio.run(_child_main(args.child, args.reps or 3))))
+        return
+    if args.memory_child is not None:
+        print(json.dumps(asyncio.run(_memory_main(args.memory_child))))
         return
 
     sizes = [int(s) for s in (args.sizes or ("1000" if args.quick else "1000,10000,100000"))
@@ -286,7 +319,8 @@ def main() -> None:
                         note=f"whole reply {median(res['reply_s']) * 1e3:.0f} ms; over the idle "
                              f"window, paired: +{median(excess):.1f} ms"))
         rows.append(row(SECTION, f"memory per tracked entity, {label}", res["bytes_per_entity"],
-                        "B", note=f"over plain asyncio; plain task+queue = "
+                        "B", note=f"over plain asyncio, after the first snapshot described them "
+                        f"({res['created_bytes_per_entity']:.0f} B before); plain task+queue = "
                         f"{res['plain_bytes_per_pair']:.0f} B"))
     if len(per_entity) >= 2:
         small, large = min(per_entity), max(per_entity)
