@@ -145,6 +145,8 @@ class WaitSet:
         return out
 
     def needs_edges(self, dst_id: str, now: Clock) -> list[Edge]:
+        if not self._waiting:
+            return []
         name = waiter_id_hook
         edges: list[Edge] = []
         for waiter, (op, since) in self._waiting.copy().items():

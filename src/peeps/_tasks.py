@@ -824,8 +824,18 @@ def holder_id(holder: Any) -> str | None:
     return node_id
 
 
+def _waiter_id(waiter: Any) -> str | None:
+    """:func:`holder_id` for ``WaitSet``: every waiting task of every primitive
+    is named at every snapshot, and by then (the snapshot adopts live tasks
+    first) it nearly always has its entity -- one dict lookup, inlined."""
+    entity = _BY_TASK_ID.get(id(waiter))
+    if entity is not None and entity.task_ref() is waiter:
+        return entity._id or entity.id
+    return holder_id(waiter)
+
+
 # Waiters recorded as the task itself (see ``WaitSet``) are named this way.
-_registry.waiter_id_hook = holder_id
+_registry.waiter_id_hook = _waiter_id
 
 
 #: ``spawn_tracked`` registers lazily (see :func:`spawn_tracked`).  False while
