@@ -741,8 +741,12 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
     if entity is not None:
         return entity
     spawn = spawn_record(task)
+    parent_pending = False
     if spawn is not None:
         location, parent_id, created = _spawn_info(task, spawn, by_id)
+        # Its parent not found yet (no entity, and no task list to find it
+        # in): the next snapshot, which lists the loop's tasks, links it.
+        parent_pending = parent_id is None and bool(spawn[0])
         entity = TaskEntity(task, None, tracked=False, location=location, parent_id=parent_id,
                             source="auto")
         entity.created_mono_ns = created
@@ -755,6 +759,8 @@ def adopt_task(task: asyncio.Future[Any], by_id: dict[int, Any] | None = None) -
     winner = _publish(task, entity)
     if winner is not entity:
         return winner
+    if parent_pending:
+        _PENDING_PARENT[entity] = None
     REGISTRY.tasks[entity.task_id] = entity  # type: ignore[index]
     batch: dict[asyncio.AbstractEventLoop, list[tuple[Any, TaskEntity]]] | None = getattr(
         _batch_local, "watches", None)

@@ -413,6 +413,31 @@ def test_a_task_seen_before_its_lazy_parent_still_gets_its_spawned_edge() -> Non
             "kind": "spawned", "attrs": {}} in graph["edges"]
 
 
+def test_a_task_named_by_its_contention_event_keeps_its_spawned_edge() -> None:
+    """A blocked send's event names the sender from the loop, before any
+    snapshot, while its parent (an untracked task) has no entity: the next
+    snapshot still links the two."""
+
+    async def sender(ch: Any) -> None:
+        for i in range(3):
+            await ch.send(i)  # the third blocks: channel.send.blocked names it
+
+    async def main() -> Any:
+        ch: Any = peeps.channel("test.full", 2)
+        task = peeps.tasks.spawn_tracked("blocked.sender", sender(ch))
+        await settle()
+        assert entity_for_task(task) is not None  # named by the event
+        graph = peeps.collect_graph()
+        task.cancel()
+        return graph, _current(), task
+
+    graph, parent, child = asyncio.run(main())
+    parent_entity, child_entity = entity_for_task(parent), entity_for_task(child)
+    assert parent_entity is not None and child_entity is not None
+    spawned = [(e["src"], e["dst"]) for e in graph["edges"] if e["kind"] == "spawned"]
+    assert (parent_entity.id, child_entity.id) in spawned
+
+
 async def _spawn_and_wait(name: str, body: Any) -> Any:
     return await peeps.tasks.spawn_tracked(name, body())
 
