@@ -430,7 +430,11 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     assert healthy["loop_ticks"] >= 50, healthy
     assert healthy["thread_ticks"] <= 3, healthy
     if _deadline.available():  # asleep on the deadline, not waking at 10 Hz
-        assert healthy["woke"] <= 3, healthy
+        # Polling at LOOP_DRIVEN_WAKE_S would be ~9 wake-ups with no tick.  A
+        # loop tick late past the deadline (this VM's host takes CPU time) lets
+        # the thread tick once, and waiting for the GIL for that tick is a
+        # voluntary switch or two of its own.
+        assert healthy["woke"] <= 3 + 2 * healthy["thread_ticks"], healthy
     # During the 0.6 s stall the loop ticked nothing and the thread ran at full rate.
     assert stalled["loop_ticks"] == healthy["loop_ticks"], (healthy, stalled)
     assert stalled["thread_ticks"] - healthy["thread_ticks"] >= 25, (healthy, stalled)
