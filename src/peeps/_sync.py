@@ -449,9 +449,9 @@ class Event(asyncio.Event, _Identity):
         self._peeps_identity("event", name, meta)
         self._peeps_waiters = WaitSet()
         self._peeps_sets = 0
-        #: Who set it last, as :func:`current_holder` gives it (the task itself:
-        #: no entity lookup on ``set``), named when described.
-        self._peeps_last_setter: Any = None
+        #: The node id of who set it last.  An id, not the task: a long-lived
+        #: event would otherwise keep a finished setter (and its traceback) alive.
+        self._peeps_last_set_by: str | None = None
         self._peeps_last_set_mono_ns: int | None = None
         REGISTRY.track(self)
 
@@ -479,14 +479,13 @@ class Event(asyncio.Event, _Identity):
     def set(self) -> None:
         if not self._value:  # type: ignore[attr-defined]
             self._peeps_sets += 1
-            self._peeps_last_setter = current_holder()
+            self._peeps_last_set_by = _id_of(current_waiter())
             self._peeps_last_set_mono_ns = _monotonic_ns()
         super().set()
 
     def statistics(self) -> EventStatistics:
         return EventStatistics(is_set=self.is_set(), waiters=len(self._peeps_waiters),
-                               sets=self._peeps_sets,
-                               last_set_by=holder_id(self._peeps_last_setter))
+                               sets=self._peeps_sets, last_set_by=self._peeps_last_set_by)
 
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge]]:
         last = self._peeps_last_set_mono_ns
@@ -495,7 +494,7 @@ class Event(asyncio.Event, _Identity):
             is_set=self.is_set(),
             waiters=len(self._peeps_waiters),
             sets=self._peeps_sets,
-            last_set_by=holder_id(self._peeps_last_setter),
+            last_set_by=self._peeps_last_set_by,
             last_set_at_ns=now.wall_of(last) if last is not None else None,
         )
         return node, self._peeps_waiters.needs_edges(self._peeps_id, now)

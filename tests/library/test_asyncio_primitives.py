@@ -189,6 +189,25 @@ def test_event_waiters_and_setter() -> None:
     asyncio.run(scenario())
 
 
+def test_event_does_not_keep_its_setter_task_alive() -> None:
+    async def scenario() -> None:
+        event = peeps.Event("test.event.setter")
+
+        async def setter() -> None:
+            event.set()
+
+        task = asyncio.get_running_loop().create_task(setter())
+        await task
+        ref = weakref.ref(task)
+        del task
+        await settle()  # its done callbacks run
+        gc.collect()
+        assert ref() is None  # finished and unreferenced: freed, though it set the event
+        assert event.statistics().last_set_by is not None
+
+    asyncio.run(scenario())
+
+
 def test_event_wait_cancelled_leaves_nothing_behind() -> None:
     async def scenario() -> None:
         event = peeps.Event("test.event.cancel")
