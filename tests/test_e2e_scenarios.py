@@ -17,7 +17,12 @@ Check = Callable[[PeepsServer, int, list[dict[str, Any]]], None]
 
 def snapshot_until(server: PeepsServer, check: Check, timeout: float = 20.0) -> None:
     """Take snapshots until ``check`` passes (the scenario reached its stall and
-    the waits are long enough to be suspects), or fail with the last error."""
+    the waits are long enough to be suspects), or fail with the last error.
+
+    A snapshot reads a live process while its threads run, so one can catch a
+    scenario half-way (a thread's wait already recorded, the lock-order report
+    it made just before not yet): the checks' ``[one] = rows`` unpacking is an
+    assertion too, and retried like one."""
     deadline = time.monotonic() + timeout
     while True:
         snap = server.jump()
@@ -26,7 +31,7 @@ def snapshot_until(server: PeepsServer, check: Check, timeout: float = 20.0) -> 
         try:
             check(server, sid, suspects)
             return
-        except AssertionError:
+        except (AssertionError, ValueError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
