@@ -153,7 +153,7 @@ def test_scenario_diagnosis(scenario: str, peeps_server: PeepsServer,
     peeps_server.wait_connected()
     try:
         snapshot_until(peeps_server, SCENARIOS[scenario])
-    except AssertionError:
+    except (AssertionError, ValueError):
         print("".join(example.output))
         raise
 
