@@ -14,7 +14,7 @@
  * spawn); here it is a few hundred.
  *
  * ``record_spawn`` stores the same record for ``spawn_tracked``, with its meta.
- * ``lock_methods`` gives ThreadLock its tick-timed fast path (see below).
+ * ``lock_methods`` gives ThreadLock its fast paths (see below).
  *
  * The factory object handles only the common case: peeps enabled, the
  * factory active, no eager registration, plain asyncio.Task, the running-task
@@ -320,25 +320,35 @@ factory_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
     return task;
 }
 
-/* ---- ThreadLock's fast path (while a thread sampler times the holds) ------
+/* ---- ThreadLock's fast paths ----------------------------------------------
  *
- * The same steps as ThreadLock.acquire / ThreadLock.release in
- * _thread_locks.py, which stay the reference: acquire() with no arguments and
- * release() / __exit__ are done here; anything else (arguments to acquire,
- * an unset slot, an object of another layout) calls the Python method.  The
- * slots are read at the offsets of ThreadLock's and HeldChain's member
- * descriptors, found once by lock_methods().
+ * Two pairs, as in _thread_locks.py, which stays the reference:
+ * - tick-timed (a thread sampler times the holds): ThreadLock.acquire /
+ *   ThreadLock.release, which read no clock;
+ * - clocked (no sampler ticks): _clocked_acquire / _clocked_release, which
+ *   time each hold with the clock unless a sampler's coarse clock
+ *   (_threads.COARSE_NOW[0]) has started since.
+ * acquire() with no arguments and release() / __exit__ are done here;
+ * anything else (arguments to acquire, an unset slot, an object of another
+ * layout) calls the Python method of the same pair.  The slots are read at
+ * the offsets of ThreadLock's and HeldChain's member descriptors, found once
+ * by lock_methods().
  */
 static struct {
     PyTypeObject *lock_type;     /* ThreadLock */
     PyTypeObject *chain_type;    /* HeldChain */
     Py_ssize_t try_off, rel_off, acq_off, prev_off, owner_off, top_off;
+    Py_ssize_t since_off, gen_off, total_off, max_off;  /* the clocked pair's */
     PyObject *local;             /* _lockdep._LOCAL */
     PyObject *chain_here;        /* _lockdep.chain_here */
     PyObject *nested;            /* _lockdep.nested */
     PyObject *unlink;            /* _lockdep.unlink */
     PyObject *py_acquire;        /* ThreadLock.acquire in Python */
     PyObject *py_release;        /* ThreadLock.release in Python */
+    PyObject *py_clocked_acquire;  /* _thread_locks._clocked_acquire */
+    PyObject *py_clocked_release;  /* _thread_locks._clocked_release */
+    PyObject *coarse_now;        /* _threads.COARSE_NOW: a list, [0] set while ticks time */
+    PyObject *monotonic;         /* time.monotonic_ns (read directly on Linux) */
     PyObject *str_chain, *str_acquire_contended, *one;
 } L;
 
@@ -375,11 +385,25 @@ lock_layout_ok(PyObject *self)
            && SLOT(self, L.try_off) != NULL && SLOT(self, L.acq_off) != NULL;
 }
 
-static PyObject *
-lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* Whether a sampler's coarse clock runs (COARSE_NOW[0] is set): then the
+ * ticks time holds and the clocked pair reads no clock.  1, 0, or -1 on error. */
+static int
+coarse_clock_runs(void)
 {
+    if (!PyList_Check(L.coarse_now) || PyList_GET_SIZE(L.coarse_now) < 1) {
+        return 0;
+    }
+    return PyObject_IsTrue(PyList_GET_ITEM(L.coarse_now, 0));
+}
+
+/* Both acquires; ``clocked``: also note when the hold started (the clocked pair). */
+static PyObject *
+acquire_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+             int clocked)
+{
+    PyObject *python = clocked ? L.py_clocked_acquire : L.py_acquire;
     if (nargs != 0 || kwnames != NULL || !lock_layout_ok(self)) {
-        return python_method(L.py_acquire, self, args, nargs, kwnames);
+        return python_method(python, self, args, nargs, kwnames);
     }
     PyObject *chain = PyObject_GetAttr(L.local, L.str_chain);
     if (chain == NULL) {
@@ -394,7 +418,7 @@ lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     }
     if (!Py_IS_TYPE(chain, L.chain_type)) {
         Py_DECREF(chain);
-        return python_method(L.py_acquire, self, args, nargs, kwnames);
+        return python_method(python, self, args, nargs, kwnames);
     }
     PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
     if (got == NULL) {
@@ -432,6 +456,19 @@ lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         return NULL;
     }
     Py_SETREF(SLOT(self, L.acq_off), count);
+    if (clocked) {
+        /* No sampler to time the hold: when it started, and which hold that is.
+         * Nothing here may fail the acquire; a hold left untimed is harmless. */
+        int ticks = coarse_clock_runs();
+        PyObject *now = ticks == 0 ? monotonic_ns(L.monotonic) : NULL;
+        if (now != NULL) {
+            Py_XSETREF(SLOT(self, L.since_off), now);
+            Py_XSETREF(SLOT(self, L.gen_off), Py_NewRef(count));
+        }
+        else if (PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+    }
     PyObject *top = SLOT(chain, L.top_off);
     if (top == NULL) {
         top = Py_None;
@@ -454,16 +491,71 @@ lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     Py_RETURN_TRUE;
 }
 
-static PyObject *
-lock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* The clocked release's hold timing: add the hold that ends now to the
+ * totals, if this lock knows when it started.  Never fails the release. */
+static void
+time_hold(PyObject *self)
 {
+    PyObject *gen = SLOT(self, L.gen_off), *acq = SLOT(self, L.acq_off);
+    PyObject *since = SLOT(self, L.since_off), *total = SLOT(self, L.total_off);
+    PyObject *max = SLOT(self, L.max_off);
+    if (gen == NULL || acq == NULL || since == NULL || total == NULL || max == NULL
+        || coarse_clock_runs() != 0) {
+        PyErr_Clear();
+        return;
+    }
+    int same = PyObject_RichCompareBool(gen, acq, Py_EQ);
+    if (same != 1) {
+        PyErr_Clear();
+        return;
+    }
+    PyObject *clock = monotonic_ns(L.monotonic);
+    if (clock == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    long long now = PyLong_AsLongLong(clock);
+    Py_DECREF(clock);
+    long long start = PyLong_AsLongLong(since);
+    long long sum = PyLong_AsLongLong(total);
+    long long longest = PyLong_AsLongLong(max);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return;
+    }
+    long long held = now - start;
+    PyObject *new_total = PyLong_FromLongLong(sum + held);
+    if (new_total == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    Py_SETREF(SLOT(self, L.total_off), new_total);
+    if (held > longest) {
+        PyObject *new_max = PyLong_FromLongLong(held);
+        if (new_max == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        Py_SETREF(SLOT(self, L.max_off), new_max);
+    }
+}
+
+/* Both releases; ``clocked``: also time the hold (the clocked pair). */
+static PyObject *
+release_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+             int clocked)
+{
+    PyObject *python = clocked ? L.py_clocked_release : L.py_release;
     if (nargs > 3 || kwnames != NULL || !lock_layout_ok(self) || SLOT(self, L.rel_off) == NULL) {
-        return python_method(L.py_release, self, args, nargs, kwnames);
+        return python_method(python, self, args, nargs, kwnames);
     }
     PyObject *chain = SLOT(self, L.owner_off);
     if (chain != NULL && chain != Py_None) {
         if (!Py_IS_TYPE(chain, L.chain_type)) {
-            return python_method(L.py_release, self, args, nargs, kwnames);
+            return python_method(python, self, args, nargs, kwnames);
+        }
+        if (clocked) {
+            time_hold(self);
         }
         Py_INCREF(chain);
         Py_XSETREF(SLOT(self, L.owner_off), Py_NewRef(Py_None));
@@ -489,6 +581,30 @@ lock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     Py_RETURN_NONE;
 }
 
+static PyObject *
+lock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return acquire_fast(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *
+lock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return release_fast(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *
+lock_clocked_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return acquire_fast(self, args, nargs, kwnames, 1);
+}
+
+static PyObject *
+lock_clocked_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return release_fast(self, args, nargs, kwnames, 1);
+}
+
 static PyMethodDef lock_acquire_def = {
     "acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
     "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
@@ -497,6 +613,14 @@ static PyMethodDef lock_release_def = {
     "release", (PyCFunction)(void (*)(void))lock_release, METH_FASTCALL | METH_KEYWORDS,
     "release($self, /, exc_type=None, exc=None, tb=None)\n--\n\n"
     "ThreadLock.release, fast path in C (see _thread_locks.ThreadLock.release)"};
+static PyMethodDef lock_clocked_acquire_def = {
+    "acquire", (PyCFunction)(void (*)(void))lock_clocked_acquire, METH_FASTCALL | METH_KEYWORDS,
+    "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
+    "ThreadLock.acquire without a sampler, in C (see _thread_locks._clocked_acquire)"};
+static PyMethodDef lock_clocked_release_def = {
+    "release", (PyCFunction)(void (*)(void))lock_clocked_release, METH_FASTCALL | METH_KEYWORDS,
+    "release($self, /, exc_type=None, exc=None, tb=None)\n--\n\n"
+    "ThreadLock.release without a sampler, in C (see _thread_locks._clocked_release)"};
 
 static int
 member_offset(PyObject *type, const char *name, Py_ssize_t *off)
@@ -517,24 +641,31 @@ member_offset(PyObject *type, const char *name, Py_ssize_t *off)
 }
 
 /* lock_methods(ThreadLock, HeldChain, local, chain_here, nested, unlink,
- *              py_acquire, py_release) -> (acquire, release) method descriptors */
+ *              py_acquire, py_release, py_clocked_acquire, py_clocked_release,
+ *              coarse_now, monotonic_ns)
+ *   -> (acquire, release, clocked acquire, clocked release) method descriptors */
 static PyObject *
 lock_methods(PyObject *module, PyObject *args)
 {
     PyObject *lock_type, *chain_type, *local, *chain_here, *nested, *unlink, *py_acquire,
-        *py_release;
-    if (!PyArg_ParseTuple(args, "O!O!OOOOOO:lock_methods", &PyType_Type, &lock_type,
+        *py_release, *py_clocked_acquire, *py_clocked_release, *coarse_now, *monotonic;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOOOOOO!O:lock_methods", &PyType_Type, &lock_type,
                           &PyType_Type, &chain_type, &local, &chain_here, &nested, &unlink,
-                          &py_acquire, &py_release)) {
+                          &py_acquire, &py_release, &py_clocked_acquire, &py_clocked_release,
+                          &PyList_Type, &coarse_now, &monotonic)) {
         return NULL;
     }
-    Py_ssize_t offs[6];
+    Py_ssize_t offs[10];
     if (member_offset(lock_type, "_try", &offs[0]) < 0
         || member_offset(lock_type, "_rel", &offs[1]) < 0
         || member_offset(lock_type, "_peeps_acquisitions", &offs[2]) < 0
         || member_offset(lock_type, "_lockdep_prev", &offs[3]) < 0
         || member_offset(lock_type, "_owner", &offs[4]) < 0
-        || member_offset(chain_type, "top", &offs[5]) < 0) {
+        || member_offset(chain_type, "top", &offs[5]) < 0
+        || member_offset(lock_type, "_since", &offs[6]) < 0
+        || member_offset(lock_type, "_since_gen", &offs[7]) < 0
+        || member_offset(lock_type, "_peeps_hold_total_ns", &offs[8]) < 0
+        || member_offset(lock_type, "_peeps_hold_max_ns", &offs[9]) < 0) {
         return NULL;
     }
     if (L.str_chain == NULL) {
@@ -545,6 +676,20 @@ lock_methods(PyObject *module, PyObject *args)
             return NULL;
         }
     }
+    PyMethodDef *defs[4] = {&lock_acquire_def, &lock_release_def, &lock_clocked_acquire_def,
+                            &lock_clocked_release_def};
+    PyObject *methods = PyTuple_New(4);
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        PyObject *method = PyDescr_NewMethod((PyTypeObject *)lock_type, defs[i]);
+        if (method == NULL) {
+            Py_DECREF(methods);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(methods, i, method);
+    }
     Py_XSETREF(L.lock_type, (PyTypeObject *)Py_NewRef(lock_type));
     Py_XSETREF(L.chain_type, (PyTypeObject *)Py_NewRef(chain_type));
     L.try_off = offs[0];
@@ -553,23 +698,21 @@ lock_methods(PyObject *module, PyObject *args)
     L.prev_off = offs[3];
     L.owner_off = offs[4];
     L.top_off = offs[5];
+    L.since_off = offs[6];
+    L.gen_off = offs[7];
+    L.total_off = offs[8];
+    L.max_off = offs[9];
     Py_XSETREF(L.local, Py_NewRef(local));
     Py_XSETREF(L.chain_here, Py_NewRef(chain_here));
     Py_XSETREF(L.nested, Py_NewRef(nested));
     Py_XSETREF(L.unlink, Py_NewRef(unlink));
     Py_XSETREF(L.py_acquire, Py_NewRef(py_acquire));
     Py_XSETREF(L.py_release, Py_NewRef(py_release));
-    PyObject *acquire = PyDescr_NewMethod((PyTypeObject *)lock_type, &lock_acquire_def);
-    PyObject *release = PyDescr_NewMethod((PyTypeObject *)lock_type, &lock_release_def);
-    if (acquire == NULL || release == NULL) {
-        Py_XDECREF(acquire);
-        Py_XDECREF(release);
-        return NULL;
-    }
-    PyObject *pair = PyTuple_Pack(2, acquire, release);
-    Py_DECREF(acquire);
-    Py_DECREF(release);
-    return pair;
+    Py_XSETREF(L.py_clocked_acquire, Py_NewRef(py_clocked_acquire));
+    Py_XSETREF(L.py_clocked_release, Py_NewRef(py_clocked_release));
+    Py_XSETREF(L.coarse_now, Py_NewRef(coarse_now));
+    Py_XSETREF(L.monotonic, Py_NewRef(monotonic));
+    return methods;
 }
 
 static PyObject *
@@ -705,7 +848,8 @@ static PyModuleDef_Slot speedups_slots[] = {
 static PyMethodDef speedups_methods[] = {
     {"lock_methods", lock_methods, METH_VARARGS,
      "lock_methods(ThreadLock, HeldChain, local, chain_here, nested, unlink, py_acquire, "
-     "py_release) -> (acquire, release): ThreadLock's fast path in C"},
+     "py_release, py_clocked_acquire, py_clocked_release, coarse_now, monotonic_ns) -> "
+     "(acquire, release, clocked acquire, clocked release): ThreadLock's fast paths in C"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
     {NULL, NULL, 0, NULL},

@@ -10,8 +10,11 @@ def record_spawn(task: Any, current_tasks: dict[Any, Any], loop: Any, meta: Any,
 def lock_methods(lock_type: type[Any], chain_type: type[Any], local: Any,
                  chain_here: Callable[[], Any], nested: Callable[..., Any],
                  unlink: Callable[..., Any], py_acquire: Callable[..., Any],
-                 py_release: Callable[..., Any]) -> tuple[Any, Any]:
-    """ThreadLock's tick-timed (acquire, release) as C method descriptors."""
+                 py_release: Callable[..., Any], py_clocked_acquire: Callable[..., Any],
+                 py_clocked_release: Callable[..., Any], coarse_now: list[int],
+                 monotonic_ns: Callable[[], int]) -> tuple[Any, Any, Any, Any]:
+    """ThreadLock's tick-timed (acquire, release) and clocked (acquire,
+    release) as C method descriptors."""
 
 class TaskFactory:
     """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""

@@ -360,35 +360,47 @@ _PY_TICK_TIMED = {"acquire": ThreadLock.acquire, "__enter__": ThreadLock.acquire
                   "release": ThreadLock.release, "__exit__": ThreadLock.release}
 _CLOCKED = {"acquire": _clocked_acquire, "__enter__": _clocked_acquire,
             "release": _clocked_release, "__exit__": _clocked_release}
-#: The C versions of _PY_TICK_TIMED, made on first use.
+#: The C versions of _PY_TICK_TIMED and _CLOCKED, made on first use.
 _C_TICK_TIMED: dict[str, Any] = {}
+_C_CLOCKED: dict[str, Any] = {}
 
 
-def _tick_timed_methods() -> dict[str, Any]:
-    """ThreadLock's methods while a sampler ticks: the C fast path
-    (``peeps._speedups``, which calls the Python methods for anything but the
-    plain ``acquire()``, ``release()`` and ``with``) when it was built and is
-    wanted, else the Python methods."""
+def _c_methods() -> bool:
+    """Make the C fast paths (``peeps._speedups``, which call the Python
+    methods for anything but the plain ``acquire()``, ``release()`` and
+    ``with``) if they were built and are wanted; whether there are some."""
     if _speedups is None or not use_speedups:
-        return _PY_TICK_TIMED
+        return False
     if not _C_TICK_TIMED:
         try:
-            acquire, release = _speedups.lock_methods(
+            acquire, release, clocked_acquire, clocked_release = _speedups.lock_methods(
                 ThreadLock, HeldChain, _LOCAL, chain_here, nested, unlink,
-                _PY_TICK_TIMED["acquire"], _PY_TICK_TIMED["release"])
+                _PY_TICK_TIMED["acquire"], _PY_TICK_TIMED["release"],
+                _clocked_acquire, _clocked_release, _COARSE_NOW, _monotonic_ns)
         except Exception as exc:  # reported; the Python methods serve
             REGISTRY.part_failed("thread lock fast path in C", exc)
-            return _PY_TICK_TIMED
+            return False
         _C_TICK_TIMED.update(acquire=acquire, __enter__=acquire, release=release,
                              __exit__=release)
-    return _C_TICK_TIMED
+        _C_CLOCKED.update(acquire=clocked_acquire, __enter__=clocked_acquire,
+                          release=clocked_release, __exit__=clocked_release)
+    return True
+
+
+def fast_path_methods(ticking: bool) -> dict[str, Any]:
+    """ThreadLock's methods while a sampler ticks (``ticking``: they read no
+    clock) or while none does (they time each hold): in C when it was built
+    and is wanted, else in Python."""
+    if _c_methods():
+        return _C_TICK_TIMED if ticking else _C_CLOCKED
+    return _PY_TICK_TIMED if ticking else _CLOCKED
 
 
 def _time_holds_by_ticks(ticking: bool) -> None:
     """Give ThreadLock the fast path for whether a sampler times holds now
     (``_threads.ON_COARSE_CLOCK``).  A hold that straddles the switch is timed
     by whichever side knows its start (``_since_gen``)."""
-    for name, method in (_tick_timed_methods() if ticking else _CLOCKED).items():
+    for name, method in fast_path_methods(ticking).items():
         setattr(ThreadLock, name, method)
 
 

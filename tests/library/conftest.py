@@ -12,33 +12,45 @@ import peeps
 from peeps import _thread_locks, _threads
 
 
-@pytest.fixture(params=["clocked", "ticking", "ticking-c"])
-def lock_fast_path(request: pytest.FixtureRequest,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``ThreadLock``'s three fast paths: the clocked one (no sampler), the
-    Python one a ticking sampler switches to, and its C version
-    (``peeps._speedups``), which must not be skipped where it can be built."""
+@pytest.fixture(params=["clocked", "clocked-c", "ticking", "ticking-c"])
+def lock_fast_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``ThreadLock``'s four fast paths: the clocked one (no sampler) and the
+    one a ticking sampler switches to, each in Python and in C
+    (``peeps._speedups``, which must not be skipped where it can be built)."""
     mode = str(request.param)
-    if mode == "ticking-c" and _thread_locks._speedups is None:
+    in_c = mode.endswith("-c")
+    if in_c and _thread_locks._speedups is None:
         if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
             pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
         pytest.skip("peeps._speedups was not built (no C compiler at install)")
-    monkeypatch.setattr(_thread_locks, "use_speedups", mode == "ticking-c")
-    if mode == "clocked":
-        assert peeps.ThreadLock.acquire is _thread_locks._clocked_acquire
-        yield mode
-        return
-    sampler = peeps.start_sampler(mode="thread", hz=100)
-    assert sampler is not None
+    wanted = _thread_locks.use_speedups
+    _thread_locks.use_speedups = in_c
     try:
-        deadline = time.monotonic() + 10
-        while not _threads.COARSE_NOW[0] and time.monotonic() < deadline:
-            time.sleep(0.005)
-        acquire = peeps.ThreadLock.acquire
-        if mode == "ticking-c":
-            assert type(acquire).__name__ == "method_descriptor", acquire
-        else:
-            assert acquire is _thread_locks._PY_TICK_TIMED["acquire"], acquire
-        yield mode
+        if mode.startswith("clocked"):
+            _thread_locks._time_holds_by_ticks(False)
+            acquire = peeps.ThreadLock.acquire
+            if in_c:
+                assert type(acquire).__name__ == "method_descriptor", acquire
+                assert acquire is _thread_locks._C_CLOCKED["acquire"]
+            else:
+                assert acquire is _thread_locks._clocked_acquire, acquire
+            yield mode
+            return
+        sampler = peeps.start_sampler(mode="thread", hz=100)
+        assert sampler is not None
+        try:
+            deadline = time.monotonic() + 10
+            while not _threads.COARSE_NOW[0] and time.monotonic() < deadline:
+                time.sleep(0.005)
+            acquire = peeps.ThreadLock.acquire
+            if in_c:
+                assert type(acquire).__name__ == "method_descriptor", acquire
+                assert acquire is _thread_locks._C_TICK_TIMED["acquire"]
+            else:
+                assert acquire is _thread_locks._PY_TICK_TIMED["acquire"], acquire
+            yield mode
+        finally:
+            peeps.stop_sampler()
     finally:
-        peeps.stop_sampler()
+        _thread_locks.use_speedups = wanted
+        _thread_locks._time_holds_by_ticks(bool(_threads.COARSE_NOW[0]))

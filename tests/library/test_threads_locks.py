@@ -391,8 +391,9 @@ def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
     from peeps import _thread_locks
 
     peeps.stop_sampler()
+    clocked = _thread_locks.fast_path_methods(False)
     lock = peeps.ThreadLock("t.locks.switching")
-    assert type(lock).acquire is _thread_locks._clocked_acquire
+    assert type(lock).acquire is clocked["acquire"]
     with lock:
         threading.Event().wait(0.02)
     assert lock.statistics()["max_hold_ns"] >= 20_000_000  # the clock timed it
@@ -403,7 +404,7 @@ def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
         wait_until_ticks = sampler.ticks + 2
         while sampler.ticks < wait_until_ticks:
             threading.Event().wait(0.01)
-        assert type(lock).acquire is not _thread_locks._clocked_acquire
+        assert type(lock).acquire is not clocked["acquire"]
         lock.acquire()
         lock.release()
         # No clock read: the lock does not know when that hold started.
@@ -411,12 +412,56 @@ def test_the_fast_path_reads_the_clock_only_while_no_sampler_ticks() -> None:
     finally:
         peeps.stop_sampler()
     assert _threads.COARSE_NOW[0] == 0
-    assert type(lock).acquire is _thread_locks._clocked_acquire
-    assert type(lock).__exit__ is _thread_locks._clocked_release
+    assert type(lock).acquire is clocked["acquire"]
+    assert type(lock).__exit__ is clocked["__exit__"]
     before = lock.statistics()["total_hold_ns"]
     with lock:
         threading.Event().wait(0.02)
     assert lock.statistics()["total_hold_ns"] - before >= 20_000_000
+
+
+@pytest.mark.usefixtures("lock_fast_path")
+def test_every_fast_path_times_holds_without_double_counting() -> None:
+    """Clocked, a hold's time is added at its release, once; ticking, the
+    sampler's ticks time it.  A hold that began under one fast path and ends
+    under the other is counted by the side that knows its start, never twice
+    and never negative."""
+    from peeps import _thread_locks
+
+    lock = peeps.ThreadLock("t.locks.timed")
+    clocked = _threads.COARSE_NOW[0] == 0
+    with lock:
+        threading.Event().wait(0.03)
+    stats = lock.statistics()
+    if clocked:
+        assert 30_000_000 <= stats["max_hold_ns"] == stats["total_hold_ns"] < 10_000_000_000
+        assert lock._since_gen == lock._peeps_acquisitions
+    lock.acquire()
+    threading.Event().wait(0.01)
+    lock.release()
+    after = lock.statistics()
+    assert after["acquisitions"] == 2
+    assert after["total_hold_ns"] >= after["max_hold_ns"] >= stats["max_hold_ns"] >= 0
+    if clocked:
+        assert after["total_hold_ns"] - stats["total_hold_ns"] >= 10_000_000
+        # Started while the clock timed holds, ended after a switch to the
+        # ticking path: the ticking release adds nothing for it...
+        lock.acquire()
+        _thread_locks._time_holds_by_ticks(True)
+        try:
+            lock.release()
+        finally:
+            _thread_locks._time_holds_by_ticks(False)
+        assert lock.statistics()["total_hold_ns"] == after["total_hold_ns"]
+        # ...and a hold that began ticking is not timed by a clocked release.
+        _thread_locks._time_holds_by_ticks(True)
+        try:
+            lock.acquire()
+        finally:
+            _thread_locks._time_holds_by_ticks(False)
+        threading.Event().wait(0.01)
+        lock.release()
+        assert lock.statistics()["total_hold_ns"] == after["total_hold_ns"]
 
 
 @pytest.mark.usefixtures("lock_fast_path")
