@@ -1,5 +1,5 @@
 /* peeps._speedups: the automatic task factory's common path, spawn_tracked's record and
- * ThreadLock's fast path, in C.
+ * the thread locks' fast paths (ThreadLock's two, ThreadRLock's), in C.
  *
  * Optional: built when a C compiler is there at install time, else peeps runs
  * the same logic in Python (_autotrack.PeepsTaskFactory.lean_function), which
@@ -14,7 +14,8 @@
  * spawn); here it is a few hundred.
  *
  * ``record_spawn`` stores the same record for ``spawn_tracked``, with its meta.
- * ``lock_methods`` gives ThreadLock its fast paths (see below).
+ * ``lock_methods`` and ``rlock_methods`` give ThreadLock and ThreadRLock their
+ * fast paths (see below).
  *
  * The factory object handles only the common case: peeps enabled, the
  * factory active, no eager registration, plain asyncio.Task, the running-task
@@ -396,6 +397,59 @@ coarse_clock_runs(void)
     return PyObject_IsTrue(PyList_GET_ITEM(L.coarse_now, 0));
 }
 
+/* The real lock was just taken (non-blocking): count it, note when the hold
+ * started if ``clocked`` and no sampler ticks, and link the lock onto the
+ * thread's chain.  Steals ``chain``; Py_True, or NULL with the real lock
+ * released again. */
+static PyObject *
+took_lock(PyObject *self, PyObject *chain, int clocked)
+{
+    /* Count it and link the lock onto the thread's chain.  From here
+     * on nothing may fail without undoing the acquire, so the count is
+     * updated first and a failure there releases the real lock. */
+    PyObject *count = PyNumber_Add(SLOT(self, L.acq_off), L.one);
+    if (count == NULL) {
+        PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
+        Py_XDECREF(ret);
+        Py_DECREF(chain);
+        return NULL;
+    }
+    Py_SETREF(SLOT(self, L.acq_off), count);
+    if (clocked) {
+        /* No sampler to time the hold: when it started, and which hold that is.
+         * Nothing here may fail the acquire; a hold left untimed is harmless. */
+        int ticks = coarse_clock_runs();
+        PyObject *now = ticks == 0 ? monotonic_ns(L.monotonic) : NULL;
+        if (now != NULL) {
+            Py_XSETREF(SLOT(self, L.since_off), now);
+            Py_XSETREF(SLOT(self, L.gen_off), Py_NewRef(count));
+        }
+        else if (PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+    }
+    PyObject *top = SLOT(chain, L.top_off);
+    if (top == NULL) {
+        top = Py_None;
+    }
+    Py_INCREF(top);
+    if (top != Py_None) {
+        PyObject *stack[3] = {chain, top, self};
+        PyObject *under = PyObject_Vectorcall(L.nested, stack, 3, NULL);
+        Py_DECREF(top);
+        if (under == NULL) {
+            /* Lock-order bookkeeping failed: link onto the top as it was. */
+            PyErr_Clear();
+            under = Py_NewRef(SLOT(chain, L.top_off) ? SLOT(chain, L.top_off) : Py_None);
+        }
+        top = under;
+    }
+    Py_XSETREF(SLOT(self, L.prev_off), top);  /* steals top */
+    Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(self));
+    Py_XSETREF(SLOT(self, L.owner_off), chain);  /* steals chain */
+    Py_RETURN_TRUE;
+}
+
 /* Both acquires; ``clocked``: also note when the hold started (the clocked pair). */
 static PyObject *
 acquire_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -445,50 +499,7 @@ acquire_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         Py_DECREF(chain);
         return ret;
     }
-    /* Taken: count it and link the lock onto the thread's chain.  From here
-     * on nothing may fail without undoing the acquire, so the count is
-     * updated first and a failure there releases the real lock. */
-    PyObject *count = PyNumber_Add(SLOT(self, L.acq_off), L.one);
-    if (count == NULL) {
-        PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
-        Py_XDECREF(ret);
-        Py_DECREF(chain);
-        return NULL;
-    }
-    Py_SETREF(SLOT(self, L.acq_off), count);
-    if (clocked) {
-        /* No sampler to time the hold: when it started, and which hold that is.
-         * Nothing here may fail the acquire; a hold left untimed is harmless. */
-        int ticks = coarse_clock_runs();
-        PyObject *now = ticks == 0 ? monotonic_ns(L.monotonic) : NULL;
-        if (now != NULL) {
-            Py_XSETREF(SLOT(self, L.since_off), now);
-            Py_XSETREF(SLOT(self, L.gen_off), Py_NewRef(count));
-        }
-        else if (PyErr_Occurred()) {
-            PyErr_Clear();
-        }
-    }
-    PyObject *top = SLOT(chain, L.top_off);
-    if (top == NULL) {
-        top = Py_None;
-    }
-    Py_INCREF(top);
-    if (top != Py_None) {
-        PyObject *stack[3] = {chain, top, self};
-        PyObject *under = PyObject_Vectorcall(L.nested, stack, 3, NULL);
-        Py_DECREF(top);
-        if (under == NULL) {
-            /* Lock-order bookkeeping failed: link onto the top as it was. */
-            PyErr_Clear();
-            under = Py_NewRef(SLOT(chain, L.top_off) ? SLOT(chain, L.top_off) : Py_None);
-        }
-        top = under;
-    }
-    Py_XSETREF(SLOT(self, L.prev_off), top);  /* steals top */
-    Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(self));
-    Py_XSETREF(SLOT(self, L.owner_off), chain);  /* steals chain */
-    Py_RETURN_TRUE;
+    return took_lock(self, chain, clocked);
 }
 
 /* The clocked release's hold timing: add the hold that ends now to the
@@ -540,6 +551,28 @@ time_hold(PyObject *self)
     }
 }
 
+/* Clear the lock's holder and take it off ``chain`` (borrowed), where it is
+ * linked.  Never fails. */
+static void
+unlink_held(PyObject *self, PyObject *chain)
+{
+    Py_INCREF(chain);
+    Py_XSETREF(SLOT(self, L.owner_off), Py_NewRef(Py_None));
+    if (SLOT(chain, L.top_off) == self) {
+        PyObject *prev = SLOT(self, L.prev_off);
+        Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(prev != NULL ? prev : Py_None));
+    }
+    else {
+        PyObject *stack[2] = {chain, self};
+        PyObject *ret = PyObject_Vectorcall(L.unlink, stack, 2, NULL);
+        if (ret == NULL) {
+            PyErr_Clear();  /* the chain repairs itself at the next nested acquire */
+        }
+        Py_XDECREF(ret);
+    }
+    Py_DECREF(chain);
+}
+
 /* Both releases; ``clocked``: also time the hold (the clocked pair). */
 static PyObject *
 release_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -557,21 +590,7 @@ release_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         if (clocked) {
             time_hold(self);
         }
-        Py_INCREF(chain);
-        Py_XSETREF(SLOT(self, L.owner_off), Py_NewRef(Py_None));
-        if (SLOT(chain, L.top_off) == self) {
-            PyObject *prev = SLOT(self, L.prev_off);
-            Py_XSETREF(SLOT(chain, L.top_off), Py_NewRef(prev != NULL ? prev : Py_None));
-        }
-        else {
-            PyObject *stack[2] = {chain, self};
-            PyObject *ret = PyObject_Vectorcall(L.unlink, stack, 2, NULL);
-            if (ret == NULL) {
-                PyErr_Clear();  /* the chain repairs itself at the next nested acquire */
-            }
-            Py_XDECREF(ret);
-        }
-        Py_DECREF(chain);
+        unlink_held(self, chain);
     }
     PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
     if (ret == NULL) {
@@ -715,6 +734,216 @@ lock_methods(PyObject *module, PyObject *args)
     return methods;
 }
 
+/* ---- ThreadRLock's fast path ----------------------------------------------
+ *
+ * ThreadRLock.acquire / release / __exit__ in _thread_locks.py stay the
+ * reference.  Its slots are ThreadLock's (both are _Exclusive's) plus
+ * _count.  Done here: acquire() with no arguments when the holder re-enters
+ * or the lock is free, and release() / __exit__ by the holder.  Anything else
+ * (arguments, contention, a release by a thread that does not hold it, which
+ * raises) calls the Python method.  One pair for both clocks: like the Python
+ * methods, these test COARSE_NOW each time.  Set up by rlock_methods(),
+ * after lock_methods().
+ */
+static struct {
+    PyTypeObject *type;          /* ThreadRLock */
+    Py_ssize_t count_off;
+    PyObject *py_acquire;        /* ThreadRLock.acquire in Python */
+    PyObject *py_release;        /* ThreadRLock.release in Python */
+    PyObject *zero;
+} R;
+
+static int
+rlock_layout_ok(PyObject *self)
+{
+    return R.type != NULL && PyObject_TypeCheck(self, R.type)
+           && SLOT(self, L.try_off) != NULL && SLOT(self, L.acq_off) != NULL
+           && SLOT(self, L.rel_off) != NULL && SLOT(self, R.count_off) != NULL;
+}
+
+/* The calling thread's chain (new reference), or NULL: with an error set on
+ * failure, without one when the thread has none yet. */
+static PyObject *
+chain_if_any(void)
+{
+    PyObject *chain = PyObject_GetAttr(L.local, L.str_chain);
+    if (chain == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+    }
+    return chain;
+}
+
+static PyObject *
+rlock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 0 || kwnames != NULL || !rlock_layout_ok(self)) {
+        return python_method(R.py_acquire, self, args, nargs, kwnames);
+    }
+    PyObject *chain = chain_if_any();
+    if (chain == NULL || !Py_IS_TYPE(chain, L.chain_type)) {
+        /* No chain yet (the Python method makes one), or an error. */
+        Py_XDECREF(chain);
+        return PyErr_Occurred() ? NULL : python_method(R.py_acquire, self, args, 0, NULL);
+    }
+    if (SLOT(self, L.owner_off) == chain) {
+        /* The holder again: only the count. */
+        Py_DECREF(chain);
+        PyObject *count = PyNumber_Add(SLOT(self, R.count_off), L.one);
+        if (count == NULL) {
+            return NULL;
+        }
+        Py_SETREF(SLOT(self, R.count_off), count);
+        Py_RETURN_TRUE;
+    }
+    PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
+    if (got == NULL) {
+        Py_DECREF(chain);
+        return NULL;
+    }
+    int taken = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    if (taken <= 0) {
+        /* Held by another thread: the Python method waits (waiters, lock
+         * order, timing) and tries again itself. */
+        Py_DECREF(chain);
+        return taken < 0 ? NULL : python_method(R.py_acquire, self, args, 0, NULL);
+    }
+    PyObject *ret = took_lock(self, chain, 1);
+    if (ret != NULL) {
+        Py_SETREF(SLOT(self, R.count_off), Py_NewRef(L.one));
+    }
+    return ret;
+}
+
+static PyObject *
+rlock_release_fast(PyObject *self)
+{
+    if (!rlock_layout_ok(self)) {
+        return PyObject_CallOneArg(R.py_release, self);
+    }
+    PyObject *chain = chain_if_any();
+    if (chain == NULL || SLOT(self, L.owner_off) != chain || !Py_IS_TYPE(chain, L.chain_type)) {
+        /* Not the holder: the Python method raises RuntimeError. */
+        Py_XDECREF(chain);
+        return PyErr_Occurred() ? NULL : PyObject_CallOneArg(R.py_release, self);
+    }
+    PyObject *count = PyNumber_Subtract(SLOT(self, R.count_off), L.one);
+    if (count == NULL) {
+        Py_DECREF(chain);
+        return NULL;
+    }
+    int more = PyObject_IsTrue(count);
+    if (more != 0) {
+        Py_DECREF(chain);
+        if (more < 0) {
+            Py_DECREF(count);
+            return NULL;
+        }
+        Py_SETREF(SLOT(self, R.count_off), count);  /* still held */
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(count);
+    Py_SETREF(SLOT(self, R.count_off), Py_NewRef(R.zero));
+    time_hold(self);
+    unlink_held(self, chain);
+    Py_DECREF(chain);
+    PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
+    if (ret == NULL) {
+        return NULL;
+    }
+    Py_DECREF(ret);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rlock_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 0 || kwnames != NULL) {
+        return python_method(R.py_release, self, args, nargs, kwnames);  /* its TypeError */
+    }
+    return rlock_release_fast(self);
+}
+
+static PyObject *
+rlock_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    return rlock_release_fast(self);
+}
+
+static PyMethodDef rlock_acquire_def = {
+    "acquire", (PyCFunction)(void (*)(void))rlock_acquire, METH_FASTCALL | METH_KEYWORDS,
+    "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
+    "ThreadRLock.acquire, fast path in C (see _thread_locks.ThreadRLock.acquire)"};
+static PyMethodDef rlock_release_def = {
+    "release", (PyCFunction)(void (*)(void))rlock_release, METH_FASTCALL | METH_KEYWORDS,
+    "release($self, /)\n--\n\n"
+    "ThreadRLock.release, fast path in C (see _thread_locks.ThreadRLock.release)"};
+static PyMethodDef rlock_exit_def = {
+    "__exit__", (PyCFunction)(void (*)(void))rlock_exit, METH_FASTCALL,
+    "__exit__($self, exc_type, exc, tb, /)\n--\n\n"
+    "ThreadRLock.__exit__, fast path in C (see _thread_locks.ThreadRLock.__exit__)"};
+
+/* rlock_methods(ThreadRLock, py_acquire, py_release) -> (acquire, release,
+ * __exit__) method descriptors; after lock_methods(), whose slot offsets
+ * ThreadRLock must share. */
+static PyObject *
+rlock_methods(PyObject *module, PyObject *args)
+{
+    PyObject *rlock_type, *py_acquire, *py_release;
+    if (!PyArg_ParseTuple(args, "O!OO:rlock_methods", &PyType_Type, &rlock_type, &py_acquire,
+                          &py_release)) {
+        return NULL;
+    }
+    if (L.lock_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "rlock_methods() needs lock_methods() first");
+        return NULL;
+    }
+    Py_ssize_t offs[11], count_off;
+    const char *names[11] = {"_try", "_rel", "_peeps_acquisitions", "_lockdep_prev", "_owner",
+                             "_since", "_since_gen", "_peeps_hold_total_ns",
+                             "_peeps_hold_max_ns", NULL, NULL};
+    Py_ssize_t want[9] = {L.try_off, L.rel_off, L.acq_off, L.prev_off, L.owner_off,
+                          L.since_off, L.gen_off, L.total_off, L.max_off};
+    for (int i = 0; names[i] != NULL; i++) {
+        if (member_offset(rlock_type, names[i], &offs[i]) < 0) {
+            return NULL;
+        }
+        if (offs[i] != want[i]) {
+            PyErr_Format(PyExc_TypeError, "ThreadRLock's %s is not ThreadLock's slot", names[i]);
+            return NULL;
+        }
+    }
+    if (member_offset(rlock_type, "_count", &count_off) < 0) {
+        return NULL;
+    }
+    PyMethodDef *defs[3] = {&rlock_acquire_def, &rlock_release_def, &rlock_exit_def};
+    PyObject *methods = PyTuple_New(3);
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        PyObject *method = PyDescr_NewMethod((PyTypeObject *)rlock_type, defs[i]);
+        if (method == NULL) {
+            Py_DECREF(methods);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(methods, i, method);
+    }
+    if (R.zero == NULL && (R.zero = PyLong_FromLong(0)) == NULL) {
+        Py_DECREF(methods);
+        return NULL;
+    }
+    Py_XSETREF(R.type, (PyTypeObject *)Py_NewRef(rlock_type));
+    R.count_off = count_off;
+    Py_XSETREF(R.py_acquire, Py_NewRef(py_acquire));
+    Py_XSETREF(R.py_release, Py_NewRef(py_release));
+    return methods;
+}
+
 static PyObject *
 factory_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -850,6 +1079,9 @@ static PyMethodDef speedups_methods[] = {
      "lock_methods(ThreadLock, HeldChain, local, chain_here, nested, unlink, py_acquire, "
      "py_release, py_clocked_acquire, py_clocked_release, coarse_now, monotonic_ns) -> "
      "(acquire, release, clocked acquire, clocked release): ThreadLock's fast paths in C"},
+    {"rlock_methods", rlock_methods, METH_VARARGS,
+     "rlock_methods(ThreadRLock, py_acquire, py_release) -> (acquire, release, __exit__): "
+     "ThreadRLock's fast path in C (after lock_methods)"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
     {NULL, NULL, 0, NULL},

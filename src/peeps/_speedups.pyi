@@ -16,6 +16,11 @@ def lock_methods(lock_type: type[Any], chain_type: type[Any], local: Any,
     """ThreadLock's tick-timed (acquire, release) and clocked (acquire,
     release) as C method descriptors."""
 
+def rlock_methods(rlock_type: type[Any], py_acquire: Callable[..., Any],
+                  py_release: Callable[..., Any]) -> tuple[Any, Any, Any]:
+    """ThreadRLock's (acquire, release, __exit__) as C method descriptors
+    (after :func:`lock_methods`, whose slot offsets it shares)."""
+
 class TaskFactory:
     """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""
 

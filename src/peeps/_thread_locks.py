@@ -360,9 +360,11 @@ _PY_TICK_TIMED = {"acquire": ThreadLock.acquire, "__enter__": ThreadLock.acquire
                   "release": ThreadLock.release, "__exit__": ThreadLock.release}
 _CLOCKED = {"acquire": _clocked_acquire, "__enter__": _clocked_acquire,
             "release": _clocked_release, "__exit__": _clocked_release}
-#: The C versions of _PY_TICK_TIMED and _CLOCKED, made on first use.
+#: The C versions of _PY_TICK_TIMED and _CLOCKED, and of ThreadRLock's
+#: methods (_PY_RLOCK), made on first use.
 _C_TICK_TIMED: dict[str, Any] = {}
 _C_CLOCKED: dict[str, Any] = {}
+_C_RLOCK: dict[str, Any] = {}
 
 
 def _c_methods() -> bool:
@@ -377,6 +379,8 @@ def _c_methods() -> bool:
                 ThreadLock, HeldChain, _LOCAL, chain_here, nested, unlink,
                 _PY_TICK_TIMED["acquire"], _PY_TICK_TIMED["release"],
                 _clocked_acquire, _clocked_release, _COARSE_NOW, _monotonic_ns)
+            r_acquire, r_release, r_exit = _speedups.rlock_methods(
+                ThreadRLock, _PY_RLOCK["acquire"], _PY_RLOCK["release"])
         except Exception as exc:  # reported; the Python methods serve
             REGISTRY.part_failed("thread lock fast path in C", exc)
             return False
@@ -384,6 +388,8 @@ def _c_methods() -> bool:
                              __exit__=release)
         _C_CLOCKED.update(acquire=clocked_acquire, __enter__=clocked_acquire,
                           release=clocked_release, __exit__=clocked_release)
+        _C_RLOCK.update(acquire=r_acquire, __enter__=r_acquire, release=r_release,
+                        __exit__=r_exit)
     return True
 
 
@@ -399,13 +405,13 @@ def fast_path_methods(ticking: bool) -> dict[str, Any]:
 def _time_holds_by_ticks(ticking: bool) -> None:
     """Give ThreadLock the fast path for whether a sampler times holds now
     (``_threads.ON_COARSE_CLOCK``).  A hold that straddles the switch is timed
-    by whichever side knows its start (``_since_gen``)."""
+    by whichever side knows its start (``_since_gen``).  ThreadRLock has one
+    fast path for both (it tests the clock's switch itself): the C one, when
+    the C ones are used."""
     for name, method in fast_path_methods(ticking).items():
         setattr(ThreadLock, name, method)
-
-
-_time_holds_by_ticks(bool(COARSE_NOW[0]))
-_threads.ON_COARSE_CLOCK = _time_holds_by_ticks
+    for name, method in (_C_RLOCK if _c_methods() else _PY_RLOCK).items():
+        setattr(ThreadRLock, name, method)
 
 
 class ThreadRLock(_Exclusive):
@@ -516,6 +522,13 @@ class ThreadRLock(_Exclusive):
         holder = self._owner
         owner = holder.ident if holder is not None else None
         return f"<peeps.ThreadRLock {self._peeps_name!r} owner={owner} count={self._count}>"
+
+
+#: ThreadRLock's methods in Python (the reference for the C ones).
+_PY_RLOCK = {"acquire": ThreadRLock.acquire, "__enter__": ThreadRLock.acquire,
+             "release": ThreadRLock.release, "__exit__": ThreadRLock.__exit__}
+_time_holds_by_ticks(bool(COARSE_NOW[0]))
+_threads.ON_COARSE_CLOCK = _time_holds_by_ticks
 
 
 def account_holds(chain: HeldChain, now: int, last_tick: int) -> None:

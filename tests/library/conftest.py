@@ -16,7 +16,8 @@ from peeps import _thread_locks, _threads
 def lock_fast_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """``ThreadLock``'s four fast paths: the clocked one (no sampler) and the
     one a ticking sampler switches to, each in Python and in C
-    (``peeps._speedups``, which must not be skipped where it can be built)."""
+    (``peeps._speedups``, which must not be skipped where it can be built);
+    ``ThreadRLock``'s one, in Python or in C with them."""
     mode = str(request.param)
     in_c = mode.endswith("-c")
     if in_c and _thread_locks._speedups is None:
@@ -26,6 +27,10 @@ def lock_fast_path(request: pytest.FixtureRequest) -> Iterator[str]:
     wanted = _thread_locks.use_speedups
     _thread_locks.use_speedups = in_c
     try:
+        _thread_locks._time_holds_by_ticks(bool(_threads.COARSE_NOW[0]))
+        rlock_methods = _thread_locks._C_RLOCK if in_c else _thread_locks._PY_RLOCK
+        for name, method in rlock_methods.items():
+            assert getattr(peeps.ThreadRLock, name) is method, (name, mode)
         if mode.startswith("clocked"):
             _thread_locks._time_holds_by_ticks(False)
             acquire = peeps.ThreadLock.acquire

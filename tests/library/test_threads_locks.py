@@ -112,6 +112,45 @@ def test_fast_path_keeps_lock_semantics() -> None:
     assert lock.statistics()["acquisitions"] == 2
 
 
+@pytest.mark.usefixtures("lock_fast_path")
+def test_rlock_times_holds_and_waits_for_another_holder() -> None:
+    """Re-entry only counts; the outermost release times the hold (without a
+    sampler) and frees the lock; held by another thread, an acquire waits for
+    it (contention counted, the graph's waiter shown) and then holds it once."""
+    rlock = peeps.ThreadRLock("t.locks.rtimed")
+    clocked = _threads.COARSE_NOW[0] == 0
+    with rlock:
+        with rlock:
+            threading.Event().wait(0.02)
+        assert rlock._count == 1 and rlock.locked()
+    stats = rlock.statistics()
+    assert stats["acquisitions"] == 1 and not stats["locked"] and rlock._count == 0
+    if clocked:
+        assert 20_000_000 <= stats["total_hold_ns"] < 10_000_000_000
+    held, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with rlock:
+            held.set()
+            go.wait(5)
+
+    t = threading.Thread(target=holder, name="t.rholder")
+    t.start()
+    assert held.wait(5)
+    assert rlock.acquire(blocking=False) is False
+    timer = threading.Timer(0.05, go.set)
+    timer.start()
+    assert rlock.acquire() is True
+    assert rlock._count == 1 and rlock._owner is _lockdep.chain_here()
+    rlock.release()
+    t.join(5)
+    timer.join(5)
+    stats = rlock.statistics()
+    assert stats["acquisitions"] == 3 and stats["contentions"] == 1
+    assert stats["max_wait_ns"] > 0 and not stats["locked"]
+
+
+@pytest.mark.usefixtures("lock_fast_path")
 def test_rlock_counts_recursion_and_rejects_foreign_release() -> None:
     rlock = peeps.ThreadRLock("t.locks.rlock")
     with rlock, rlock:
@@ -472,6 +511,7 @@ def test_the_fast_path_leaves_no_reference_behind() -> None:
     import sys
 
     outer, inner = peeps.ThreadLock("t.refs.outer"), peeps.ThreadLock("t.refs.inner")
+    rlock = peeps.ThreadRLock("t.refs.rlock")
     chain = _lockdep.chain_here()
 
     def rounds(n: int) -> None:
@@ -480,9 +520,18 @@ def test_the_fast_path_leaves_no_reference_behind() -> None:
                 pass
             outer.acquire()
             outer.release()
+            with rlock, outer, rlock:
+                pass
+            rlock.acquire()
+            rlock.release()
+
+    def counts() -> tuple[int, ...]:
+        return (sys.getrefcount(outer), sys.getrefcount(inner), sys.getrefcount(rlock),
+                sys.getrefcount(chain), sys.getrefcount(rlock._count))
 
     rounds(10)
-    before = (sys.getrefcount(outer), sys.getrefcount(inner), sys.getrefcount(chain))
+    before = counts()
     rounds(1000)
-    assert (sys.getrefcount(outer), sys.getrefcount(inner), sys.getrefcount(chain)) == before
+    assert counts() == before
     assert chain.top is None and outer._owner is None and inner._owner is None
+    assert rlock._owner is None and rlock._count == 0 and not rlock.locked()
