@@ -38,6 +38,7 @@ from ._tasks import (
     _current_task,
     _get_running_loop,
     _task_of,
+    _waiter_id,
     current_holder,
     current_waiter,
     holder_id,
@@ -456,7 +457,7 @@ class Event(asyncio.Event, _Identity):
         REGISTRY.track(self)
 
     async def wait(self) -> Literal[True]:
-        if self._value:  # type: ignore[attr-defined]
+        if self._value:
             return True
         me = current_holder()  # the task itself: named only if described
         waiting = self._peeps_waiters._waiting
@@ -477,11 +478,16 @@ class Event(asyncio.Event, _Identity):
                 waiting.pop(me, None)
 
     def set(self) -> None:
-        if not self._value:  # type: ignore[attr-defined]
+        if not self._value:  # type: ignore[has-type]
+            # The stdlib's set (the same on 3.11-3.13) around peeps' record,
+            # inlined: ``super().set()`` made a super object and a call per set.
+            self._value = True
             self._peeps_sets += 1
-            self._peeps_last_set_by = _id_of(current_waiter())
+            self._peeps_last_set_by = _waiter_id(current_holder())
             self._peeps_last_set_mono_ns = _monotonic_ns()
-        super().set()
+            for fut in self._waiters:
+                if not fut.done():
+                    fut.set_result(True)
 
     def statistics(self) -> EventStatistics:
         return EventStatistics(is_set=self.is_set(), waiters=len(self._peeps_waiters),
