@@ -397,6 +397,31 @@ coarse_clock_runs(void)
     return PyObject_IsTrue(PyList_GET_ITEM(L.coarse_now, 0));
 }
 
+/* A non-blocking acquire of the real lock: 1 taken, 0 not, -1 error. */
+static int
+try_take(PyObject *self)
+{
+    PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
+    if (got == NULL) {
+        return -1;
+    }
+    int taken = PyObject_IsTrue(got);
+    Py_DECREF(got);
+    return taken;
+}
+
+/* Release the real lock: None, or NULL with its error. */
+static PyObject *
+release_real(PyObject *self)
+{
+    PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
+    if (ret == NULL) {
+        return NULL;
+    }
+    Py_DECREF(ret);
+    Py_RETURN_NONE;
+}
+
 /* The real lock was just taken (non-blocking): count it, note when the hold
  * started if ``clocked`` and no sampler ticks, and link the lock onto the
  * thread's chain.  Steals ``chain``; Py_True, or NULL with the real lock
@@ -474,13 +499,7 @@ acquire_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         Py_DECREF(chain);
         return python_method(python, self, args, nargs, kwnames);
     }
-    PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
-    if (got == NULL) {
-        Py_DECREF(chain);
-        return NULL;
-    }
-    int taken = PyObject_IsTrue(got);
-    Py_DECREF(got);
+    int taken = try_take(self);
     if (taken < 0) {
         Py_DECREF(chain);
         return NULL;
@@ -592,12 +611,7 @@ release_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         }
         unlink_held(self, chain);
     }
-    PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
-    if (ret == NULL) {
-        return NULL;
-    }
-    Py_DECREF(ret);
-    Py_RETURN_NONE;
+    return release_real(self);
 }
 
 static PyObject *
@@ -663,6 +677,25 @@ member_offset(PyObject *type, const char *name, Py_ssize_t *off)
  *              py_acquire, py_release, py_clocked_acquire, py_clocked_release,
  *              coarse_now, monotonic_ns)
  *   -> (acquire, release, clocked acquire, clocked release) method descriptors */
+/* A tuple of method descriptors on ``type``, one per def. */
+static PyObject *
+descriptors(PyObject *type, PyMethodDef **defs, Py_ssize_t n)
+{
+    PyObject *methods = PyTuple_New(n);
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *method = PyDescr_NewMethod((PyTypeObject *)type, defs[i]);
+        if (method == NULL) {
+            Py_DECREF(methods);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(methods, i, method);
+    }
+    return methods;
+}
+
 static PyObject *
 lock_methods(PyObject *module, PyObject *args)
 {
@@ -697,17 +730,9 @@ lock_methods(PyObject *module, PyObject *args)
     }
     PyMethodDef *defs[4] = {&lock_acquire_def, &lock_release_def, &lock_clocked_acquire_def,
                             &lock_clocked_release_def};
-    PyObject *methods = PyTuple_New(4);
+    PyObject *methods = descriptors(lock_type, defs, 4);
     if (methods == NULL) {
         return NULL;
-    }
-    for (int i = 0; i < 4; i++) {
-        PyObject *method = PyDescr_NewMethod((PyTypeObject *)lock_type, defs[i]);
-        if (method == NULL) {
-            Py_DECREF(methods);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(methods, i, method);
     }
     Py_XSETREF(L.lock_type, (PyTypeObject *)Py_NewRef(lock_type));
     Py_XSETREF(L.chain_type, (PyTypeObject *)Py_NewRef(chain_type));
@@ -795,13 +820,7 @@ rlock_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
         Py_SETREF(SLOT(self, R.count_off), count);
         Py_RETURN_TRUE;
     }
-    PyObject *got = PyObject_CallOneArg(SLOT(self, L.try_off), Py_False);
-    if (got == NULL) {
-        Py_DECREF(chain);
-        return NULL;
-    }
-    int taken = PyObject_IsTrue(got);
-    Py_DECREF(got);
+    int taken = try_take(self);
     if (taken <= 0) {
         /* Held by another thread: the Python method waits (waiters, lock
          * order, timing) and tries again itself. */
@@ -847,12 +866,7 @@ rlock_release_fast(PyObject *self)
     time_hold(self);
     unlink_held(self, chain);
     Py_DECREF(chain);
-    PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
-    if (ret == NULL) {
-        return NULL;
-    }
-    Py_DECREF(ret);
-    Py_RETURN_NONE;
+    return release_real(self);
 }
 
 static PyObject *
@@ -921,17 +935,9 @@ rlock_methods(PyObject *module, PyObject *args)
         return NULL;
     }
     PyMethodDef *defs[3] = {&rlock_acquire_def, &rlock_release_def, &rlock_exit_def};
-    PyObject *methods = PyTuple_New(3);
+    PyObject *methods = descriptors(rlock_type, defs, 3);
     if (methods == NULL) {
         return NULL;
-    }
-    for (int i = 0; i < 3; i++) {
-        PyObject *method = PyDescr_NewMethod((PyTypeObject *)rlock_type, defs[i]);
-        if (method == NULL) {
-            Py_DECREF(methods);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(methods, i, method);
     }
     if (R.zero == NULL && (R.zero = PyLong_FromLong(0)) == NULL) {
         Py_DECREF(methods);
