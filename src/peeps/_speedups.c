@@ -434,8 +434,18 @@ took_lock(PyObject *self, PyObject *chain, int clocked)
      * updated first and a failure there releases the real lock. */
     PyObject *count = PyNumber_Add(SLOT(self, L.acq_off), L.one);
     if (count == NULL) {
-        PyObject *ret = PyObject_CallNoArgs(SLOT(self, L.rel_off));
-        Py_XDECREF(ret);
+        /* Release the real lock with the error put aside (no Python call may
+         * run with one set), then raise it. */
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+        Py_XDECREF(release_real(self));
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        Py_XDECREF(release_real(self));
+        PyErr_Restore(type, value, tb);
+#endif
         Py_DECREF(chain);
         return NULL;
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -110,6 +111,42 @@ def test_fast_path_keeps_lock_semantics() -> None:
     with lock:
         assert lock.locked()
     assert lock.statistics()["acquisitions"] == 2
+
+
+def test_the_c_fast_path_releases_the_lock_when_its_bookkeeping_fails() -> None:
+    """If counting an acquire raises in C (here a counter whose ``+`` fails),
+    the acquire raises that error and leaves the real lock free, not held by
+    nobody.  (The clocked C pair; the tick-timed one shares that code.)"""
+    from peeps import _thread_locks
+
+    if _thread_locks._speedups is None:
+        if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
+            pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
+        pytest.skip("peeps._speedups was not built (no C compiler at install)")
+
+    class Failing(int):
+        def __add__(self, other: object) -> int:
+            raise ArithmeticError("counter broken")
+
+    peeps.stop_sampler()
+    wanted = _thread_locks.use_speedups
+    _thread_locks.use_speedups = True
+    try:
+        _thread_locks._time_holds_by_ticks(False)
+        assert peeps.ThreadLock.acquire is _thread_locks._C_CLOCKED["acquire"]
+        for lock in (peeps.ThreadLock("t.locks.failcount"),
+                     peeps.ThreadRLock("t.locks.rfailcount")):
+            lock._peeps_acquisitions = Failing(0)
+            with pytest.raises(ArithmeticError, match="counter broken"):
+                lock.acquire()
+            assert not lock.locked() and lock._owner is None, lock
+            lock._peeps_acquisitions = 0
+            with lock:
+                assert lock.locked()
+            assert not lock.locked()
+    finally:
+        _thread_locks.use_speedups = wanted
+        _thread_locks._time_holds_by_ticks(bool(_threads.COARSE_NOW[0]))
 
 
 @pytest.mark.usefixtures("lock_fast_path")
