@@ -14,7 +14,14 @@ from typing import Any, Generic, TypeVar
 
 from ._config import STATE
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._tasks import _await_frames, current_task_entity, current_waiter, holder_id, running_task
+from ._tasks import (
+    _await_frames,
+    current_task_entity,
+    current_waiter,
+    holder_id,
+    id_of,
+    running_task,
+)
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -30,10 +37,6 @@ else:
     class ChannelClosed(Exception):  # type: ignore[no-redef]
         """Raised by ``put`` on a closed channel and by ``get`` on a closed,
         drained one (``asyncio.QueueShutDown`` on 3.13+)."""
-
-
-def _id_of(entity: Any) -> str | None:
-    return entity.id if entity is not None else None
 
 
 def _abandon_wait(queue: Any, waiters: Any, fut: asyncio.Future[None], ready: bool) -> None:
@@ -271,7 +274,7 @@ class Channel(_Closable[T], Generic[T]):
         self._peeps_waiters.add(waiter, "join")
         REGISTRY.emit(self._peeps_id, "channel.join.blocked",
                       {"unfinished_tasks": self._unfinished_tasks},  # type: ignore[attr-defined]
-                      _id_of(waiter))
+                      id_of(waiter))
         try:
             await super().join()
         finally:
@@ -290,7 +293,7 @@ class Channel(_Closable[T], Generic[T]):
 
     def _record_close(self, cause: str) -> None:
         closer = current_waiter()
-        self._peeps_closed_by = _id_of(closer)
+        self._peeps_closed_by = id_of(closer)
         self._peeps_closed_mono_ns = time.monotonic_ns()
         REGISTRY.emit(self._peeps_id, "channel.closed",
                       {"cause": cause, "depth": self.qsize()}, self._peeps_closed_by)
@@ -549,14 +552,14 @@ class _TrackedOneshot(_OneshotCore):
         self.location = location
         self.meta = meta
         self.created_mono_ns = time.monotonic_ns()
-        self.creator = _id_of(current_task_entity())
+        self.creator = id_of(current_task_entity())
         self.waiters = WaitSet()
         self.sent_by: str | None = None
         self.closed_by: str | None = None
         self.finished_mono_ns: int | None = None
 
     def on_send(self) -> None:
-        self.sent_by = _id_of(current_waiter())
+        self.sent_by = id_of(current_waiter())
         self.finished_mono_ns = time.monotonic_ns()
         REGISTRY.emit(self._peeps_id, "oneshot.send", None, self.sent_by)
 
@@ -564,7 +567,7 @@ class _TrackedOneshot(_OneshotCore):
         # A dropped sender is finalized in the context of whoever dropped it
         # (usually the task whose frame held it, as it finishes).
         try:
-            self.closed_by = _id_of(current_task_entity())
+            self.closed_by = id_of(current_task_entity())
         except Exception:
             self.closed_by = None
         self.finished_mono_ns = time.monotonic_ns()
@@ -684,7 +687,7 @@ class Watch(Generic[T]):
         self._value = value
         self._version += 1
         if self._tracked:
-            self._last_sent_by = _id_of(current_waiter())
+            self._last_sent_by = id_of(current_waiter())
         self._wake()
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ._config import STATE
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._tasks import current_waiter
+from ._tasks import current_waiter, id_of
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class TrackedProcess:
         self._started_mono_ns = time.monotonic_ns()
         self._exited_mono_ns: int | None = None
         self._waiters = WaitSet()
-        self._spawner = _id_of(current_waiter())
+        self._spawner = id_of(current_waiter())
         REGISTRY.track(self)
         REGISTRY.emit(self._peeps_id, "subprocess.started", {"pid": process.pid},
                       self._spawner)
@@ -130,10 +130,6 @@ class TrackedProcess:
             edges.append({"src": self._spawner, "dst": self._peeps_id, "kind": "spawned",
                           "attrs": {}})
         return node, edges
-
-
-def _id_of(entity: Any) -> str | None:
-    return entity.id if entity is not None else None
 
 
 async def create_subprocess_exec(program: str, *args: Any, label: str | None = None,

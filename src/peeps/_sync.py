@@ -42,6 +42,7 @@ from ._tasks import (
     current_holder,
     current_waiter,
     holder_id,
+    id_of,
 )
 from .types import Edge, Node
 
@@ -112,10 +113,6 @@ class _Identity:
         full.update(attrs)
         return {"id": self._peeps_id, "kind": self._peeps_kind, "label": self.name,
                 "attrs": full}
-
-
-def _id_of(entity: Any) -> str | None:
-    return entity.id if entity is not None else None
 
 
 # -- Lock ----------------------------------------------------------------------
@@ -552,7 +549,7 @@ class Condition(asyncio.Condition, _Identity):
 
     def notify(self, n: int = 1) -> None:
         self._peeps_notifies += 1
-        self._peeps_last_notified_by = _id_of(current_waiter())
+        self._peeps_last_notified_by = id_of(current_waiter())
         self._peeps_last_notified_mono_ns = _monotonic_ns()
         super().notify(n)
 
@@ -674,7 +671,7 @@ class Notify(PlainNotify, _Identity):
             self._peeps_waitset.remove(me)
 
     def _record(self) -> None:
-        self._peeps_last_notified_by = _id_of(current_waiter())
+        self._peeps_last_notified_by = id_of(current_waiter())
         self._peeps_last_notified_mono_ns = _monotonic_ns()
 
     def notify_one(self) -> None:
@@ -847,7 +844,7 @@ class RWLock(PlainRWLock, _Identity):
         me = current_waiter()
         if REGISTRY.repeat_due(self, "rwlock.acquire.contended"):
             REGISTRY.emit_repeated(self, "rwlock.acquire.contended",
-                                   {"mode": "write" if is_write else "read"}, _id_of(me))
+                                   {"mode": "write" if is_write else "read"}, id_of(me))
         self._peeps_waitset.add(me, "write" if is_write else "read")
         try:
             await super()._wait_turn(is_write)

@@ -816,6 +816,11 @@ def batched_watches() -> Iterator[None]:
                 loop.call_soon_threadsafe(_watch_all_done, pairs)
 
 
+def id_of(entity: Any) -> str | None:
+    """An entity's node id, or ``None`` for no entity."""
+    return entity.id if entity is not None else None
+
+
 def holder_id(holder: Any) -> str | None:
     """The node id of something :func:`current_holder` returned."""
     if holder is None:
