@@ -7,6 +7,7 @@ with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import asyncio.events
 import contextlib
 
 # getaddrinfo imports this codec lazily; in a child forked while another thread
@@ -19,11 +20,12 @@ import socket
 import threading
 from typing import Any
 
-from . import __version__
+from . import __version__, _loophooks
 from ._config import STATE
+from ._loopside import forget_loops, remember_loop, run_snapshot_steps
 from ._registry import REGISTRY
-from ._reply_encoder import encode_reply_frame, gc_paused, release_in_slices
-from ._snapshot import collect_graph
+from ._reply_encoder import Steps, encode_reply_steps, gc_paused, release_steps
+from ._snapshot import collect_steps
 from .types import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
@@ -42,7 +44,6 @@ SEND_TIMEOUT_S = 30.0
 MAX_INBOUND_FRAME_BYTES = 1024 * 1024
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 30.0
-POLL_S = 0.5
 #: Reconnect jitter from a generator of our own: the ``random`` module's is
 #: the host program's (seeded sequences must not move because peeps runs).
 _JITTER = random.Random()
@@ -70,6 +71,8 @@ class Collector:
         self.max_frame_bytes = max_frame_bytes
         self.state = "idle"
         self.snapshots_answered = 0
+        #: The last snapshot's size: where the next one is worked (``_loopside``).
+        self._last_nodes = 0
         #: The identity announced in the hello; a rename needs a new connection.
         self.proc_key = STATE.proc_key
         self._stop = threading.Event()
@@ -164,31 +167,36 @@ class Collector:
         if not isinstance(snapshot_id, int):
             raise FrameError("snapshot_request without an integer snapshot_id")
         # Building and encoding the reply must not stall the host's event loop:
-        # GC paused (_reply_encoder.py), and both the graph's description and its
-        # encoding done in GIL-releasing slices.
+        # GC paused (_reply_encoder.py), and the work done in slices, on a
+        # running event loop when one answers, else here (_loopside.py).
         with gc_paused():
-            graph = collect_graph(slices=True)
-            reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
-                     "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
-            try:
-                frame = encode_reply_frame(reply, max_frame_bytes=self.max_frame_bytes)
-            except FrameError as exc:
-                # Too big to send whole: send what fits and say so, rather than nothing.
-                graph["events"] = []
-                graph["nodes"] = graph["nodes"][: max(1, len(graph["nodes"]) // 4)]
-                kept = {n["id"] for n in graph["nodes"]}
-                graph["edges"] = [e for e in graph["edges"]
-                                  if e["src"] in kept and e["dst"] in kept]
-                reply["truncated"] = str(exc)
-                frame = encode_reply_frame(reply, max_frame_bytes=self.max_frame_bytes)
-            release_in_slices(graph)  # type: ignore[arg-type]  # a TypedDict is a dict
-            del graph, reply
+            frame = run_snapshot_steps(self._reply_steps(snapshot_id),
+                                       nodes_hint=self._last_nodes)
         sock.sendall(frame)
         self.snapshots_answered += 1
 
+    def _reply_steps(self, snapshot_id: int) -> Steps[bytearray]:
+        graph = yield from collect_steps()
+        self._last_nodes = len(graph["nodes"])
+        reply = {"type": "graph_reply", "snapshot_id": snapshot_id,
+                 "process": STATE.process_name, "pid": STATE.pid, "graph": graph}
+        try:
+            frame = yield from encode_reply_steps(reply, max_frame_bytes=self.max_frame_bytes)
+        except FrameError as exc:
+            # Too big to send whole: send what fits and say so, rather than nothing.
+            graph["events"] = []
+            graph["nodes"] = graph["nodes"][: max(1, len(graph["nodes"]) // 4)]
+            kept = {n["id"] for n in graph["nodes"]}
+            graph["edges"] = [e for e in graph["edges"]
+                              if e["src"] in kept and e["dst"] in kept]
+            reply["truncated"] = str(exc)
+            frame = yield from encode_reply_steps(reply, max_frame_bytes=self.max_frame_bytes)
+        yield from release_steps(graph)  # type: ignore[arg-type]  # a TypedDict is a dict
+        return frame
+
 
 class _FrameReader:
-    """Reads length-prefixed frames with a short timeout so ``stop`` is honoured."""
+    """Reads length-prefixed frames; ``stop`` is honoured when the socket is shut down."""
 
     def __init__(self, sock: socket.socket, max_frame_bytes: int) -> None:
         self.sock = sock
@@ -196,15 +204,24 @@ class _FrameReader:
         self.buffer = bytearray()
 
     def _fill(self, size: int, stop: threading.Event) -> bool:
-        self.sock.settimeout(POLL_S)
+        # No timeout: ``Collector.stop`` shuts the socket down, which ends the
+        # wait.  Waking to poll would cost more than it looks: the thread then
+        # needs the GIL, and a busy event loop that drops and retakes it at
+        # every ``epoll_wait`` keeps it waiting (and waking) for up to tens of
+        # milliseconds each time (``_loopside``).
+        self.sock.settimeout(None)
         while len(self.buffer) < size:
             if stop.is_set():
                 return False
             try:
                 chunk = self.sock.recv(max(4096, size - len(self.buffer)))
-            except TimeoutError:
-                continue
+            except OSError:
+                if stop.is_set():  # shut down by ``Collector.stop``
+                    return False
+                raise
             if not chunk:
+                if stop.is_set():
+                    return False
                 raise _Closed("server closed the connection")
             self.buffer += chunk
         return True
@@ -231,6 +248,7 @@ def start_collector(address: str, *, token: str | None = None,
     """Start (or restart at a new address) the process's single collector."""
     global _COLLECTOR
     parsed = parse_address(address)
+    _offer_loops()
     with _LOCK:
         if _COLLECTOR is not None:
             if (_COLLECTOR.address == parsed and _COLLECTOR.alive
@@ -242,12 +260,26 @@ def start_collector(address: str, *, token: str | None = None,
         return _COLLECTOR
 
 
+_LOOP_HOOK = "offering an event loop for snapshot work"
+
+
+def _offer_loops() -> None:
+    """Let snapshot work run on event loops: the one running here, if any,
+    and every loop that starts from now on (``_loopside``)."""
+    loop = asyncio.events._get_running_loop()
+    if loop is not None:
+        remember_loop(loop)
+    _loophooks.on_loop_start(_LOOP_HOOK, remember_loop)
+
+
 def stop_collector() -> None:
     global _COLLECTOR
     with _LOCK:
         if _COLLECTOR is not None:
             _COLLECTOR.stop()
             _COLLECTOR = None
+    _loophooks.remove(_LOOP_HOOK)
+    forget_loops()
 
 
 def current_collector() -> Collector | None:
@@ -261,6 +293,7 @@ def _after_fork_in_child() -> None:
     _COLLECTOR = None
     _LOCK = threading.Lock()
     STATE.pid = os.getpid()
+    forget_loops()
     # The parent's tasks belong to its event loop, which does not run here.
     REGISTRY.tasks.clear()
     REGISTRY.finished.clear()

@@ -257,6 +257,13 @@ def _finish(p: _Provider, result: Any, error: BaseException | None, now: Clock,
     edges.extend(p_edges)
 
 
+def has_blocking_providers() -> bool:
+    """Whether :func:`collect_providers` would wait for a thread: any provider
+    registered by the host (peeps' own run inline and never block)."""
+    with _LOCK:
+        return any(not p.builtin for p in _PROVIDERS.values())
+
+
 def collect_providers(now: Clock, nodes: list[Node], edges: list[Edge]) -> None:
     """Run every provider and append its nodes and edges (or its error node).
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -93,6 +94,16 @@ class Clock:
         # outlive drop_frames.
         if self._frames is None:
             self._frames = sys._current_frames()
+            # This thread is in the middle of taking the snapshot: show where
+            # its host code is (an event loop running a callback, a caller of
+            # collect_graph), not peeps' own frames.
+            me = threading.get_ident()
+            host = self._frames.get(me)
+            while host is not None and host.f_code.co_filename.startswith(_PKG_DIR):
+                host = host.f_back
+            if host is not None:
+                self._frames[me] = host
+            del host
         return self._frames
 
     def drop_frames(self) -> None:

@@ -3,9 +3,12 @@
 ``json.dumps`` is one C call: it holds the GIL from start to end, so encoding a
 13 MB reply (10k tasks + 10k channels) stopped every other thread — the
 service's event loop included — for ~0.4 s (measured by bench/bench_snapshot.py).
-Here long lists are encoded in slices, and the collector thread gives the GIL
-away (``time.sleep(0)``) once a slice ends at least ``HANDOFF_NS`` after the
-last hand-off (:func:`hand_off`), so the loop waits about that long at most.
+Here long lists are encoded in slices, as steps (:data:`Steps`, a generator
+that yields after each slice).  Whoever runs them lets the loop run between
+slices: the event loop itself, running them in ~1 ms callbacks
+(``_loopside``), or the collector thread, giving the GIL away
+(``time.sleep(0)``) once a slice ends at least ``HANDOFF_NS`` after the last
+hand-off (:func:`hand_off`), so the loop waits about that long at most.
 The output is byte-for-byte what :func:`peeps.types.encode_frame` produces.
 
 The other stall was the garbage collector: a snapshot allocates a few container
@@ -28,8 +31,8 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError
 from .types._wire import _json_default
@@ -58,10 +61,34 @@ def hand_off() -> None:
         time.sleep(0)
         _due_ns = _perf_ns() + HANDOFF_NS
 
+T = TypeVar("T")
+
+#: Work in steps: a generator that yields at points where whoever runs it may
+#: let others run (``None``), or :data:`OFF_LOOP`, and returns its result.
+Steps = Generator[object, None, T]
+
+#: Yielded by :data:`Steps` before a part that may block (waits for another
+#: thread): the steps must not be running on an event loop for it.
+OFF_LOOP = object()
+
+
+def run_steps(steps: Steps[T], pace: Callable[[], None] | None = None) -> T:
+    """Run ``steps`` to the end in this thread, calling ``pace`` at each step."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if pace is not None:
+            pace()
+
+
 _encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
-def _encode_yielding(value: Any, out: bytearray) -> None:
+def _encode_steps(value: Any, out: bytearray) -> Iterator[None]:
+    """Append ``value``'s JSON to ``out``, yielding after each slice of a list."""
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         out += b"{"
         first = True
@@ -71,7 +98,7 @@ def _encode_yielding(value: Any, out: bytearray) -> None:
             first = False
             out += _encode(key).encode("utf-8")
             out += b":"
-            _encode_yielding(item, out)
+            yield from _encode_steps(item, out)
         out += b"}"
     elif isinstance(value, list):
         out += b"["
@@ -79,7 +106,7 @@ def _encode_yielding(value: Any, out: bytearray) -> None:
             if start:
                 out += b","
             out += _encode_slice(value[start:start + SLICE]).encode("utf-8")
-            hand_off()
+            yield
         out += b"]"
     else:
         out += _encode(value).encode("utf-8")
@@ -118,7 +145,14 @@ def _encode_slice(items: list[Any]) -> str:
 
 def encode_reply_frame(message: dict[str, Any], *,
                        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytearray:
-    """``encode_frame(message)``, in GIL-releasing slices.
+    """``encode_frame(message)``, in GIL-releasing slices
+    (:func:`encode_reply_steps`, handing off between them)."""
+    return run_steps(encode_reply_steps(message, max_frame_bytes=max_frame_bytes), hand_off)
+
+
+def encode_reply_steps(message: dict[str, Any], *,
+                       max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Steps[bytearray]:
+    """``encode_frame(message)`` as steps, one per slice of a long list.
 
     Written straight into one growing ``bytearray`` (header first, its length
     filled in at the end): a list of parts joined at the end meant, at 100k
@@ -127,7 +161,7 @@ def encode_reply_frame(message: dict[str, Any], *,
     grow by ``mremap``, not by copying.  ``socket.sendall`` takes it as it is.
     """
     out = bytearray(HEADER.size)
-    _encode_yielding(message, out)
+    yield from _encode_steps(message, out)
     length = len(out) - HEADER.size
     if length > max_frame_bytes:
         raise FrameError(f"frame of {length} bytes exceeds the cap of {max_frame_bytes} bytes")
@@ -154,11 +188,16 @@ def gc_paused() -> Iterator[None]:
 
 def release_in_slices(graph: dict[str, Any]) -> None:
     """Free a collected graph's long lists a slice at a time, handing off between."""
+    run_steps(release_steps(graph), hand_off)
+
+
+def release_steps(graph: dict[str, Any]) -> Steps[None]:
+    """Empty a collected graph's long lists, a slice at a time."""
     for key in ("nodes", "edges", "events"):
         items = graph.get(key)
         if not isinstance(items, list):
             continue
         while len(items) > SLICE:
             del items[-SLICE:]
-            hand_off()
+            yield None
         items.clear()

@@ -22,10 +22,13 @@ from typing import Any, TypeVar
 
 from . import _registry
 from ._config import STATE, env_flag
+from ._loopside import remember_loop
 from ._registry import REGISTRY, Clock, Location, base_attrs, capture_location, new_id
+from ._reply_encoder import Steps
 from .types import Edge, Node
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: ``id(task)`` -> its entity.  The entity drops its entry when the task is
 #: garbage collected (a weakref callback), so an id is never reused while mapped;
@@ -792,24 +795,34 @@ def _watch_all_done(pairs: list[tuple[Any, TaskEntity]]) -> None:
 _batch_local = threading.local()
 
 
-@contextlib.contextmanager
-def batched_watches() -> Iterator[None]:
-    """Within the block, tasks this thread adopts have their done callbacks
-    added on their loops by one ``call_soon_threadsafe`` per loop, at the end.
+def batched_watches(steps: Steps[R]) -> Steps[R]:
+    """Run ``steps`` (yielding what they yield) so that the tasks they adopt
+    have their done callbacks added on their loops by one
+    ``call_soon_threadsafe`` per loop, at the end.
 
     Each such call writes to the loop's self-pipe and so wakes the loop: about
     18 µs of the caller's CPU apiece in the loaded benchmark service, where a
     snapshot adopts ~55 tasks (what started since the last one).  A snapshot
-    wraps its description in this block, so it wakes each loop once."""
-    if getattr(_batch_local, "watches", None) is not None:  # nested: the outer block sends
-        yield
-        return
+    runs its description through this, so it wakes each loop once.
+
+    The batch is this thread's only while a step runs: between steps other
+    code may run on the same thread (the event loop, when the snapshot runs
+    there), and the steps may go on on another thread."""
     watches: dict[asyncio.AbstractEventLoop, list[tuple[Any, TaskEntity]]] = {}
-    _batch_local.watches = watches
     try:
-        yield
+        while True:
+            outer = getattr(_batch_local, "watches", None)
+            # Nested in another batch on this thread: that one sends.
+            _batch_local.watches = watches if outer is None else outer
+            try:
+                marker = next(steps)
+            except StopIteration as stop:
+                result: R = stop.value
+                return result
+            finally:
+                _batch_local.watches = outer
+            yield marker
     finally:
-        _batch_local.watches = None
         for loop, pairs in watches.items():
             # A closed loop raises RuntimeError: then its tasks will never finish anyway.
             with contextlib.suppress(RuntimeError):
@@ -876,6 +889,7 @@ def _register_lazy_loop(
         ref = _LAZY_LOOPS[key] = weakref.ref(loop, dropped)
     except TypeError:
         return None
+    remember_loop(loop)  # a loop with tracked tasks can run snapshot work
     return ref
 
 
@@ -909,10 +923,10 @@ def _resolve_pending_parents() -> None:
         entity.parent_id = _spawn_info(task, spawn, by_id)[1]
 
 
-def adopt_lazy_tracked() -> None:
+def adopt_lazy_tracked() -> Iterator[None]:
     """Give every live lazily spawned tracked task its entity, and link tasks
-    seen before their parents (called by each snapshot, from the collector
-    thread, before anything is described)."""
+    seen before their parents (called by each snapshot before anything is
+    described).  Steps: yields every :data:`_ADOPT_SLICE` tasks."""
     if _PENDING_PARENT:
         _resolve_pending_parents()
     for ref in list(_LAZY_LOOPS.copy().values()):
@@ -924,14 +938,24 @@ def adopt_lazy_tracked() -> None:
         except Exception as exc:
             REGISTRY.part_failed("listing a loop's tasks", exc)
             continue
-        by_id = {id(t): t for t in tasks}
-        for task in tasks:
+        yield None
+        by_id: dict[int, asyncio.Task[Any]] = {}
+        for start in range(0, len(tasks), _ADOPT_SLICE):
+            by_id.update({id(t): t for t in tasks[start:start + _ADOPT_SLICE]})
+            yield None
+        for i, task in enumerate(tasks):
+            if not i % _ADOPT_SLICE:
+                yield None
             spawn = getattr(task, "_peeps_spawn", None)
             if spawn is not None and spawn[4] is not None and entity_for_task(task) is None:
                 try:
                     adopt_task(task, by_id)
                 except Exception as exc:
                     REGISTRY.part_failed("adopting a task", exc)
+
+
+#: Tasks per step of :func:`adopt_lazy_tracked`.
+_ADOPT_SLICE = 256
 
 
 def spawn_tracked(

@@ -1,0 +1,296 @@
+"""Where a snapshot's work runs (``peeps._loopside``): on a running event loop
+that answers, in slices between its callbacks; on the collector thread when
+the loop is blocked, for a step that may block, or when switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import pytest
+
+import peeps
+from peeps import _loopside
+from peeps._reply_encoder import OFF_LOOP, Steps
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop running in its own thread, offered for snapshot work."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    while not loop.is_running():
+        time.sleep(0.001)
+    _loopside.forget_loops()
+    _loopside.remember_loop(loop)
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        _loopside.forget_loops()
+
+
+def _loop_ident(loop: asyncio.AbstractEventLoop) -> int:
+    ident: Future[int] = Future()
+    loop.call_soon_threadsafe(lambda: ident.set_result(threading.get_ident()))
+    return ident.result(5)
+
+
+def _recording_steps(where: list[int], n: int, *, off_loop_at: int | None = None,
+                     work_s: float = 0.0) -> Steps[str]:
+    """``n`` steps, each noting the thread it ran on."""
+    for i in range(n):
+        if i == off_loop_at:
+            yield OFF_LOOP
+        where.append(threading.get_ident())
+        if work_s:
+            time.sleep(work_s)
+        yield None
+    return "done"
+
+
+def test_steps_run_on_a_running_loop(loop_thread: asyncio.AbstractEventLoop) -> None:
+    where: list[int] = []
+    assert _loopside.run_snapshot_steps(_recording_steps(where, 50)) == "done"
+    assert len(where) == 50
+    assert set(where) == {_loop_ident(loop_thread)}
+
+
+def test_the_loop_runs_its_own_callbacks_between_slices(
+        loop_thread: asyncio.AbstractEventLoop) -> None:
+    """Slices of about HANDOFF_NS (1 ms) each, the loop's own callbacks
+    running between them: 40 steps of 0.5 ms come in runs of a few."""
+    order: list[str] = []  # both sides append on the loop's thread: exact order
+    stop = threading.Event()
+
+    def tick() -> None:
+        order.append("tick")
+        if not stop.is_set():
+            loop_thread.call_soon(tick)
+
+    def steps() -> Steps[str]:
+        for _ in range(40):
+            order.append("step")
+            time.sleep(0.0005)
+            yield None
+        return "done"
+
+    loop_thread.call_soon_threadsafe(tick)
+    assert _loopside.run_snapshot_steps(steps()) == "done"
+    stop.set()
+    runs = [len(run) for run in "".join("s" if e == "step" else "t" for e in order)
+            .strip("t").split("t") if run]
+    assert sum(runs) == 40
+    assert len(runs) >= 5, runs  # the loop got control back again and again
+    assert max(runs) <= 6, runs  # ~1 ms of 0.5 ms steps per slice, not the lot
+
+
+def test_a_step_that_may_block_runs_off_the_loop(loop_thread: asyncio.AbstractEventLoop) -> None:
+    where: list[int] = []
+    assert _loopside.run_snapshot_steps(_recording_steps(where, 6, off_loop_at=3)) == "done"
+    loop_ident = _loop_ident(loop_thread)
+    assert where[:3] == [loop_ident] * 3
+    assert where[3] == threading.get_ident()  # the step after OFF_LOOP: here
+    assert where[4:] == [loop_ident] * 2  # and the rest back on the loop
+
+
+def test_a_blocked_loop_leaves_the_work_to_the_collector(
+        loop_thread: asyncio.AbstractEventLoop) -> None:
+    release = threading.Event()
+    loop_thread.call_soon_threadsafe(release.wait, 10)  # the loop is stuck in a callback
+    try:
+        where: list[int] = []
+        start = time.monotonic()
+        assert _loopside.run_snapshot_steps(_recording_steps(where, 5)) == "done"
+        first = time.monotonic() - start
+        assert set(where) == {threading.get_ident()}
+        assert first < _loopside.LOOP_PATIENCE_S + 2.0
+        # Still stuck, and it never ran the last job: no waiting for it this time.
+        where.clear()
+        start = time.monotonic()
+        assert _loopside.run_snapshot_steps(_recording_steps(where, 5)) == "done"
+        assert set(where) == {threading.get_ident()}
+        assert time.monotonic() - start < _loopside.LOOP_PATIENCE_S / 2
+    finally:
+        release.set()
+    # Unstuck: the late callback runs (and does nothing), and the loop is used again.
+    deadline = time.monotonic() + 5
+    where = []
+    while time.monotonic() < deadline:
+        where.clear()
+        _loopside.run_snapshot_steps(_recording_steps(where, 3))
+        if set(where) == {_loop_ident(loop_thread)}:
+            break
+        time.sleep(0.01)
+    assert set(where) == {_loop_ident(loop_thread)}
+
+
+def test_a_loop_that_blocks_midway_hands_the_rest_back(
+        loop_thread: asyncio.AbstractEventLoop) -> None:
+    release = threading.Event()
+    loop_ident = _loop_ident(loop_thread)
+
+    def steps(where: list[int]) -> Steps[str]:
+        for i in range(6):
+            where.append(threading.get_ident())
+            if i == 2 and threading.get_ident() == loop_ident:
+                # Block the loop right after this slice, as a host callback would.
+                loop_thread.call_soon(release.wait, 10)
+                time.sleep(0.002)  # end the slice here
+            yield None
+        return "done"
+
+    try:
+        where: list[int] = []
+        assert _loopside.run_snapshot_steps(steps(where)) == "done"
+        assert where[:3] == [loop_ident] * 3
+        assert threading.get_ident() in where[3:]
+        assert len(where) == 6  # every step ran once
+    finally:
+        release.set()
+
+
+def test_errors_reach_the_collector_not_the_loop(loop_thread: asyncio.AbstractEventLoop) -> None:
+    handled: list[object] = []
+    loop_thread.set_exception_handler(lambda loop, context: handled.append(context))
+
+    def failing() -> Steps[str]:
+        yield None
+        raise ValueError("describing went wrong")
+
+    with pytest.raises(ValueError, match="describing went wrong"):
+        _loopside.run_snapshot_steps(failing())
+    assert handled == []
+
+
+def test_switched_off_keeps_the_work_here(loop_thread: asyncio.AbstractEventLoop,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_loopside, "enabled", False)
+    where: list[int] = []
+    assert _loopside.run_snapshot_steps(_recording_steps(where, 5)) == "done"
+    assert set(where) == {threading.get_ident()}
+
+
+def test_a_stopped_loop_is_not_used() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        _loopside.forget_loops()
+        _loopside.remember_loop(loop)
+        where: list[int] = []
+        start = time.monotonic()
+        assert _loopside.run_snapshot_steps(_recording_steps(where, 3)) == "done"
+        assert set(where) == {threading.get_ident()}
+        assert time.monotonic() - start < _loopside.LOOP_PATIENCE_S / 2
+    finally:
+        loop.close()
+        _loopside.forget_loops()
+
+
+def test_the_snapshot_shows_the_loop_thread_where_the_host_is(
+        loop_thread: asyncio.AbstractEventLoop) -> None:
+    """Taken on the loop, the loop thread's stack is the loop running a
+    callback, not peeps' snapshot code."""
+    from peeps._reply_encoder import run_steps
+    from peeps._snapshot import collect_steps
+
+    peeps.start_sampler(mode="thread", hz=100)
+    try:
+        time.sleep(0.2)  # threads get their nodes once sampled
+        graph = _loopside.run_snapshot_steps(collect_steps())
+        # Taken here instead, this thread's own innermost frame is this test.
+        here = run_steps(collect_steps())
+    finally:
+        peeps.stop_sampler()
+    loop_ident = _loop_ident(loop_thread)
+    threads = [n for n in graph["nodes"] if n["kind"] == "thread"
+               and n["attrs"].get("ident") == loop_ident]
+    assert threads, [n["attrs"] for n in graph["nodes"] if n["kind"] == "thread"]
+    stack = threads[0]["attrs"].get("stack") or []
+    assert stack, threads[0]["attrs"]
+    assert not any("/peeps/" in frame for frame in stack), stack
+    assert "asyncio" in stack[-1], stack  # the loop, running a callback
+    [me] = [n for n in here["nodes"] if n["kind"] == "thread"
+            and n["attrs"].get("ident") == threading.get_ident()]
+    assert "test_loopside.py" in me["attrs"]["stack"][-1], me["attrs"]["stack"]
+
+
+def test_tasks_adopted_on_the_loop_are_watched_to_the_end(
+        loop_thread: asyncio.AbstractEventLoop) -> None:
+    """Adoption batches the tasks' done callbacks per step: nothing is left
+    batched on the loop's thread, and the adopted tasks are seen finishing."""
+    from peeps import _tasks
+    from peeps._snapshot import collect_steps
+
+    async def spawn() -> asyncio.Event:
+        ev = asyncio.Event()
+        for i in range(3):
+            peeps.tasks.spawn_tracked(f"adoptee-{i}", ev.wait())
+        await asyncio.sleep(0)
+        return ev
+
+    ev = asyncio.run_coroutine_threadsafe(spawn(), loop_thread).result(5)
+
+    def adoptees(graph: peeps.types.GraphSnapshot) -> dict[str, str]:
+        return {n["label"]: n["attrs"]["state"] for n in graph["nodes"]
+                if n["kind"] == "task" and n["label"].startswith("adoptee-")}
+
+    graph = _loopside.run_snapshot_steps(collect_steps())
+    assert adoptees(graph) == {f"adoptee-{i}": "pending" for i in range(3)}
+    left: Future[object] = Future()
+    loop_thread.call_soon_threadsafe(
+        lambda: left.set_result(getattr(_tasks._batch_local, "watches", None)))
+    assert left.result(5) is None
+    loop_thread.call_soon_threadsafe(ev.set)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = adoptees(_loopside.run_snapshot_steps(collect_steps()))
+        if set(states.values()) == {"done"}:
+            break
+        time.sleep(0.01)
+    assert states == {f"adoptee-{i}": "done" for i in range(3)}
+
+
+def test_a_keyboard_interrupt_in_a_slice_is_the_hosts() -> None:
+    """Ctrl-C landing while a slice runs goes on out of the host's loop, and
+    the snapshot fails cleanly instead of carrying it to the collector."""
+    loop = asyncio.new_event_loop()
+    escaped: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_forever()
+        except KeyboardInterrupt as exc:
+            escaped.append(exc)
+
+    thread = threading.Thread(target=run, name="test-loop", daemon=True)
+    thread.start()
+    while not loop.is_running():
+        time.sleep(0.001)
+    _loopside.forget_loops()
+    _loopside.remember_loop(loop)
+    loop_ident = thread.ident
+
+    def interrupted() -> Steps[str]:
+        yield None
+        if threading.get_ident() == loop_ident:
+            raise KeyboardInterrupt
+        yield None
+        return "done"
+
+    try:
+        with pytest.raises(RuntimeError, match="interrupted on the loop"):
+            _loopside.run_snapshot_steps(interrupted())
+        thread.join(5)
+        assert len(escaped) == 1  # out of run_forever, in the loop's own thread
+    finally:
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+        loop.close()
+        _loopside.forget_loops()
