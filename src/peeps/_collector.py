@@ -1,6 +1,8 @@
 """The push client: a daemon thread that keeps a connection to ``peeps-web`` and
-answers snapshot requests.  It never touches the event loop, so a process whose
-loop is blocked can still be diagnosed.  Failures cost diagnostics, never the
+answers snapshot requests.  It never depends on the event loop, so a process
+whose loop is blocked can still be diagnosed: a running loop that answers does
+the snapshot's work in slices between its callbacks, and when it does not the
+collector does it itself (``_loopside``).  Failures cost diagnostics, never the
 service: every error is caught here, logged once per state change, and retried
 with exponential backoff and jitter.
 """
@@ -71,8 +73,9 @@ class Collector:
         self.max_frame_bytes = max_frame_bytes
         self.state = "idle"
         self.snapshots_answered = 0
-        #: The last snapshot's size: where the next one is worked (``_loopside``).
-        self._last_nodes = 0
+        #: The last snapshot's size, which decides where the next one is worked
+        #: (``_loopside``); the first, of a size not known yet, on this thread.
+        self._last_nodes: int | None = None
         #: The identity announced in the hello; a rename needs a new connection.
         self.proc_key = STATE.proc_key
         self._stop = threading.Event()

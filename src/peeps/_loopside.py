@@ -23,7 +23,9 @@ A loop that does not answer is what peeps is there to diagnose, so the
 collector never depends on it: if no slice starts or finishes within
 :data:`LOOP_PATIENCE_S`, the collector takes the steps back and finishes
 them itself, and while the loop has not run the callback it was last sent,
-snapshots go straight to the collector thread.
+snapshots go straight to the collector thread.  Snapshots bigger than
+:data:`MAX_LOOP_NODES` stay there too, and so does each connection's first,
+whose size is not known yet.
 """
 
 from __future__ import annotations
@@ -167,14 +169,15 @@ class _LoopJob(Generic[T]):
         self.wake.set()
 
 
-def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int = 0) -> T:
+def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0) -> T:
     """Run ``steps`` to the end, on a running event loop if one answers,
     else (or for what the loop leaves) on this thread with GIL hand-offs.
-    ``nodes_hint``: how big the last snapshot was (a big one stays here, see
-    :data:`MAX_LOOP_NODES`).  Called by the collector thread; raises what the
-    steps raise."""
+    ``nodes_hint``: how big the last snapshot was; a big one, or ``None``
+    (not known yet), stays here (see :data:`MAX_LOOP_NODES`).  Called by the
+    collector thread; raises what the steps raise."""
     global _unanswered
-    loop = _running_loop() if enabled and nodes_hint <= MAX_LOOP_NODES else None
+    small = nodes_hint is not None and nodes_hint <= MAX_LOOP_NODES
+    loop = _running_loop() if enabled and small else None
     if loop is None:
         return run_steps(steps, hand_off)
     job = _LoopJob(steps, loop)

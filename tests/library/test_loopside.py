@@ -294,3 +294,77 @@ def test_a_keyboard_interrupt_in_a_slice_is_the_hosts() -> None:
             thread.join(5)
         loop.close()
         _loopside.forget_loops()
+
+
+@pytest.mark.parametrize(("hint", "on_loop"), [(None, False), (10, True),
+                                               (_loopside.MAX_LOOP_NODES + 1, False)])
+def test_where_by_the_last_snapshots_size(loop_thread: asyncio.AbstractEventLoop,
+                                          hint: int | None, on_loop: bool) -> None:
+    where: list[int] = []
+    _loopside.run_snapshot_steps(_recording_steps(where, 3), nodes_hint=hint)
+    expected = _loop_ident(loop_thread) if on_loop else threading.get_ident()
+    assert set(where) == {expected}
+
+
+def test_the_collector_works_its_second_snapshot_on_the_loop(
+        loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real collector, over a real socket: its first snapshot (size not
+    known yet) on its own thread, the next on the running loop."""
+    import socket
+    import struct
+
+    from peeps import _collector
+    from peeps._snapshot import collect_steps
+    from peeps.types import decode_body, encode_frame
+
+    where: list[tuple[int, int]] = []
+
+    def recording() -> Steps[peeps.types.GraphSnapshot]:
+        steps = collect_steps()
+        while True:
+            where.append((snapshot[0], threading.get_ident()))
+            try:
+                marker = next(steps)
+            except StopIteration as stop:
+                graph: peeps.types.GraphSnapshot = stop.value
+                return graph
+            yield marker
+
+    monkeypatch.setattr(_collector, "collect_steps", recording)
+    snapshot = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    collector = _collector.Collector(listener.getsockname())
+    collector.start()
+    try:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+
+        def read_frame() -> dict[str, object]:
+            def exact(n: int) -> bytes:
+                buf = b""
+                while len(buf) < n:
+                    chunk = conn.recv(n - len(buf))
+                    assert chunk, "the collector hung up"
+                    buf += chunk
+                return buf
+
+            (length,) = struct.unpack(">I", exact(4))
+            return decode_body(exact(length))
+
+        assert read_frame()["type"] == "hello"
+        for snapshot_id in (1, 2):
+            snapshot[0] = snapshot_id
+            conn.sendall(encode_frame({"type": "snapshot_request", "snapshot_id": snapshot_id,
+                                       "timeout_ms": 5000}))
+            reply = read_frame()
+            assert reply["type"] == "graph_reply" and reply["snapshot_id"] == snapshot_id
+            assert isinstance(reply["graph"], dict) and reply["graph"]["nodes"]
+        conn.close()
+    finally:
+        collector.stop()
+        listener.close()
+    first = {ident for n, ident in where if n == 1}
+    second = {ident for n, ident in where if n == 2}
+    assert first == {collector._thread.ident}
+    assert second == {_loop_ident(loop_thread)}
