@@ -5,9 +5,10 @@ the loop is blocked, for a step that may block, or when switched off."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -17,23 +18,35 @@ from peeps import _loopside
 from peeps._reply_encoder import OFF_LOOP, Steps
 
 
-@pytest.fixture
-def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    """A loop running in its own thread, offered for snapshot work."""
+@contextlib.contextmanager
+def _running_in_a_thread(run: Callable[[asyncio.AbstractEventLoop], None]
+                         ) -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """A new loop, run by ``run(loop)`` in its own thread and offered for
+    snapshot work; stopped and closed after."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread = threading.Thread(target=run, args=(loop,), name="test-loop", daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
     while not loop.is_running():
+        assert thread.is_alive() and time.monotonic() < deadline, "the loop did not start"
         time.sleep(0.001)
     _loopside.forget_loops()
     _loopside.remember_loop(loop)
     try:
-        yield loop
+        yield loop, thread
     finally:
-        loop.call_soon_threadsafe(loop.stop)
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
         _loopside.forget_loops()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop running in its own thread, offered for snapshot work."""
+    with _running_in_a_thread(lambda loop: loop.run_forever()) as (loop, _):
+        yield loop
 
 
 def _loop_ident(loop: asyncio.AbstractEventLoop) -> int:
@@ -259,41 +272,26 @@ def test_tasks_adopted_on_the_loop_are_watched_to_the_end(
 def test_a_keyboard_interrupt_in_a_slice_is_the_hosts() -> None:
     """Ctrl-C landing while a slice runs goes on out of the host's loop, and
     the snapshot fails cleanly instead of carrying it to the collector."""
-    loop = asyncio.new_event_loop()
     escaped: list[BaseException] = []
 
-    def run() -> None:
+    def run(loop: asyncio.AbstractEventLoop) -> None:
         try:
             loop.run_forever()
         except KeyboardInterrupt as exc:
             escaped.append(exc)
 
-    thread = threading.Thread(target=run, name="test-loop", daemon=True)
-    thread.start()
-    while not loop.is_running():
-        time.sleep(0.001)
-    _loopside.forget_loops()
-    _loopside.remember_loop(loop)
-    loop_ident = thread.ident
+    with _running_in_a_thread(run) as (_, thread):
+        def interrupted() -> Steps[str]:
+            yield None
+            if threading.get_ident() == thread.ident:
+                raise KeyboardInterrupt
+            yield None
+            return "done"
 
-    def interrupted() -> Steps[str]:
-        yield None
-        if threading.get_ident() == loop_ident:
-            raise KeyboardInterrupt
-        yield None
-        return "done"
-
-    try:
         with pytest.raises(RuntimeError, match="interrupted on the loop"):
             _loopside.run_snapshot_steps(interrupted())
         thread.join(5)
         assert len(escaped) == 1  # out of run_forever, in the loop's own thread
-    finally:
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-        loop.close()
-        _loopside.forget_loops()
 
 
 @pytest.mark.parametrize(("hint", "on_loop"), [(None, False), (10, True),
