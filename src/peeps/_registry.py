@@ -8,6 +8,7 @@ the key types used here, so no lock is ever taken on a hot path.
 
 from __future__ import annotations
 
+import asyncio.events
 import collections
 import itertools
 import logging
@@ -26,6 +27,8 @@ from .types import Edge, Node
 log = logging.getLogger("peeps")
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: The frame that runs an event loop's callback (a snapshot slice's, too).
+_HANDLE_RUN = asyncio.events.Handle._run.__code__
 _next_id = itertools.count(1).__next__
 _next_event_id = itertools.count(1).__next__
 #: ``Registry.emit_repeated``: the least time between two kept events of one
@@ -95,11 +98,14 @@ class Clock:
         if self._frames is None:
             self._frames = sys._current_frames()
             # This thread is in the middle of taking the snapshot: show where
-            # its host code is (an event loop running a callback, a caller of
-            # collect_graph), not peeps' own frames.
+            # its host code is (an event loop between callbacks, a caller of
+            # collect_graph), not peeps' own frames, nor the callback that
+            # runs them on a loop.
             me = threading.get_ident()
             host = self._frames.get(me)
             while host is not None and host.f_code.co_filename.startswith(_PKG_DIR):
+                host = host.f_back
+            if host is not None and host.f_code is _HANDLE_RUN:
                 host = host.f_back
             if host is not None:
                 self._frames[me] = host
