@@ -60,7 +60,8 @@ _LOCK = threading.Lock()
 #: Loops that may run snapshot work, most recently seen first (weakly held).
 _LOOPS: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 _MAX_LOOPS = 8
-#: The last job sent to a loop, while that loop has not run it.
+#: The last job sent to a loop, while that loop has not run it (it lets go
+#: when it does).
 _unanswered: _LoopJob[Any] | None = None
 
 
@@ -79,7 +80,8 @@ def remember_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def forget_loops() -> None:
-    """Drop every remembered loop (after a fork: they do not run in the child)."""
+    """Drop every remembered loop: after a fork (they do not run in the
+    child), and when the collector stops."""
     global _unanswered
     with _LOCK:
         _LOOPS.clear()
@@ -124,7 +126,9 @@ class _LoopJob(Generic[T]):
 
     def slice(self) -> None:
         """One loop callback's worth of steps (about ``HANDOFF_NS``)."""
-        self.ran = True
+        if not self.ran:
+            self.ran = True
+            _answered(self)
         if not self.lock.acquire(blocking=False):
             # The collector is looking (or running a step that may block).
             if self.owner == "loop" and not self.done:
@@ -184,7 +188,8 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0) -> T:
     if not _post(job):
         return run_steps(steps, hand_off)
     with _LOCK:
-        _unanswered = job
+        if not job.ran:  # else it has run already, and is not held
+            _unanswered = job
     seen = 0
     while True:
         job.wake.wait(LOOP_PATIENCE_S)
@@ -211,6 +216,14 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0) -> T:
                 continue
             job.owner = "thread"  # the loop is stuck (or gone): finish here
         return run_steps(steps, hand_off)
+
+
+def _answered(job: _LoopJob[Any]) -> None:
+    """``job``'s loop has run it: stop holding the job (and its loop)."""
+    global _unanswered
+    with _LOCK:
+        if _unanswered is job:
+            _unanswered = None
 
 
 def _post(job: _LoopJob[T]) -> bool:

@@ -73,6 +73,7 @@ def test_steps_run_on_a_running_loop(loop_thread: asyncio.AbstractEventLoop) -> 
     assert _loopside.run_snapshot_steps(_recording_steps(where, 50)) == "done"
     assert len(where) == 50
     assert set(where) == {_loop_ident(loop_thread)}
+    assert _loopside._unanswered is None  # answered: neither the job nor its loop held
 
 
 def test_the_loop_runs_its_own_callbacks_between_slices(
@@ -130,6 +131,7 @@ def test_a_blocked_loop_leaves_the_work_to_the_collector(
         assert _loopside.run_snapshot_steps(_recording_steps(where, 5)) == "done"
         assert set(where) == {threading.get_ident()}
         assert time.monotonic() - start < _loopside.LOOP_PATIENCE_S / 2
+        assert _loopside._unanswered is not None  # the job it has not run
     finally:
         release.set()
     # Unstuck: the late callback runs (and does nothing), and the loop is used again.
@@ -142,6 +144,7 @@ def test_a_blocked_loop_leaves_the_work_to_the_collector(
             break
         time.sleep(0.01)
     assert set(where) == {_loop_ident(loop_thread)}
+    assert _loopside._unanswered is None
 
 
 def test_a_loop_that_blocks_midway_hands_the_rest_back(
