@@ -461,7 +461,7 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again(
     real_record = _threads.ThreadEntity.record
 
     def record(self: Any, now: int, frame: Any, cpu: Any) -> None:
-        if self.ident == me and frame.f_code in _threads._LOOP_STEP_CODES:
+        if self.ident == me and frame.f_code is _threads._LOOP_STEP_CODE:
             walks.append(now)
         real_record(self, now, frame, cpu)
 
@@ -479,7 +479,7 @@ def test_loop_ticks_repeat_the_loops_sample_and_a_new_run_derives_it_again(
     def loop_runs(since: int, until: int) -> list[tuple[Any, ...]]:
         entity = _threads._BY_IDENT[me]
         return [run for run in entity.window_runs(since)
-                if run[0] < until and run[3][0] in _threads._LOOP_STEP_CODES]
+                if run[0] < until and run[3][0] is _threads._LOOP_STEP_CODE]
 
     started = peeps.start_sampler(mode="thread", hz=100, window_s=2.0)
     assert started is not None
