@@ -20,14 +20,16 @@ import os
 import random
 import socket
 import threading
+import time
 from typing import Any
 
 from . import __version__, _loophooks
 from ._config import STATE
-from ._loopside import forget_loops, remember_loop, run_snapshot_steps
+from ._loopside import LoopCost, forget_loops, remember_loop, run_snapshot_steps
 from ._registry import REGISTRY
 from ._reply_encoder import Steps, encode_reply_steps, gc_paused, release_steps
 from ._snapshot import collect_steps
+from ._threads import THREAD_REPORTS, entity_for_ident
 from .types import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER,
@@ -73,6 +75,11 @@ class Collector:
         self.max_frame_bytes = max_frame_bytes
         self.state = "idle"
         self.snapshots_answered = 0
+        #: What the last snapshot cost, and the totals (``stats()``).
+        self.last_snapshot: dict[str, Any] | None = None
+        self._loop_ns_total = 0
+        self._cpu_ns_total = 0
+        self._started_mono_ns = time.monotonic_ns()
         #: The last snapshot's size, which decides where the next one is worked
         #: (``_loopside``); the first, of a size not known yet, on this thread.
         self._last_nodes: int | None = None
@@ -83,7 +90,33 @@ class Collector:
         self._thread = threading.Thread(target=self._run, name="peeps-collector", daemon=True)
 
     def start(self) -> None:
+        self._started_mono_ns = time.monotonic_ns()
+        THREAD_REPORTS[self._thread] = ("collector", self.stats)
         self._thread.start()
+
+    def stats(self) -> dict[str, Any]:
+        """The connection and what answering snapshots costs this process:
+        shown on the ``peeps-collector`` thread's node (``collector``).
+
+        ``last_snapshot``: its size, the time from request to reply sent,
+        the event loop's share (``loop_ms`` in ``loop_slices`` slices: the
+        time its callbacks waited) and this thread's CPU (``collector_cpu_ms``,
+        which includes the GIL hand-offs of work done here).  ``cpu_share``:
+        both, over the time since the collector started, as a share of a core.
+        The figures are the previous snapshot's: the one being taken is not
+        done yet."""
+        host, port = self.address
+        spent = self._loop_ns_total + self._cpu_ns_total
+        elapsed = max(1, time.monotonic_ns() - self._started_mono_ns)
+        return {
+            "state": self.state,
+            "dashboard": f"{host}:{port}",
+            "snapshots_answered": self.snapshots_answered,
+            "last_snapshot": self.last_snapshot,
+            "loop_ms_total": round(self._loop_ns_total / 1e6, 3),
+            "collector_cpu_ms_total": round(self._cpu_ns_total / 1e6, 3),
+            "cpu_share": round(spent / elapsed, 5),
+        }
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -110,6 +143,12 @@ class Collector:
                         host, port, state, detail)
 
     def _run(self) -> None:
+        try:
+            self._connect_and_serve()
+        finally:
+            THREAD_REPORTS.pop(self._thread, None)
+
+    def _connect_and_serve(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while not self._stop.is_set():
             try:
@@ -172,11 +211,31 @@ class Collector:
         # Building and encoding the reply must not stall the host's event loop:
         # GC paused (_reply_encoder.py), and the work done in slices, on a
         # running event loop when one answers, else here (_loopside.py).
+        started = time.perf_counter_ns()
+        cpu_started = time.thread_time_ns()
+        # This thread is in the graph, sampler or not: its node reports what
+        # the snapshots cost (``stats``).
+        try:
+            entity_for_ident(threading.get_ident())
+        except Exception as exc:
+            REGISTRY.part_failed("the collector's thread entity", exc)
+        cost = LoopCost()
         with gc_paused():
             frame = run_snapshot_steps(self._reply_steps(snapshot_id),
-                                       nodes_hint=self._last_nodes)
+                                       nodes_hint=self._last_nodes, cost=cost)
         sock.sendall(frame)
         self.snapshots_answered += 1
+        cpu_ns = time.thread_time_ns() - cpu_started
+        self._loop_ns_total += cost.loop_ns
+        self._cpu_ns_total += cpu_ns
+        self.last_snapshot = {  # a new dict: a snapshot may be reading the last one
+            "nodes": self._last_nodes,
+            "bytes": len(frame),
+            "reply_ms": round((time.perf_counter_ns() - started) / 1e6, 3),
+            "loop_ms": round(cost.loop_ns / 1e6, 3),
+            "loop_slices": cost.slices,
+            "collector_cpu_ms": round(cpu_ns / 1e6, 3),
+        }
 
     def _reply_steps(self, snapshot_id: int) -> Steps[bytearray]:
         graph = yield from collect_steps()

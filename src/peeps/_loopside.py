@@ -104,11 +104,23 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
     return None
 
 
+class LoopCost:
+    """What a snapshot's steps took on the event loop (filled in by
+    :func:`run_snapshot_steps`): the collector reports it on its thread node."""
+
+    __slots__ = ("loop_ns", "slices")
+
+    def __init__(self) -> None:
+        #: Wall time of the slices the loop ran: the time its callbacks waited.
+        self.loop_ns = 0
+        self.slices = 0
+
+
 class _LoopJob(Generic[T]):
     """Steps handed to one loop, in slices; the collector waits on ``wake``."""
 
-    __slots__ = ("done", "error", "lock", "loop", "owner", "ran", "result", "slices", "steps",
-                 "wake")
+    __slots__ = ("done", "error", "lock", "loop", "loop_ns", "owner", "ran", "result", "slices",
+                 "steps", "wake")
 
     def __init__(self, steps: Steps[T], loop: asyncio.AbstractEventLoop) -> None:
         self.steps = steps
@@ -119,6 +131,7 @@ class _LoopJob(Generic[T]):
         self.owner = "loop"
         self.ran = False
         self.slices = 0
+        self.loop_ns = 0
         self.done = False
         self.result: object = None
         self.error: BaseException | None = None
@@ -138,33 +151,42 @@ class _LoopJob(Generic[T]):
             if self.owner != "loop" or self.done:
                 return
             self.slices += 1
-            deadline = _perf_ns() + HANDOFF_NS
-            while True:
-                try:
-                    marker = next(self.steps)
-                except StopIteration as stop:
-                    self._finish(stop.value, None)
-                    return
-                except Exception as exc:  # handed to the collector, never to the loop
-                    self._finish(None, exc)
-                    return
-                except BaseException as exc:
-                    # KeyboardInterrupt (a signal handled while a slice ran) or
-                    # SystemExit: the host's, so it goes on out of the loop.
-                    self._finish(None, RuntimeError(f"snapshot interrupted on the loop: {exc!r}"))
-                    raise
-                if marker is OFF_LOOP:
-                    self.owner = "thread"
-                    self.wake.set()
-                    return
-                if _perf_ns() >= deadline:
-                    break
-            self.loop.call_soon(self.slice)
+            started = _perf_ns()
+            deadline = started + HANDOFF_NS
+            try:
+                self._run_slice(deadline)
+            finally:
+                self.loop_ns += _perf_ns() - started
         except Exception:  # call_soon on a closing loop, say: the collector goes on
             self.owner = "thread"
             self.wake.set()
         finally:
             self.lock.release()
+
+    def _run_slice(self, deadline: int) -> None:
+        """Steps until ``deadline`` (then the next slice is scheduled), the
+        end, or a step that must run off the loop.  Called with ``lock`` held."""
+        while True:
+            try:
+                marker = next(self.steps)
+            except StopIteration as stop:
+                self._finish(stop.value, None)
+                return
+            except Exception as exc:  # handed to the collector, never to the loop
+                self._finish(None, exc)
+                return
+            except BaseException as exc:
+                # KeyboardInterrupt (a signal handled while a slice ran) or
+                # SystemExit: the host's, so it goes on out of the loop.
+                self._finish(None, RuntimeError(f"snapshot interrupted on the loop: {exc!r}"))
+                raise
+            if marker is OFF_LOOP:
+                self.owner = "thread"
+                self.wake.set()
+                return
+            if _perf_ns() >= deadline:
+                break
+        self.loop.call_soon(self.slice)
 
     def _finish(self, result: object, error: BaseException | None) -> None:
         self.result = result
@@ -173,12 +195,14 @@ class _LoopJob(Generic[T]):
         self.wake.set()
 
 
-def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0) -> T:
+def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0,
+                       cost: LoopCost | None = None) -> T:
     """Run ``steps`` to the end, on a running event loop if one answers,
     else (or for what the loop leaves) on this thread with GIL hand-offs.
     ``nodes_hint``: how big the last snapshot was; a big one, or ``None``
-    (not known yet), stays here (see :data:`MAX_LOOP_NODES`).  Called by the
-    collector thread; raises what the steps raise."""
+    (not known yet), stays here (see :data:`MAX_LOOP_NODES`).  ``cost``, if
+    given, gets what the loop's share took.  Called by the collector thread;
+    raises what the steps raise."""
     global _unanswered
     small = nodes_hint is not None and nodes_hint <= MAX_LOOP_NODES
     loop = _running_loop() if enabled and small else None
@@ -190,6 +214,18 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0) -> T:
     with _LOCK:
         if not job.ran:  # else it has run already, and is not held
             _unanswered = job
+    try:
+        return _await_job(job, steps)
+    finally:
+        if cost is not None:
+            with job.lock:  # a slice still running adds its time first
+                cost.loop_ns = job.loop_ns
+                cost.slices = job.slices
+
+
+def _await_job(job: _LoopJob[T], steps: Steps[T]) -> T:
+    """Wait for the loop to work ``job`` (running here what it hands back),
+    or take the rest over when the loop stops answering."""
     seen = 0
     while True:
         job.wake.wait(LOOP_PATIENCE_S)

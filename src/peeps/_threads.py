@@ -554,9 +554,20 @@ class ThreadEntity:
         attrs["sampled"] = sampler is not None and sampler.running
         if sampler is not None and thread is not None and thread is sampler.thread_obj:
             attrs["sampler"] = sampler.stats()
+        report = THREAD_REPORTS.get(thread) if thread is not None else None
+        if report is not None:
+            try:
+                attrs[report[0]] = report[1]()
+            except Exception as exc:
+                REGISTRY.part_failed(f"the {report[0]} report", exc)
         node: Node = {"id": self.id, "kind": "thread", "label": self.name, "attrs": attrs}
         return node, []
 
+
+#: peeps' own threads that report on themselves: thread -> (attribute, stats
+#: function); the thread's node carries ``{attribute: stats()}`` (the
+#: collector's costs, say).
+THREAD_REPORTS: dict[threading.Thread, tuple[str, Callable[[], dict[str, Any]]]] = {}
 
 #: ident -> entity of the live thread with that ident.
 _BY_IDENT: dict[int, ThreadEntity] = {}

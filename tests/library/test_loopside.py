@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from concurrent.futures import Future
 
 import pytest
@@ -341,7 +342,7 @@ def test_the_collector_works_its_second_snapshot_on_the_loop(
         conn, _ = listener.accept()
         conn.settimeout(10)
 
-        def read_frame() -> dict[str, object]:
+        def read_frame() -> tuple[int, dict[str, Any]]:
             def exact(n: int) -> bytes:
                 buf = b""
                 while len(buf) < n:
@@ -351,16 +352,18 @@ def test_the_collector_works_its_second_snapshot_on_the_loop(
                 return buf
 
             (length,) = struct.unpack(">I", exact(4))
-            return decode_body(exact(length))
+            return 4 + length, decode_body(exact(length))
 
-        assert read_frame()["type"] == "hello"
-        for snapshot_id in (1, 2):
+        assert read_frame()[1]["type"] == "hello"
+        replies = []
+        for snapshot_id in (1, 2, 3):
             snapshot[0] = snapshot_id
             conn.sendall(encode_frame({"type": "snapshot_request", "snapshot_id": snapshot_id,
                                        "timeout_ms": 5000}))
-            reply = read_frame()
+            size, reply = read_frame()
             assert reply["type"] == "graph_reply" and reply["snapshot_id"] == snapshot_id
             assert isinstance(reply["graph"], dict) and reply["graph"]["nodes"]
+            replies.append((size, reply["graph"]))
         conn.close()
     finally:
         collector.stop()
@@ -369,3 +372,40 @@ def test_the_collector_works_its_second_snapshot_on_the_loop(
     second = {ident for n, ident in where if n == 2}
     assert first == {collector._thread.ident}
     assert second == {_loop_ident(loop_thread)}
+
+    # Its thread's node reports what the previous snapshot cost, and where.
+    def report(graph: Any) -> dict[str, Any]:
+        [node] = [n for n in graph["nodes"]
+                  if n["kind"] == "thread" and n["label"] == "peeps-collector"]
+        stats: dict[str, Any] = node["attrs"]["collector"]
+        return stats
+
+    after_first, after_second = report(replies[1][1]), report(replies[2][1])
+    assert after_first["snapshots_answered"] == 1
+    assert after_first["last_snapshot"]["loop_slices"] == 0  # worked on its thread
+    assert after_first["last_snapshot"]["loop_ms"] == 0
+    assert after_first["last_snapshot"]["bytes"] == replies[0][0]
+    assert after_first["last_snapshot"]["nodes"] == len(replies[0][1]["nodes"])
+    assert after_second["snapshots_answered"] == 2
+    last = after_second["last_snapshot"]
+    assert last["loop_slices"] >= 1 and last["loop_ms"] > 0  # worked on the loop
+    assert last["bytes"] == replies[1][0]
+    assert last["nodes"] == len(replies[1][1]["nodes"])
+    assert last["reply_ms"] >= last["loop_ms"]
+    assert after_second["loop_ms_total"] >= last["loop_ms"]
+    assert after_second["dashboard"] == "{}:{}".format(*collector.address)
+
+
+def test_the_loops_share_is_measured(loop_thread: asyncio.AbstractEventLoop) -> None:
+    """``cost`` gets the loop's slices and their time; work done on the
+    collector's thread costs the loop nothing."""
+    on_loop = _loopside.LoopCost()
+    where: list[int] = []
+    _loopside.run_snapshot_steps(_recording_steps(where, 6, work_s=0.002), cost=on_loop)
+    assert set(where) == {_loop_ident(loop_thread)}
+    assert on_loop.slices >= 2  # ~1 ms slices of 2 ms steps
+    assert on_loop.loop_ns >= 6 * 2_000_000  # the steps slept there
+
+    here = _loopside.LoopCost()
+    _loopside.run_snapshot_steps(_recording_steps(where, 3), nodes_hint=None, cost=here)
+    assert here.slices == 0 and here.loop_ns == 0
