@@ -485,6 +485,51 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
     return {"variants": variants}
 
 
+#: SQL for the collector's report on the snapshot before (see ``_snapshot_cost``).
+_COLLECTOR_REPORT = ("SELECT attrs ->> '$.collector.last_snapshot' FROM nodes "
+                     "WHERE kind = 'thread' AND label = 'peeps-collector' AND proc_key = ?")
+
+
+def _snapshot_cost(web: _WebServer, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What a snapshot of the loaded all-on service costs its event loop.
+
+    One connected all-on service under the same load, alone, for
+    ``args.cost_s`` seconds while ``peeps-web`` asks for a snapshot every
+    second.  Each reply's ``peeps-collector`` thread node reports the one
+    before it (``collector.last_snapshot``: the slices worked on the loop and
+    their time, the collector thread's CPU, request-to-reply time, size),
+    read back through ``/api/sql``.  This is the work behind the snapshots'
+    share of p99: while a slice runs, every request in flight waits."""
+    svc = _Service("snapshot-cost", "enabled", web.dashboard, tmp, seed=1)
+    try:
+        svc.wait_ready()
+        before = web.call("GET", "/api/snapshots?limit=1")["snapshots"]
+        first = before[0]["snapshot_id"] if before else 0
+        targets = [{"label": "enabled", "port": svc.info["port"], "pid": svc.proc.pid}]
+        cycles = max(1, round(args.cost_s / args.slice))
+        load = subprocess.run([sys.executable, __file__, "load", "--targets", json.dumps(targets),
+                               "--concurrency", str(args.concurrency), "--slice",
+                               str(args.slice), "--cycles", str(cycles), "--warmup",
+                               str(args.warmup)],
+                              capture_output=True, text=True, timeout=args.cost_s * 3 + 120)
+        if load.returncode != 0:
+            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+        after = web.call("GET", "/api/snapshots?limit=1")["snapshots"]
+        last = after[0]["snapshot_id"] if after else 0
+    finally:
+        svc.stop()
+    proc_key = f"bench-service-{svc.proc.pid}"
+    reports: list[dict[str, Any]] = []
+    # The first two after the load began may report a snapshot from before it.
+    for snapshot_id in range(first + 3, last + 1):
+        res = web.call("POST", "/api/sql", {"snapshot_id": snapshot_id, "sql": _COLLECTOR_REPORT,
+                                            "params": [proc_key]})
+        for (text,) in res["rows"]:
+            if text:
+                reports.append(json.loads(text))
+    return {"reports": reports, "proc_key": proc_key}
+
+
 def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float, list[float]]:
     """The median over sessions of each session's ratio to its own plain
     process (same hash seed, same minutes), and those ratios (the spread)."""
@@ -548,6 +593,9 @@ def main() -> None:
                         help="sessions of fresh processes, hash seeds 1..N (default 6)")
     parser.add_argument("-o", "--output")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cost-s", type=float, default=None,
+                        help="seconds of load on the all-on service alone, for what a "
+                             "snapshot costs its loop (default 12)")
     parser.add_argument("--attribution", action="store_true",
                         help="instead: CPU per request as components are switched on")
     args = parser.parse_args()
@@ -555,6 +603,7 @@ def main() -> None:
     args.cycles = args.cycles or (2 if args.quick else 8)
     args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
     args.sessions = args.sessions or (1 if args.quick else 6)
+    args.cost_s = args.cost_s or (3.0 if args.quick else 12.0)
 
     if args.cmd == "serve":
         asyncio.run(_serve(args.variant, args.port_file))
@@ -576,6 +625,9 @@ def main() -> None:
             result = _measure(configs, web, tmp, args)
             elapsed = time.monotonic() - t0
             snapshots = web.snapshots()
+            print(f"service: the all-on service alone for {args.cost_s:g} s, for what a "
+                  "snapshot costs its loop", file=sys.stderr)
+            cost = _snapshot_cost(web, tmp, args)
         finally:
             web.stop()
     variants = result["variants"]
@@ -638,9 +690,28 @@ def main() -> None:
                         ok=(p99 <= 1.10) if variant == "enabled" else None,
                         note=f"p99 {v['p99_ms']:.2f} ms, p50 {v['p50_ms']:.2f} ms "
                              f"(p50 ratio {p50:.3f})"))
+    reports = cost["reports"]
+    if not reports:
+        raise RuntimeError("no collector reports from the all-on service (is it connected?)")
+
+    def each(key: str) -> list[float]:
+        return [float(r[key]) for r in reports]
+
+    loop_ms = each("loop_ms")
+    rows.append(row(
+        SECTION, f"{LABELS['enabled']}, loaded: a snapshot's work on the event loop",
+        median(loop_ms), "ms",
+        spread=f"p10 {quantile(loop_ms, 0.1):.2f}, p90 {quantile(loop_ms, 0.9):.2f} "
+               f"(n={len(loop_ms)})",
+        note=f"in {median(each('loop_slices')):.0f} slices (median); reply "
+             f"{median(each('reply_ms')):.1f} ms after the request; the collector thread's CPU "
+             f"{median(each('collector_cpu_ms')):.2f} ms; {median(each('nodes')):.0f} nodes, "
+             f"{median(each('bytes')) / 1e3:.0f} kB; the collector's own report (its thread "
+             "node), the service alone under the same load, one snapshot a second"))
     if args.output:
         write_result(args.output, "service", rows, quick=args.quick,
-                     meta={"raw": result, "cycles": args.cycles, "slice_s": args.slice,
+                     meta={"raw": result, "snapshot_cost": cost, "cycles": args.cycles,
+                           "slice_s": args.slice,
                            "concurrency": args.concurrency, "missing": missing,
                            "snapshots_taken": snapshots, "elapsed_s": elapsed})
     else:

@@ -55,6 +55,10 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
             r["name"] == script.name and r["value"] is None and "not landed" in r.get("note", "")
             for r in rows), script.name
     assert any(n.startswith("task_spawn: ") and n.endswith(" vs plain") for n in names), names
+    # The loaded all-on service's own report of a snapshot's loop work, read back
+    # from the real server: its snapshots after the first are worked on the loop.
+    cost = [r for r in rows if r["name"].endswith("a snapshot's work on the event loop")]
+    assert len(cost) == 1 and cost[0]["value"] > 0, cost
     live = [r for r in rows if r["name"].startswith("live sampler at 100 Hz")]
     assert len(live) == 2 and all(r["value"] > 0 and "(n=2)" in r["spread"] for r in live), live
 
