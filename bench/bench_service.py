@@ -694,19 +694,19 @@ def main() -> None:
     if not reports:
         raise RuntimeError("no collector reports from the all-on service (is it connected?)")
 
-    def each(key: str) -> list[float]:
+    def reported(key: str) -> list[float]:
         return [float(r[key]) for r in reports]
 
-    loop_ms = each("loop_ms")
+    loop_ms = reported("loop_ms")
     rows.append(row(
         SECTION, f"{LABELS['enabled']}, loaded: a snapshot's work on the event loop",
         median(loop_ms), "ms",
         spread=f"p10 {quantile(loop_ms, 0.1):.2f}, p90 {quantile(loop_ms, 0.9):.2f} "
                f"(n={len(loop_ms)})",
-        note=f"in {median(each('loop_slices')):.0f} slices (median); reply "
-             f"{median(each('reply_ms')):.1f} ms after the request; the collector thread's CPU "
-             f"{median(each('collector_cpu_ms')):.2f} ms; {median(each('nodes')):.0f} nodes, "
-             f"{median(each('bytes')) / 1e3:.0f} kB; the collector's own report (its thread "
+        note=f"in {median(reported('loop_slices')):.0f} slices (median); reply "
+             f"{median(reported('reply_ms')):.1f} ms after the request; the collector thread's CPU "
+             f"{median(reported('collector_cpu_ms')):.2f} ms; {median(reported('nodes')):.0f} nodes, "
+             f"{median(reported('bytes')) / 1e3:.0f} kB; the collector's own report (its thread "
              "node), the service alone under the same load, one snapshot a second"))
     if args.output:
         write_result(args.output, "service", rows, quick=args.quick,
