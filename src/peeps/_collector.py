@@ -9,23 +9,27 @@ with exponential backoff and jitter.
 
 from __future__ import annotations
 
+import asyncio
 import asyncio.events
 import contextlib
 
 # getaddrinfo imports this codec lazily; in a child forked while another thread
 # held the import machinery that import can fail ("unknown encoding: idna").
 import encodings.idna  # noqa: F401
+import gc
 import logging
 import os
 import random
+import select
 import socket
 import threading
 import time
 from typing import Any
 
-from . import __version__, _loophooks
-from ._config import STATE
+from . import __version__, _deadline, _loophooks, _loopside
+from ._config import STATE, env_flag
 from ._loopside import LoopCost, forget_loops, remember_loop, run_snapshot_steps
+from ._providers import has_blocking_providers
 from ._registry import REGISTRY
 from ._reply_encoder import Steps, encode_reply_steps, gc_paused, release_steps
 from ._snapshot import collect_steps
@@ -51,6 +55,14 @@ BACKOFF_MAX_S = 30.0
 #: Reconnect jitter from a generator of our own: the ``random`` module's is
 #: the host program's (seeded sequences must not move because peeps runs).
 _JITTER = random.Random()
+#: ``PEEPS_LOOP_SERVES=0``: the collector thread keeps the connection even
+#: when an event loop answers (see :class:`_Link`).
+LOOP_SERVES: bool = env_flag("PEEPS_LOOP_SERVES", default=True)
+#: While a loop serves the connection it re-arms the collector's deadline
+#: this often; the collector takes the connection back when it has not been
+#: re-armed for ``LOOP_SERVE_PATIENCE_S``.
+HEARTBEAT_S = 0.1
+LOOP_SERVE_PATIENCE_S = 0.5
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -87,6 +99,12 @@ class Collector:
         self.proc_key = STATE.proc_key
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        #: What the collector sleeps on while a loop serves the connection
+        #: (made on first use; ``None`` where there is no timerfd).
+        self._deadline: _deadline.Deadline | None = None
+        self._waker: _deadline.Waker | None = None
+        #: The loop serving the connection, if one is.
+        self._link: _Link | None = None
         self._thread = threading.Thread(target=self._run, name="peeps-collector", daemon=True)
 
     def start(self) -> None:
@@ -120,6 +138,8 @@ class Collector:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        if self._waker is not None:
+            self._waker.wake()
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -147,6 +167,9 @@ class Collector:
             self._connect_and_serve()
         finally:
             THREAD_REPORTS.pop(self._thread, None)
+            for part in (self._deadline, self._waker):
+                if part is not None:
+                    part.close()
 
     def _connect_and_serve(self) -> None:
         backoff = BACKOFF_INITIAL_S
@@ -168,6 +191,11 @@ class Collector:
                     self._set_state("disconnected", f"internal error: {exc!r}")
                 finally:
                     self._sock = None
+                    self._let_go_of_loop()
+                    with contextlib.suppress(OSError):
+                        # A loop serving it may hold a duplicate of the
+                        # descriptor: shut the connection itself down.
+                        sock.shutdown(socket.SHUT_RDWR)
                     with contextlib.suppress(OSError):
                         sock.close()
                 # A link that answered snapshots was healthy: retry promptly.  One that
@@ -194,17 +222,26 @@ class Collector:
         self._set_state("connected")
         reader = _FrameReader(sock, MAX_INBOUND_FRAME_BYTES)
         while not self._stop.is_set():
-            message = reader.read(self._stop)
+            if self._link is not None:
+                # A loop serves the connection: sleep until it stops answering
+                # or hands the connection back, then go on here.
+                self._watch_link()
+                if self._stop.is_set():
+                    break
+                self._take_back(sock)
+                continue
+            message = reader.take() or reader.read(self._stop)
             if message is None:
                 continue
             kind = message["type"]
             if kind == "snapshot_request":
-                self._answer(sock, message)
+                cost = self._answer(sock, message)
+                self._link = self._hand_to_loop(sock, reader, cost)
             elif kind == "error":
                 raise _Closed(f"server refused: {message.get('message')}")
             # Anything else is ignored: the protocol is read-only by design.
 
-    def _answer(self, sock: socket.socket, request: dict[str, Any]) -> None:
+    def _answer(self, sock: socket.socket, request: dict[str, Any]) -> LoopCost:
         snapshot_id = request.get("snapshot_id")
         if not isinstance(snapshot_id, int):
             raise FrameError("snapshot_request without an integer snapshot_id")
@@ -224,18 +261,107 @@ class Collector:
             frame = run_snapshot_steps(self._reply_steps(snapshot_id),
                                        nodes_hint=self._last_nodes, cost=cost)
         sock.sendall(frame)
+        self._answered(started, len(frame), cost.loop_ns, cost.slices,
+                       time.thread_time_ns() - cpu_started)
+        return cost
+
+    def _answered(self, started_ns: int, size: int, loop_ns: int, slices: int,
+                  cpu_ns: int) -> None:
+        """Count a reply sent, and what it cost (``stats``)."""
         self.snapshots_answered += 1
-        cpu_ns = time.thread_time_ns() - cpu_started
-        self._loop_ns_total += cost.loop_ns
+        self._loop_ns_total += loop_ns
         self._cpu_ns_total += cpu_ns
         self.last_snapshot = {  # a new dict: a snapshot may be reading the last one
             "nodes": self._last_nodes,
-            "bytes": len(frame),
-            "reply_ms": round((time.perf_counter_ns() - started) / 1e6, 3),
-            "loop_ms": round(cost.loop_ns / 1e6, 3),
-            "loop_slices": cost.slices,
+            "bytes": size,
+            "reply_ms": round((time.perf_counter_ns() - started_ns) / 1e6, 3),
+            "loop_ms": round(loop_ns / 1e6, 3),
+            "loop_slices": slices,
             "collector_cpu_ms": round(cpu_ns / 1e6, 3),
+            "served_by": "loop" if self._link is not None else "collector",
         }
+
+    # -- a loop serving the connection ---------------------------------------------
+
+    def _hand_to_loop(self, sock: socket.socket, reader: _FrameReader,
+                      cost: LoopCost) -> _Link | None:
+        """After a snapshot the loop worked whole: let that loop serve the
+        connection (``_Link``), if it may.  The collector thread then sleeps
+        until the loop stops answering; no GIL changes hands per snapshot."""
+        loop = cost.finished_by
+        if (loop is None or not LOOP_SERVES or not _loopside.enabled or self._stop.is_set()
+                or has_blocking_providers() or self._last_nodes is None
+                or self._last_nodes > _loopside.MAX_LOOP_NODES):
+            return None
+        if self._deadline is None:
+            self._deadline = _deadline.create(LOOP_SERVE_PATIENCE_S)
+            self._waker = _deadline.create_waker()
+        if self._deadline is None or self._waker is None:
+            return None
+        self._waker.drain()
+        link = _Link(self, sock, reader, loop, self._deadline, self._waker)
+        try:
+            self._deadline.arm()  # the loop has that long to start serving
+            loop.call_soon_threadsafe(link.start)
+        except (OSError, RuntimeError):  # no timer; the loop closed since
+            with contextlib.suppress(OSError):
+                self._deadline.disarm()
+            return None
+        return link
+
+    def _watch_link(self) -> None:
+        """Sleep until the serving loop misses its deadline or hands the
+        connection back, or ``stop``."""
+        deadline, waker = self._deadline, self._waker
+        assert deadline is not None and waker is not None
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([deadline.fileno(), waker.fileno()], [], [])
+            except InterruptedError:
+                continue
+            if waker.fileno() in ready:
+                waker.drain()
+                return
+            if deadline.fileno() in ready:
+                deadline.drain()
+                return
+
+    def _take_back(self, sock: socket.socket) -> None:
+        """Serve the connection here again, finishing what the loop left:
+        a reply half sent, a snapshot half worked, requests not started."""
+        link = self._link
+        assert link is not None
+        left = link.take_back()
+        self._link = None
+        if self._deadline is not None:
+            with contextlib.suppress(OSError):
+                self._deadline.disarm()
+        if left.problem is not None:
+            raise left.problem
+        sock.settimeout(SEND_TIMEOUT_S)
+        if left.out is not None:
+            sock.sendall(left.out)
+            self._answered(left.out_started_ns, left.out_size, left.out_loop_ns,
+                           left.out_slices, 0)
+        if left.job is not None:
+            cpu_started = time.thread_time_ns()
+            with gc_paused():
+                frame = _loopside.take_over(left.job)
+            sock.sendall(frame)
+            self._answered(left.job_started_ns, len(frame), left.job.loop_ns, left.job.slices,
+                           time.thread_time_ns() - cpu_started)
+        for snapshot_id, _received in left.queue:
+            self._answer(sock, {"snapshot_id": snapshot_id})
+
+    def _let_go_of_loop(self) -> None:
+        """The connection is over: a loop serving it lets go (on the loop), and
+        stops working a snapshot nobody will send."""
+        link, self._link = self._link, None
+        if link is not None:
+            job = link.take_back().job
+            if job is not None:
+                with job.lock:
+                    job.owner = "thread"  # its slices stop
 
     def _reply_steps(self, snapshot_id: int) -> Steps[bytearray]:
         graph = yield from collect_steps()
@@ -255,6 +381,254 @@ class Collector:
             frame = yield from encode_reply_steps(reply, max_frame_bytes=self.max_frame_bytes)
         yield from release_steps(graph)  # type: ignore[arg-type]  # a TypedDict is a dict
         return frame
+
+
+class _Left:
+    """What a loop leaves when the collector takes its connection back."""
+
+    __slots__ = ("job", "job_started_ns", "out", "out_loop_ns", "out_size", "out_slices",
+                 "out_started_ns", "problem", "queue")
+
+    def __init__(self) -> None:
+        self.problem: BaseException | None = None
+        self.out: memoryview | None = None  # a reply not wholly sent
+        self.out_started_ns = self.out_size = self.out_loop_ns = self.out_slices = 0
+        self.job: _loopside._LoopJob[bytearray] | None = None  # a snapshot not finished
+        self.job_started_ns = 0
+        self.queue: list[tuple[int, int]] = []  # requests not started
+
+
+class _Link:
+    """A connection served by an event loop: the loop reads the requests,
+    works each snapshot in slices between its callbacks and sends the reply,
+    never blocking (``MSG_DONTWAIT``), so the collector thread does not wake
+    and no GIL changes hands per snapshot.
+
+    The loop needs nothing and owes nothing: it re-arms the collector's
+    deadline (a timerfd) every ``HEARTBEAT_S``; if it misses it by
+    ``LOOP_SERVE_PATIENCE_S`` (blocked, stopped, closed) the collector wakes
+    and takes the connection back (``take_back``) with whatever is half done.
+    The loop hands it back itself (the waker) on anything out of the way: an
+    error, the server hanging up, a snapshot too big or with a step that may
+    block.  The loop reads and writes through its own duplicate of the socket's
+    descriptor, which only it closes (on the loop): the collector never closes
+    a descriptor the loop's selector may still hold.
+
+    ``lock`` guards the fields; whoever holds it never waits on anything else."""
+
+    def __init__(self, collector: Collector, sock: socket.socket, reader: _FrameReader,
+                 loop: asyncio.AbstractEventLoop, deadline: _deadline.Deadline,
+                 waker: _deadline.Waker) -> None:
+        self.collector = collector
+        self.main_sock = sock
+        self.reader = reader
+        self.loop = loop
+        self.deadline = deadline
+        self.waker = waker
+        self.lock = threading.Lock()
+        self.serving = True  # False once the collector has it back (or asked for it)
+        #: A forked child's copy of the loop must leave the parent's
+        #: connection alone (it would read the parent's requests).
+        self.pid = os.getpid()
+        self.sock: socket.socket | None = None  # the loop's, on a duplicate descriptor
+        self.writing = False
+        self.left = _Left()
+        self.job_started_ns = 0
+        #: Whether this link switched automatic GC off for the job it works
+        #: (as ``gc_paused`` does on the collector's thread): the job's
+        #: objects are alive until it is done, and collections during it would
+        #: walk and promote them.
+        self.gc_paused = False
+
+    # -- on the loop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            if not self.serving or self.pid != os.getpid():
+                return
+            try:
+                self.sock = socket.socket(fileno=os.dup(self.main_sock.fileno()))
+                self.loop.add_reader(self.sock.fileno(), self.readable)
+                self.deadline.arm()
+                self.loop.call_later(HEARTBEAT_S, self.heartbeat)
+            except Exception as exc:  # out of descriptors, say: the collector goes on
+                self._hand_back(exc)
+                return
+        self.parse()
+
+    def heartbeat(self) -> None:
+        if self.pid != os.getpid():
+            return
+        with self.lock:
+            if not self.serving:
+                self._detach()
+                return
+            try:
+                self.deadline.arm()
+                self.loop.call_later(HEARTBEAT_S, self.heartbeat)
+            except Exception as exc:
+                self._hand_back(exc)
+
+    def readable(self) -> None:
+        if self.pid != os.getpid():
+            return
+        with self.lock:
+            if not self.serving or self.sock is None:
+                self._detach()
+                return
+            try:
+                chunk = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._hand_back(exc)
+                return
+            if not chunk:
+                self._hand_back(_Closed("server closed the connection"))
+                return
+            self.reader.buffer += chunk
+        self.parse()
+
+    def parse(self) -> None:
+        with self.lock:
+            while self.serving:
+                try:
+                    message = self.reader.take()
+                except FrameError as exc:
+                    self._hand_back(exc)
+                    return
+                if message is None:
+                    break
+                kind = message["type"]
+                if kind == "snapshot_request":
+                    snapshot_id = message.get("snapshot_id")
+                    if not isinstance(snapshot_id, int):
+                        self._hand_back(FrameError("snapshot_request without an integer "
+                                                   "snapshot_id"))
+                        return
+                    self.left.queue.append((snapshot_id, time.perf_counter_ns()))
+                elif kind == "error":
+                    self._hand_back(_Closed(f"server refused: {message.get('message')}"))
+                    return
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next snapshot, if none is being worked or sent."""
+        with self.lock:
+            left = self.left
+            if (not self.serving or left.job is not None or left.out is not None
+                    or not left.queue):
+                return
+            last = self.collector._last_nodes
+            if last is None or last > _loopside.MAX_LOOP_NODES or has_blocking_providers():
+                self._hand_back(None)  # the collector's thread works this one
+                return
+            snapshot_id, self.job_started_ns = left.queue.pop(0)
+            job = _loopside.loop_job(self.collector._reply_steps(snapshot_id), self.loop,
+                                     self._worked)
+            left.job = job
+            left.job_started_ns = self.job_started_ns
+            if gc.isenabled():
+                gc.disable()
+                self.gc_paused = True
+            self.loop.call_soon(job.slice)
+
+    def _worked(self, job: _loopside._LoopJob[bytearray]) -> None:
+        with self.lock:
+            self._resume_gc()
+            left = self.left
+            if not self.serving or left.job is not job:
+                return  # the collector has it: it finishes the job
+            if not job.done or job.error is not None:
+                # A step that may block, or an error: the collector finishes
+                # the job, or raises its error and reconnects.
+                self._hand_back(None)
+                return
+            left.job = None
+            frame: bytearray = job.result  # type: ignore[assignment]
+            left.out = memoryview(frame)
+            left.out_started_ns = self.job_started_ns
+            left.out_size = len(frame)
+            left.out_loop_ns = job.loop_ns
+            left.out_slices = job.slices
+        self.send()
+
+    def send(self) -> None:
+        if self.pid != os.getpid():
+            return
+        with self.lock:
+            left = self.left
+            if not self.serving or left.out is None or self.sock is None:
+                return
+            try:
+                sent = self.sock.send(left.out, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._hand_back(exc)
+                return
+            left.out = left.out[sent:]
+            if len(left.out):
+                if not self.writing:  # the rest when the socket takes more
+                    self.loop.add_writer(self.sock.fileno(), self.send)
+                    self.writing = True
+                return
+            if self.writing:
+                self.loop.remove_writer(self.sock.fileno())
+                self.writing = False
+            left.out = None
+            done = (left.out_started_ns, left.out_size, left.out_loop_ns, left.out_slices)
+        self.collector._answered(*done, 0)
+        self._next()
+
+    def _resume_gc(self) -> None:
+        """Automatic GC on again, if this link switched it off (lock held)."""
+        if self.gc_paused:
+            self.gc_paused = False
+            if not gc.isenabled():
+                gc.enable()
+
+    def _hand_back(self, problem: BaseException | None) -> None:
+        """Give the connection back to the collector (lock held, on the loop)."""
+        self.left.problem = problem
+        self.serving = False
+        self._detach()
+        self.waker.wake()
+
+    def _detach(self) -> None:
+        """Stop watching the socket and close the loop's descriptor (lock held,
+        on the loop)."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(Exception):  # a closed loop's selector is gone
+            self.loop.remove_reader(sock.fileno())
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(sock.fileno())
+        self.writing = False
+        sock.close()
+
+    def detach_soon(self) -> None:
+        with self.lock:
+            self._detach()
+
+    # -- on the collector's thread ---------------------------------------------------
+
+    def take_back(self) -> _Left:
+        """Stop the loop serving (it lets go of the socket when it next runs)
+        and return what it left."""
+        with self.lock:
+            self.serving = False
+            self._resume_gc()  # a job left half done is finished under gc_paused
+            left, self.left = self.left, _Left()
+            attached = self.sock is not None
+            if attached and self.loop.is_closed():
+                self._detach()  # its selector is gone: nothing holds the descriptor
+                attached = False
+        if attached:
+            with contextlib.suppress(Exception):  # closed since: its selector went with it
+                self.loop.call_soon_threadsafe(self.detach_soon)
+        return left
 
 
 class _FrameReader:
@@ -287,6 +661,19 @@ class _FrameReader:
                 raise _Closed("server closed the connection")
             self.buffer += chunk
         return True
+
+    def take(self) -> dict[str, Any] | None:
+        """A whole frame already read into the buffer, if there is one (the
+        loop that served the connection may have read ahead)."""
+        if len(self.buffer) < HEADER.size:
+            return None
+        length = decode_length(bytes(self.buffer[: HEADER.size]),
+                               max_frame_bytes=self.max_frame_bytes)
+        if len(self.buffer) < HEADER.size + length:
+            return None
+        body = bytes(self.buffer[HEADER.size : HEADER.size + length])
+        del self.buffer[: HEADER.size + length]
+        return decode_body(body)
 
     def read(self, stop: threading.Event) -> dict[str, Any] | None:
         if not self._fill(HEADER.size, stop):

@@ -34,6 +34,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ._config import env_flag
@@ -108,23 +109,29 @@ class LoopCost:
     """What a snapshot's steps took on the event loop (filled in by
     :func:`run_snapshot_steps`): the collector reports it on its thread node."""
 
-    __slots__ = ("loop_ns", "slices")
+    __slots__ = ("finished_by", "loop_ns", "slices")
 
     def __init__(self) -> None:
         #: Wall time of the slices the loop ran: the time its callbacks waited.
         self.loop_ns = 0
         self.slices = 0
+        #: The loop, if it did the whole of the work it was handed.
+        self.finished_by: asyncio.AbstractEventLoop | None = None
 
 
 class _LoopJob(Generic[T]):
     """Steps handed to one loop, in slices; the collector waits on ``wake``."""
 
-    __slots__ = ("done", "error", "lock", "loop", "loop_ns", "owner", "ran", "result", "slices",
-                 "steps", "wake")
+    __slots__ = ("done", "error", "lock", "loop", "loop_ns", "on_yield", "owner", "ran", "result",
+                 "slices", "steps", "wake")
 
-    def __init__(self, steps: Steps[T], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, steps: Steps[T], loop: asyncio.AbstractEventLoop,
+                 on_yield: Callable[[_LoopJob[T]], None] | None = None) -> None:
         self.steps = steps
         self.loop = loop
+        #: Called on the loop, with no lock held, when the loop is through
+        #: with the job: done, or handed to a thread (a step that may block).
+        self.on_yield = on_yield
         #: Held while steps run, by the loop or the collector, never both.
         self.lock = threading.Lock()
         #: "loop" while the loop may run steps, "thread" once the collector has them.
@@ -162,6 +169,9 @@ class _LoopJob(Generic[T]):
             self.wake.set()
         finally:
             self.lock.release()
+            if self.on_yield is not None and (self.done or self.owner != "loop"):
+                on_yield, self.on_yield = self.on_yield, None
+                on_yield(self)
 
     def _run_slice(self, deadline: int) -> None:
         """Steps until ``deadline`` (then the next slice is scheduled), the
@@ -221,6 +231,7 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0,
             with job.lock:  # a slice still running adds its time first
                 cost.loop_ns = job.loop_ns
                 cost.slices = job.slices
+                cost.finished_by = loop if job.done else None
 
 
 def _await_job(job: _LoopJob[T], steps: Steps[T]) -> T:
@@ -252,6 +263,29 @@ def _await_job(job: _LoopJob[T], steps: Steps[T]) -> T:
                 continue
             job.owner = "thread"  # the loop is stuck (or gone): finish here
         return run_steps(steps, hand_off)
+
+
+def loop_job(steps: Steps[T], loop: asyncio.AbstractEventLoop,
+             on_yield: Callable[[_LoopJob[T]], None]) -> _LoopJob[T]:
+    """A job for a loop that serves the collector's connection itself: the
+    loop runs ``job.slice`` when it likes (``call_soon``), and
+    ``on_yield(job)`` runs on it when it is through with the job."""
+    return _LoopJob(steps, loop, on_yield)
+
+
+def take_over(job: _LoopJob[T]) -> T:
+    """The result of ``job``, finishing its steps on this thread if the loop
+    has not (it stopped answering, or handed a step that may block here)."""
+    with job.lock:
+        done = job.done
+        if not done:
+            job.owner = "thread"  # its slices stop
+    if done:
+        if job.error is not None:
+            raise job.error
+        result: T = job.result  # type: ignore[assignment]
+        return result
+    return run_steps(job.steps, hand_off)
 
 
 def _answered(job: _LoopJob[Any]) -> None:
