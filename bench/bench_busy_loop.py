@@ -54,7 +54,7 @@ VARIANTS: dict[str, str] = {
     "tracking": "+ automatic task tracking and peeps.patch()",
     "all_on": "+ sampler at 100 Hz and watchdog (all-on, no dashboard)",
     "snap_thread": "all-on + a snapshot every 50 ms, worked on the collector thread",
-    "snap_loop": "all-on + a snapshot every 50 ms, worked on the loop (the default)",
+    "snap_loop": "all-on + a snapshot every 50 ms, worked and served by the loop (the default)",
 }
 #: Seconds between two snapshot requests in the ``snap_*`` variants.
 SNAPSHOT_EVERY_S = 0.05
