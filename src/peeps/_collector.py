@@ -105,6 +105,9 @@ class Collector:
         self._waker: _deadline.Waker | None = None
         #: The loop serving the connection, if one is.
         self._link: _Link | None = None
+        #: Why a loop could not serve the connection, if one could not: then
+        #: the collector thread keeps it.
+        self._loop_serving_failed: str | None = None
         self._thread = threading.Thread(target=self._run, name="peeps-collector", daemon=True)
 
     def start(self) -> None:
@@ -134,6 +137,9 @@ class Collector:
             "loop_ms_total": round(self._loop_ns_total / 1e6, 3),
             "collector_cpu_ms_total": round(self._cpu_ns_total / 1e6, 3),
             "cpu_share": round(spent / elapsed, 5),
+            "loop_serves": self._link is not None,
+            **({"loop_serving_failed": self._loop_serving_failed}
+               if self._loop_serving_failed else {}),
         }
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -290,6 +296,7 @@ class Collector:
         until the loop stops answering; no GIL changes hands per snapshot."""
         loop = cost.finished_by
         if (loop is None or not LOOP_SERVES or not _loopside.enabled or self._stop.is_set()
+                or self._loop_serving_failed is not None
                 or has_blocking_providers() or self._last_nodes is None
                 or self._last_nodes > _loopside.MAX_LOOP_NODES):
             return None
@@ -451,8 +458,10 @@ class _Link:
                 self.loop.add_reader(self.sock.fileno(), self.readable)
                 self.deadline.arm()
                 self.loop.call_later(HEARTBEAT_S, self.heartbeat)
-            except Exception as exc:  # out of descriptors, say: the collector goes on
-                self._hand_back(exc)
+            except Exception as exc:  # out of descriptors, say: the collector goes on,
+                # serving the connection itself from now on
+                self.collector._loop_serving_failed = repr(exc)
+                self._hand_back(None)
                 return
         self.parse()
 
@@ -467,7 +476,8 @@ class _Link:
                 self.deadline.arm()
                 self.loop.call_later(HEARTBEAT_S, self.heartbeat)
             except Exception as exc:
-                self._hand_back(exc)
+                self.collector._loop_serving_failed = repr(exc)
+                self._hand_back(None)
 
     def readable(self) -> None:
         if self.pid != os.getpid():
