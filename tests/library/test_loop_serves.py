@@ -9,6 +9,7 @@ Each test runs the real collector against a real socket standing in for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 import peeps
-from peeps import _collector, _loopside
+from peeps import _collector
 from peeps.types import decode_body, encode_frame
 
 from .test_loopside import _running_in_a_thread
@@ -92,11 +93,11 @@ def report(graph: dict[str, Any]) -> Any:
     return node["attrs"]["collector"]["last_snapshot"]
 
 
-def until_the_loop_serves(dashboard: Dashboard, snapshot_id: int) -> int:
+def until_the_loop_serves(dashboard: Dashboard, first: int) -> int:
     """Ask for snapshots until one was served by the loop (the collector hands
     the connection over after a snapshot the loop worked whole, which a busy
     machine can delay); the next snapshot id."""
-    for snapshot_id in range(snapshot_id, snapshot_id + 20):
+    for snapshot_id in range(first, first + 20):
         last = report(dashboard.ask(snapshot_id))
         if last is not None and last["served_by"] == "loop":
             return snapshot_id + 1
@@ -109,24 +110,31 @@ def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
         yield loop
 
 
-@pytest.fixture
-def served(loop_thread: asyncio.AbstractEventLoop) -> Iterator[tuple[Dashboard, Any]]:
-    """A collector connected to a dashboard, its connection served by the
-    loop: the first snapshot is worked on the collector's thread, the second on
-    the loop, which then serves the third on."""
+@contextlib.contextmanager
+def connected() -> Iterator[tuple[Dashboard, _collector.Collector]]:
+    """A real collector connected to a :class:`Dashboard`."""
     peeps.init("loop-serves")
     dashboard = Dashboard()
     collector = _collector.Collector(dashboard.address)
     collector.start()
     try:
         dashboard.accept()
-        dashboard.ask(1)
-        # The first is worked on the collector's thread (its size unknown).
-        assert report(dashboard.ask(2))["served_by"] == "collector"
         yield dashboard, collector
     finally:
         collector.stop()
         dashboard.close()
+
+
+@pytest.fixture
+def served(loop_thread: asyncio.AbstractEventLoop) -> Iterator[tuple[Dashboard, Any]]:
+    """A collector connected to a dashboard, with a loop running: the first
+    snapshot is worked on the collector's thread, the next ones on the loop,
+    which then serves the connection (``until_the_loop_serves``)."""
+    with connected() as (dashboard, collector):
+        dashboard.ask(1)
+        # The first is worked on the collector's thread (its size unknown).
+        assert report(dashboard.ask(2))["served_by"] == "collector"
+        yield dashboard, collector
 
 
 def _voluntary_switches(native_id: int) -> int:
@@ -159,7 +167,7 @@ def test_the_collector_thread_sleeps_while_the_loop_serves(
 
 def test_a_blocked_loop_gives_the_connection_back(
         served: tuple[Dashboard, Any], loop_thread: asyncio.AbstractEventLoop) -> None:
-    dashboard, collector = served
+    dashboard, _ = served
     snapshot_id = until_the_loop_serves(dashboard, 3)
     loop_thread.call_soon_threadsafe(time.sleep, 2.0)  # the host blocks its loop
     time.sleep(0.05)
@@ -175,12 +183,7 @@ def test_a_blocked_loop_gives_the_connection_back(
 
 
 def test_a_closed_loop_gives_the_connection_back() -> None:
-    peeps.init("loop-serves")
-    dashboard = Dashboard()
-    collector = _collector.Collector(dashboard.address)
-    collector.start()
-    try:
-        dashboard.accept()
+    with connected() as (dashboard, collector):
         with _running_in_a_thread(lambda loop: loop.run_forever()) as (loop, thread):
             snapshot_id = until_the_loop_serves(dashboard, 1)
             assert collector._link is not None  # the loop serves it
@@ -191,9 +194,6 @@ def test_a_closed_loop_gives_the_connection_back() -> None:
         assert report(dashboard.ask(snapshot_id))["served_by"] == "loop"
         assert time.monotonic() - started < 2.0
         assert report(dashboard.ask(snapshot_id + 1))["served_by"] == "collector"
-    finally:
-        collector.stop()
-        dashboard.close()
 
 
 def test_a_reply_the_socket_cannot_take_at_once(
@@ -264,18 +264,10 @@ def test_stop_while_the_loop_serves(served: tuple[Dashboard, Any],
 def test_switched_off_the_collector_keeps_the_connection(
         loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_collector, "LOOP_SERVES", False)
-    peeps.init("loop-serves")
-    dashboard = Dashboard()
-    collector = _collector.Collector(dashboard.address)
-    collector.start()
-    try:
-        dashboard.accept()
+    with connected() as (dashboard, collector):
         for snapshot_id in range(1, 5):
             graph = dashboard.ask(snapshot_id)
         assert collector._link is None
         last = report(graph)
+        # Worked on the loop, served by the collector's thread.
         assert last["served_by"] == "collector" and last["loop_slices"] >= 1
-    finally:
-        collector.stop()
-        dashboard.close()
-    assert _loopside.enabled

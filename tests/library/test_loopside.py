@@ -9,8 +9,8 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
