@@ -247,14 +247,15 @@ class Collector:
                 raise _Closed(f"server refused: {message.get('message')}")
             # Anything else is ignored: the protocol is read-only by design.
 
-    def _answer(self, sock: socket.socket, request: dict[str, Any]) -> LoopCost:
+    def _answer(self, sock: socket.socket, request: dict[str, Any],
+                received_ns: int | None = None) -> LoopCost:
         snapshot_id = request.get("snapshot_id")
         if not isinstance(snapshot_id, int):
             raise FrameError("snapshot_request without an integer snapshot_id")
         # Building and encoding the reply must not stall the host's event loop:
         # GC paused (_reply_encoder.py), and the work done in slices, on a
         # running event loop when one answers, else here (_loopside.py).
-        started = time.perf_counter_ns()
+        started = received_ns if received_ns is not None else time.perf_counter_ns()
         cpu_started = time.thread_time_ns()
         # This thread is in the graph, sampler or not: its node reports what
         # the snapshots cost (``stats``).
@@ -297,8 +298,7 @@ class Collector:
         loop = cost.finished_by
         if (loop is None or not LOOP_SERVES or not _loopside.enabled or self._stop.is_set()
                 or self._loop_serving_failed is not None
-                or has_blocking_providers() or self._last_nodes is None
-                or self._last_nodes > _loopside.MAX_LOOP_NODES):
+                or has_blocking_providers() or not _loopside.small_enough(self._last_nodes)):
             return None
         if self._deadline is None:
             self._deadline = _deadline.create(LOOP_SERVE_PATIENCE_S)
@@ -357,8 +357,8 @@ class Collector:
             sock.sendall(frame)
             self._answered(left.job_started_ns, len(frame), left.job.loop_ns, left.job.slices,
                            time.thread_time_ns() - cpu_started)
-        for snapshot_id, _received in left.queue:
-            self._answer(sock, {"snapshot_id": snapshot_id})
+        for snapshot_id, received_ns in left.queue:
+            self._answer(sock, {"snapshot_id": snapshot_id}, received_ns)
 
     def _let_go_of_loop(self) -> None:
         """The connection is over: a loop serving it lets go (on the loop), and
@@ -400,7 +400,7 @@ class _Left:
         self.problem: BaseException | None = None
         self.out: memoryview | None = None  # a reply not wholly sent
         self.out_started_ns = self.out_size = self.out_loop_ns = self.out_slices = 0
-        self.job: _loopside._LoopJob[bytearray] | None = None  # a snapshot not finished
+        self.job: _loopside.LoopJob[bytearray] | None = None  # a snapshot not finished
         self.job_started_ns = 0
         self.queue: list[tuple[int, int]] = []  # requests not started
 
@@ -440,7 +440,6 @@ class _Link:
         self.sock: socket.socket | None = None  # the loop's, on a duplicate descriptor
         self.writing = False
         self.left = _Left()
-        self.job_started_ns = 0
         #: Whether this link switched automatic GC off for the job it works
         #: (as ``gc_paused`` does on the collector's thread): the job's
         #: objects are alive until it is done, and collections during it would
@@ -529,21 +528,20 @@ class _Link:
             if (not self.serving or left.job is not None or left.out is not None
                     or not left.queue):
                 return
-            last = self.collector._last_nodes
-            if last is None or last > _loopside.MAX_LOOP_NODES or has_blocking_providers():
+            if (not _loopside.small_enough(self.collector._last_nodes)
+                    or has_blocking_providers()):
                 self._hand_back(None)  # the collector's thread works this one
                 return
-            snapshot_id, self.job_started_ns = left.queue.pop(0)
-            job = _loopside.loop_job(self.collector._reply_steps(snapshot_id), self.loop,
-                                     self._worked)
+            snapshot_id, left.job_started_ns = left.queue.pop(0)
+            job = _loopside.LoopJob(self.collector._reply_steps(snapshot_id), self.loop,
+                                    self._worked)
             left.job = job
-            left.job_started_ns = self.job_started_ns
             if gc.isenabled():
                 gc.disable()
                 self.gc_paused = True
             self.loop.call_soon(job.slice)
 
-    def _worked(self, job: _loopside._LoopJob[bytearray]) -> None:
+    def _worked(self, job: _loopside.LoopJob[bytearray]) -> None:
         with self.lock:
             self._resume_gc()
             left = self.left
@@ -557,7 +555,7 @@ class _Link:
             left.job = None
             frame: bytearray = job.result  # type: ignore[assignment]
             left.out = memoryview(frame)
-            left.out_started_ns = self.job_started_ns
+            left.out_started_ns = left.job_started_ns
             left.out_size = len(frame)
             left.out_loop_ns = job.loop_ns
             left.out_slices = job.slices

@@ -63,7 +63,7 @@ _LOOPS: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 _MAX_LOOPS = 8
 #: The last job sent to a loop, while that loop has not run it (it lets go
 #: when it does).
-_unanswered: _LoopJob[Any] | None = None
+_unanswered: LoopJob[Any] | None = None
 
 
 def remember_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -119,14 +119,16 @@ class LoopCost:
         self.finished_by: asyncio.AbstractEventLoop | None = None
 
 
-class _LoopJob(Generic[T]):
-    """Steps handed to one loop, in slices; the collector waits on ``wake``."""
+class LoopJob(Generic[T]):
+    """Steps handed to one loop, in slices: by the collector, which waits on
+    ``wake``, or by a loop serving the connection (``_collector._Link``),
+    which runs ``slice`` itself and hears back through ``on_yield``."""
 
     __slots__ = ("done", "error", "lock", "loop", "loop_ns", "on_yield", "owner", "ran", "result",
                  "slices", "steps", "wake")
 
     def __init__(self, steps: Steps[T], loop: asyncio.AbstractEventLoop,
-                 on_yield: Callable[[_LoopJob[T]], None] | None = None) -> None:
+                 on_yield: Callable[[LoopJob[T]], None] | None = None) -> None:
         self.steps = steps
         self.loop = loop
         #: Called on the loop, with no lock held, when the loop is through
@@ -205,6 +207,12 @@ class _LoopJob(Generic[T]):
         self.wake.set()
 
 
+def small_enough(nodes_hint: int | None) -> bool:
+    """Whether a snapshot the size of the last (``None``: not known yet) may be
+    worked on a loop (see :data:`MAX_LOOP_NODES`)."""
+    return nodes_hint is not None and nodes_hint <= MAX_LOOP_NODES
+
+
 def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0,
                        cost: LoopCost | None = None) -> T:
     """Run ``steps`` to the end, on a running event loop if one answers,
@@ -214,11 +222,10 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0,
     given, gets what the loop's share took.  Called by the collector thread;
     raises what the steps raise."""
     global _unanswered
-    small = nodes_hint is not None and nodes_hint <= MAX_LOOP_NODES
-    loop = _running_loop() if enabled and small else None
+    loop = _running_loop() if enabled and small_enough(nodes_hint) else None
     if loop is None:
         return run_steps(steps, hand_off)
-    job = _LoopJob(steps, loop)
+    job = LoopJob(steps, loop)
     if not _post(job):
         return run_steps(steps, hand_off)
     with _LOCK:
@@ -234,7 +241,7 @@ def run_snapshot_steps(steps: Steps[T], *, nodes_hint: int | None = 0,
                 cost.finished_by = loop if job.done else None
 
 
-def _await_job(job: _LoopJob[T], steps: Steps[T]) -> T:
+def _await_job(job: LoopJob[T], steps: Steps[T]) -> T:
     """Wait for the loop to work ``job`` (running here what it hands back),
     or take the rest over when the loop stops answering."""
     seen = 0
@@ -265,15 +272,7 @@ def _await_job(job: _LoopJob[T], steps: Steps[T]) -> T:
         return run_steps(steps, hand_off)
 
 
-def loop_job(steps: Steps[T], loop: asyncio.AbstractEventLoop,
-             on_yield: Callable[[_LoopJob[T]], None]) -> _LoopJob[T]:
-    """A job for a loop that serves the collector's connection itself: the
-    loop runs ``job.slice`` when it likes (``call_soon``), and
-    ``on_yield(job)`` runs on it when it is through with the job."""
-    return _LoopJob(steps, loop, on_yield)
-
-
-def take_over(job: _LoopJob[T]) -> T:
+def take_over(job: LoopJob[T]) -> T:
     """The result of ``job``, finishing its steps on this thread if the loop
     has not (it stopped answering, or handed a step that may block here)."""
     with job.lock:
@@ -288,7 +287,7 @@ def take_over(job: _LoopJob[T]) -> T:
     return run_steps(job.steps, hand_off)
 
 
-def _answered(job: _LoopJob[Any]) -> None:
+def _answered(job: LoopJob[Any]) -> None:
     """``job``'s loop has run it: stop holding the job (and its loop)."""
     global _unanswered
     with _LOCK:
@@ -296,7 +295,7 @@ def _answered(job: _LoopJob[Any]) -> None:
             _unanswered = None
 
 
-def _post(job: _LoopJob[T]) -> bool:
+def _post(job: LoopJob[T]) -> bool:
     try:
         job.loop.call_soon_threadsafe(job.slice)
     except Exception:  # closed since we looked
