@@ -32,9 +32,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError
+from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError, Node
 from .types._wire import _json_default
 
 #: Entries encoded (or freed) per slice, between checks of :func:`hand_off`.
@@ -87,6 +87,31 @@ def run_steps(steps: Steps[T], pace: Callable[[], None] | None = None) -> T:
 _encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
+class EncodedNode(dict):  # type: ignore[type-arg]
+    """A node that no longer changes, with its JSON made once (``json``): a
+    finished task's, shown in every snapshot for minutes.  It is a dict like
+    any other node for whoever reads the graph in the process; the encoder
+    writes ``json`` instead of encoding it again, and the snapshot does not
+    scrub it again (it was scrubbed before it was encoded).  Nobody may change
+    it: the same object is in every snapshot that shows it."""
+
+    __slots__ = ("json",)
+
+    json: str
+
+    @classmethod
+    def of(cls, node: Node) -> Node | None:
+        """``node`` with its JSON made, or None if it cannot be encoded (it is
+        then sent as an ordinary node, through the encoder's fallback)."""
+        try:
+            text = _encode(node)
+        except (ValueError, TypeError, RecursionError):
+            return None
+        encoded = cls(node)
+        encoded.json = text
+        return cast(Node, encoded)
+
+
 def _encode_steps(value: Any, out: bytearray) -> Iterator[None]:
     """Append ``value``'s JSON to ``out``, yielding after each slice of a list."""
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
@@ -118,6 +143,23 @@ def _encode_slice(items: list[Any]) -> str:
     and one that JSON cannot take (a dict that contains itself, a tuple as a
     key) must not cost the whole snapshot: that item's ``attrs`` are replaced
     by a ``peeps_error`` saying why, or the item is left out."""
+    encoded = [i for i, item in enumerate(items) if type(item) is EncodedNode]
+    if not encoded:
+        return _encode_plain(items)
+    parts: list[str] = []
+    start = 0
+    for i in encoded:
+        if i > start:
+            parts.append(_encode_plain(items[start:i]))
+        parts.append(items[i].json)
+        start = i + 1
+    if start < len(items):
+        parts.append(_encode_plain(items[start:]))
+    return ",".join([part for part in parts if part])
+
+
+def _encode_plain(items: list[Any]) -> str:
+    """:func:`_encode_slice` for items none of which is an :class:`EncodedNode`."""
     global _warned_unencodable
     try:
         return _encode(items)[1:-1]

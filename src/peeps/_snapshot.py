@@ -11,7 +11,7 @@ from . import _redact
 from ._config import STATE
 from ._providers import collect_providers, has_blocking_providers
 from ._registry import REGISTRY, Clock
-from ._reply_encoder import OFF_LOOP, Steps, hand_off, run_steps
+from ._reply_encoder import OFF_LOOP, EncodedNode, Steps, hand_off, run_steps
 from ._tasks import adopt_lazy_tracked, batched_watches
 from .types import Edge, Event, GraphSnapshot, Node
 
@@ -58,7 +58,10 @@ def collect_graph(*, slices: bool = False) -> GraphSnapshot:
     graph is then assembled over a little more wall time; it was never an
     atomic picture anyway (other threads run at every switch interval).
     The collector thread runs :func:`collect_steps` instead, on the event
-    loop when it can (``_loopside``)."""
+    loop when it can (``_loopside``).
+
+    Treat the graph as read-only: a finished task's node is the same object
+    in every graph that shows it (it no longer changes, see ``EncodedNode``)."""
     return run_steps(collect_steps(), hand_off if slices else None)
 
 
@@ -98,7 +101,8 @@ def collect_steps() -> Steps[GraphSnapshot]:
     for i, node in enumerate(nodes):
         if not i % 32:  # scrubbing is ~4x cheaper than describing
             yield None
-        node["attrs"] = redactor.scrub(node["attrs"])
+        if type(node) is not EncodedNode:  # that one was scrubbed before it was encoded
+            node["attrs"] = redactor.scrub(node["attrs"])
     for i, edge in enumerate(edges):
         if not i % 32:
             yield None

@@ -20,11 +20,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
-from . import _registry
+from . import _redact, _registry
 from ._config import STATE, env_flag
 from ._loopside import remember_loop
 from ._registry import REGISTRY, Clock, Location, base_attrs, capture_location, new_id
-from ._reply_encoder import Steps
+from ._reply_encoder import EncodedNode, Steps
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -66,9 +66,9 @@ class TaskEntity:
     last_yield_mono_ns = 0
     _id: str | None = None
     _coro_name: str | None = None
-    #: A finished task's description: (what it depends on, its attrs).  Reused,
-    #: with the times brought up to date, by every later snapshot that shows it.
-    _finished_description: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    #: A finished task's description: (what it depends on, its node with the
+    #: node's JSON, its edges).  Reused by every later snapshot that shows it.
+    _finished_description: tuple[tuple[Any, ...], Node, list[Edge]] | None = None
 
     def __init__(
         self,
@@ -207,34 +207,26 @@ class TaskEntity:
                            now: Clock) -> tuple[Node, list[Edge], list[Node]]:
         """A finished task no longer changes, but it is shown in every snapshot
         for minutes (``finished_task_max_age_ns``): in a busy service most task
-        nodes are finished ones.  Its attrs are built once and copied after,
-        with the times that move with the snapshot (the ages, and the wall
-        times, converted with this snapshot's clock) set again.  What could
-        still change -- the name (``Task.set_name``), meta, the parent found
-        late -- is the cache's key.  Redaction is applied to the copy, as to
-        every node."""
-        label = self.label(task)
-        key = (label, self.meta, self.location, self.parent_id, self.tracked, self.source,
-               self.cancelled_by)
+        nodes are finished ones.  Its durations are as of when it finished
+        (``age_ns`` is its lifetime), so its node is the same in every
+        snapshot: it is described, scrubbed and encoded once
+        (:class:`EncodedNode`), and the same node and edges are given to every
+        later snapshot.  What could still change -- the name
+        (``Task.set_name``), meta, the parent found late, the redaction
+        patterns -- is the cache's key."""
+        redactor = _redact.REDACTOR
+        key = (self.label(task), self.meta, self.location, self.parent_id, self.tracked,
+               self.source, self.cancelled_by, redactor)
         cached = self._finished_description
-        if cached is None or cached[0] != key:
-            described = self._describe(task, now)
-            self._finished_description = (key, dict(described[0]["attrs"]))
-            return described
-        attrs = dict(cached[1])  # same keys, same order: the same JSON as _describe's
-        mono = now.mono_ns
-        offset = now.wall_ns - mono
-        created = self.created_mono_ns
-        attrs["created_at_ns"] = offset + created
-        attrs["age_ns"] = max(0, mono - created)
-        if self.steps:
-            attrs["last_resumed_at_ns"] = offset + self.last_resumed_mono_ns
-            attrs["since_resumed_ns"] = max(0, mono - self.last_resumed_mono_ns)
-        if self.cancel_requested_mono_ns is not None:
-            attrs["cancel_requested_at_ns"] = offset + self.cancel_requested_mono_ns
-        attrs["finished_at_ns"] = offset + (self.finished_mono_ns or 0)
-        node: Node = {"id": self.id, "kind": "task", "label": label, "attrs": attrs}
-        return node, self._spawned_edges(), []
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2], []
+        node, edges, extra = self._describe(task, now)
+        node["attrs"] = redactor.scrub(node["attrs"])
+        encoded = EncodedNode.of(node)
+        if encoded is None:  # not encodable: sent the ordinary way, never cached
+            return node, edges, extra
+        self._finished_description = (key, encoded, edges)
+        return encoded, edges, extra
 
     def _spawned_edges(self) -> list[Edge]:
         """The edge from the task that spawned this one, if it is known."""
@@ -244,7 +236,13 @@ class TaskEntity:
 
     def _describe(self, task: asyncio.Future[Any] | None,
                   now: Clock) -> tuple[Node, list[Edge], list[Node]]:
+        """The node, edges and extra nodes.  A finished task's durations are
+        as of when it finished (its ``age_ns`` is its lifetime)."""
         attrs = base_attrs(self.created_mono_ns, self.location, self.meta, now)
+        finished = self.finished_mono_ns
+        as_of = now.mono_ns if finished is None else finished
+        if finished is not None:
+            attrs["age_ns"] = max(0, finished - self.created_mono_ns)
         state = self.state()
         frames = self._frames(task)  # once, for the stack and the await edges
         attrs.update(
@@ -261,7 +259,7 @@ class TaskEntity:
                 busy_ns=self.busy_ns,
                 longest_step_ns=self.longest_step_ns,
                 last_resumed_at_ns=now.wall_of(self.last_resumed_mono_ns),
-                since_resumed_ns=max(0, now.mono_ns - self.last_resumed_mono_ns),
+                since_resumed_ns=max(0, as_of - self.last_resumed_mono_ns),
             )
             if state == "pending" and self.last_yield_mono_ns:
                 attrs["waiting_since_ns"] = now.wall_of(self.last_yield_mono_ns)

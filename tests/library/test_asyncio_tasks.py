@@ -20,10 +20,12 @@ import pytest
 
 import peeps
 from graph_support import edges, node, settle
-from peeps import _autotrack, _registry, _tasks
+from peeps import _autotrack, _redact, _registry, _reply_encoder, _tasks
 from peeps._config import STATE
 from peeps._registry import REGISTRY
 from peeps._tasks import current_task_entity, entity_for_task
+from peeps.types import HEADER
+from peeps.types._wire import decode_body
 
 THIRD_PARTY = '''
 """A library that knows nothing of peeps."""
@@ -548,12 +550,20 @@ def test_finished_tasks_keep_outcome_and_exception_type() -> None:
     asyncio.run(scenario())
 
 
-def test_a_finished_task_is_described_once_then_copied_with_its_times_moved_on(
+def _sent(graph: Any) -> dict[str, Any]:
+    """What the dashboard receives for ``graph``: the collector's reply frame
+    made by the real encoder, decoded."""
+    frame = _reply_encoder.encode_reply_frame({"type": "graph_reply", "graph": graph})
+    return decode_body(bytes(frame[HEADER.size:]))["graph"]  # type: ignore[no-any-return]
+
+
+def test_a_finished_task_is_described_and_encoded_once_then_reused(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Finished tasks are most task nodes of a busy service's snapshot and no
-    longer change: their attrs are built once.  Every later snapshot must still
-    show exactly what a fresh description would (ages and wall times of its own
-    clock), and a late rename must still show."""
+    longer change: their durations are as of when they finished, and each is
+    described, scrubbed and encoded once.  Every later snapshot must show what
+    a fresh description would, send it without encoding it again, and still
+    show a late rename."""
     async def scenario() -> None:
         _autotrack.enable_auto(step_stats=True)  # steps, cancel origin: every timed field
 
@@ -572,7 +582,7 @@ def test_a_finished_task_is_described_once_then_copied_with_its_times_moved_on(
         await settle()
         entities = [entity_for_task(t) for t in (*tasks, named)]
         assert all(e is not None and e.outcome is not None for e in entities)
-        peeps.collect_graph()  # the first description of each
+        first = peeps.collect_graph()  # the first description of each
 
         built: list[Any] = []
         real = _tasks.TaskEntity._describe
@@ -581,22 +591,79 @@ def test_a_finished_task_is_described_once_then_copied_with_its_times_moved_on(
             built.append(self)
             return real(self, task, now)
 
+        encoded_again: list[Any] = []
+        real_plain = _reply_encoder._encode_plain
+
+        def plain(items: list[Any]) -> str:
+            encoded_again.extend(item.get("id") for item in items if isinstance(item, dict))
+            return real_plain(items)
+
         monkeypatch.setattr(_tasks.TaskEntity, "_describe", counting)
-        await asyncio.sleep(0.002)  # the ages move on
+        monkeypatch.setattr(_reply_encoder, "_encode_plain", plain)
+        await asyncio.sleep(0.002)  # the clock moves on
         graph = peeps.collect_graph()
-        assert not [e for e in entities if e in built]  # copied, not built again
+        sent = _sent(graph)
+        assert not [e for e in entities if e in built]  # not built again
         now = _registry.Clock()
         for entity in entities:
-            assert entity is not None
-            cached = entity._peeps_describe(now)
-            assert cached == real(entity, entity.task_ref(), now)
-            assert node(graph, entity.id)["attrs"]["age_ns"] < cached[0]["attrs"]["age_ns"]
+            assert entity is not None and entity.finished_mono_ns is not None
+            shown = node(graph, entity.id)
+            assert shown is node(first, entity.id)  # the same node, in every snapshot
+            assert entity.id not in encoded_again  # its JSON made once, and sent
+            assert node(sent, entity.id) == shown
+            fresh = real(entity, entity.task_ref(), now)[0]
+            assert set(shown["attrs"]) == set(fresh["attrs"])
+            for key, value in fresh["attrs"].items():
+                if key.endswith("_at_ns"):  # two clocks' wall offsets: within a ms
+                    assert abs(shown["attrs"][key] - value) < 1_000_000, key
+                else:
+                    assert shown["attrs"][key] == value, key
+            # Its durations are as of when it finished: its age is its lifetime.
+            assert shown["attrs"]["age_ns"] == entity.finished_mono_ns - entity.created_mono_ns
         assert "cancel_requested_at_ns" in node(graph, tid(tasks[1]))["attrs"]
-        assert node(graph, tid(tasks[0]))["attrs"]["steps"] >= 2
+        attrs0 = node(graph, tid(tasks[0]))["attrs"]
+        assert attrs0["steps"] >= 2
+        assert 0 <= attrs0["since_resumed_ns"] <= attrs0["age_ns"]
+        assert [n for n in sent["nodes"] if n["id"] not in {e.id for e in entities if e}]
+        assert encoded_again  # the live nodes are encoded as ever
 
         tasks[0].set_name("fin.renamed")  # the label is part of the key
-        renamed = node(peeps.collect_graph(), tid(tasks[0]))
+        renamed = node(_sent(peeps.collect_graph()), tid(tasks[0]))
         assert (renamed["label"], renamed["attrs"]["name"]) == ("fin.renamed", "fin.renamed")
+
+    asyncio.run(scenario())
+
+
+def test_a_finished_tasks_reused_node_follows_redaction_and_survives_bad_meta() -> None:
+    """The reused node was scrubbed before it was encoded: it is redacted like
+    any node, and made again when the patterns change.  Meta JSON cannot take
+    is sent as for any node (``peeps_error``), never cached half made."""
+    async def scenario() -> None:
+        _autotrack.enable_auto()
+        go = asyncio.Event()
+
+        async def fine() -> None:
+            await go.wait()
+
+        secret = peeps.tasks.spawn_tracked("fin.secret", fine(), api_token="s3cret")
+        odd = peeps.tasks.spawn_tracked("fin.odd", fine(), shape={(1, 2): "a tuple key"})
+        await settle()  # seen live (lazily tracked tasks get their entity at a snapshot)
+        peeps.collect_graph()
+        go.set()
+        await asyncio.gather(secret, odd)
+        await settle()
+        sid, oid = tid(secret), tid(odd)
+        for _ in range(2):  # made, then reused
+            sent = _sent(peeps.collect_graph())
+            assert node(sent, sid)["attrs"]["meta"]["api_token"] == _redact.REDACTED
+            assert "peeps_error" in node(sent, oid)["attrs"]
+        was = _redact.REDACTOR
+        try:
+            _redact.set_patterns(("nothing-matches",))
+            assert node(_sent(peeps.collect_graph()), sid)["attrs"]["meta"]["api_token"] == "s3cret"
+        finally:
+            _redact.REDACTOR = was
+        assert node(_sent(peeps.collect_graph()), sid)["attrs"]["meta"]["api_token"] == _redact.REDACTED
 
     asyncio.run(scenario())
 
