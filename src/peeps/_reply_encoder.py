@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar, cast
 
-from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, FrameError, Node
+from .types import DEFAULT_MAX_FRAME_BYTES, HEADER, Edge, FrameError, Node
 from .types._wire import _json_default
 
 #: Entries encoded (or freed) per slice, between checks of :func:`hand_off`.
@@ -62,6 +62,8 @@ def hand_off() -> None:
         _due_ns = _perf_ns() + HANDOFF_NS
 
 T = TypeVar("T")
+#: A node or an edge.
+E = TypeVar("E", Node, Edge)
 
 #: Work in steps: a generator that yields at points where whoever runs it may
 #: let others run (``None``), or :data:`OFF_LOOP`, and returns its result.
@@ -87,29 +89,29 @@ def run_steps(steps: Steps[T], pace: Callable[[], None] | None = None) -> T:
 _encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
-class EncodedNode(dict):  # type: ignore[type-arg]
-    """A node that no longer changes, with its JSON made once (``json``): a
-    finished task's, shown in every snapshot for minutes.  It is a dict like
-    any other node for whoever reads the graph in the process; the encoder
-    writes ``json`` instead of encoding it again, and the snapshot does not
-    scrub it again (it was scrubbed before it was encoded).  Nobody may change
-    it: the same object is in every snapshot that shows it."""
+class Encoded(dict):  # type: ignore[type-arg]
+    """A node or edge that no longer changes, with its JSON made once
+    (``json``): a finished task's, shown in every snapshot for minutes.  It
+    is a dict like any other for whoever reads the graph in the process; the
+    encoder writes ``json`` instead of encoding it again, and the snapshot
+    does not scrub it again (it was scrubbed before it was encoded).  Nobody
+    may change it: the same object is in every snapshot that shows it."""
 
     __slots__ = ("json",)
 
     json: str
 
     @classmethod
-    def of(cls, node: Node) -> Node | None:
-        """``node`` with its JSON made, or None if it cannot be encoded (it is
-        then sent as an ordinary node, through the encoder's fallback)."""
+    def of(cls, item: E) -> E | None:
+        """``item`` with its JSON made, or None if it cannot be encoded (it is
+        then sent as an ordinary one, through the encoder's fallback)."""
         try:
-            text = _encode(node)
+            text = _encode(item)
         except (ValueError, TypeError, RecursionError):
             return None
-        encoded = cls(node)
+        encoded = cls(item)
         encoded.json = text
-        return cast(Node, encoded)
+        return cast(E, encoded)
 
 
 def _encode_steps(value: Any, out: bytearray) -> Iterator[None]:
@@ -143,7 +145,7 @@ def _encode_slice(items: list[Any]) -> str:
     and one that JSON cannot take (a dict that contains itself, a tuple as a
     key) must not cost the whole snapshot: that item's ``attrs`` are replaced
     by a ``peeps_error`` saying why, or the item is left out."""
-    encoded = [i for i, item in enumerate(items) if type(item) is EncodedNode]
+    encoded = [i for i, item in enumerate(items) if type(item) is Encoded]
     if not encoded:
         return _encode_plain(items)
     parts: list[str] = []
@@ -159,7 +161,7 @@ def _encode_slice(items: list[Any]) -> str:
 
 
 def _encode_plain(items: list[Any]) -> str:
-    """:func:`_encode_slice` for items none of which is an :class:`EncodedNode`."""
+    """:func:`_encode_slice` for items none of which is :class:`Encoded`."""
     global _warned_unencodable
     try:
         return _encode(items)[1:-1]

@@ -11,7 +11,7 @@ from . import _redact
 from ._config import STATE
 from ._providers import collect_providers, has_blocking_providers
 from ._registry import REGISTRY, Clock
-from ._reply_encoder import OFF_LOOP, EncodedNode, Steps, hand_off, run_steps
+from ._reply_encoder import OFF_LOOP, Encoded, Steps, hand_off, run_steps
 from ._tasks import adopt_lazy_tracked, batched_watches
 from .types import Edge, Event, GraphSnapshot, Node
 
@@ -61,7 +61,7 @@ def collect_graph(*, slices: bool = False) -> GraphSnapshot:
     loop when it can (``_loopside``).
 
     Treat the graph as read-only: a finished task's node is the same object
-    in every graph that shows it (it no longer changes, see ``EncodedNode``)."""
+    in every graph that shows it (it no longer changes, see ``_reply_encoder.Encoded``)."""
     return run_steps(collect_steps(), hand_off if slices else None)
 
 
@@ -101,12 +101,12 @@ def collect_steps() -> Steps[GraphSnapshot]:
     for i, node in enumerate(nodes):
         if not i % 32:  # scrubbing is ~4x cheaper than describing
             yield None
-        if type(node) is not EncodedNode:  # that one was scrubbed before it was encoded
+        if type(node) is not Encoded:  # that one was scrubbed before it was encoded
             node["attrs"] = redactor.scrub(node["attrs"])
     for i, edge in enumerate(edges):
         if not i % 32:
             yield None
-        if edge["attrs"]:
+        if edge["attrs"] and type(edge) is not Encoded:
             edge["attrs"] = redactor.scrub(edge["attrs"])
 
     # Edges whose ends are not in the graph are dropped (a pass over each list,

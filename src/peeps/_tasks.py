@@ -24,7 +24,7 @@ from . import _redact, _registry
 from ._config import STATE, env_flag
 from ._loopside import remember_loop
 from ._registry import REGISTRY, Clock, Location, base_attrs, capture_location, new_id
-from ._reply_encoder import EncodedNode, Steps
+from ._reply_encoder import Encoded, Steps
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -209,9 +209,9 @@ class TaskEntity:
         for minutes (``finished_task_max_age_ns``): in a busy service most task
         nodes are finished ones.  Its durations are as of when it finished
         (``age_ns`` is its lifetime), so its node is the same in every
-        snapshot: it is described, scrubbed and encoded once
-        (:class:`EncodedNode`), and the same node and edges are given to every
-        later snapshot.  What could still change -- the name
+        snapshot: it is described, scrubbed and encoded once, its edges too
+        (:class:`~peeps._reply_encoder.Encoded`), and the same node and edges
+        are given to every later snapshot.  What could still change -- the name
         (``Task.set_name``), meta, the parent found late, the redaction
         patterns -- is the cache's key."""
         redactor = _redact.REDACTOR
@@ -222,9 +222,10 @@ class TaskEntity:
             return cached[1], cached[2], []
         node, edges, extra = self._describe(task, now)
         node["attrs"] = redactor.scrub(node["attrs"])
-        encoded = EncodedNode.of(node)
+        encoded = Encoded.of(node)
         if encoded is None:  # not encodable: sent the ordinary way, never cached
             return node, edges, extra
+        edges = [Encoded.of(edge) or edge for edge in edges]
         self._finished_description = (key, encoded, edges)
         return encoded, edges, extra
 

@@ -595,7 +595,8 @@ def test_a_finished_task_is_described_and_encoded_once_then_reused(
         real_plain = _reply_encoder._encode_plain
 
         def plain(items: list[Any]) -> str:
-            encoded_again.extend(item.get("id") for item in items if isinstance(item, dict))
+            encoded_again.extend(item.get("id") or (item.get("src"), item.get("dst"))
+                                 for item in items if isinstance(item, dict))
             return real_plain(items)
 
         monkeypatch.setattr(_tasks.TaskEntity, "_describe", counting)
@@ -611,6 +612,10 @@ def test_a_finished_task_is_described_and_encoded_once_then_reused(
             assert shown is node(first, entity.id)  # the same node, in every snapshot
             assert entity.id not in encoded_again  # its JSON made once, and sent
             assert node(sent, entity.id) == shown
+            spawned = (entity.parent_id, entity.id)
+            assert spawned not in encoded_again  # its edge's too
+            assert [e for e in sent["edges"] if (e["src"], e["dst"]) == spawned] == [
+                {"src": entity.parent_id, "dst": entity.id, "kind": "spawned", "attrs": {}}]
             fresh = real(entity, entity.task_ref(), now)[0]
             assert set(shown["attrs"]) == set(fresh["attrs"])
             for key, value in fresh["attrs"].items():

@@ -125,3 +125,34 @@ def test_attributes_json_cannot_take_cost_their_entity_not_the_snapshot(
             assert cfg["name"] == "cfg"
             cfg = cfg["self"]
         assert cfg["self"] == _redact.TOO_DEEP
+
+
+def test_items_encoded_once_are_written_as_they_are_among_the_others() -> None:
+    """A finished task's node and edge are encoded once (``Encoded``) and then
+    written as they are, wherever they fall in a slice: the frame is the same
+    bytes as encoding every item afresh, and an item JSON cannot take next to
+    them costs only itself."""
+    from peeps._reply_encoder import Encoded
+
+    def item(i: int) -> dict[str, object]:
+        return {"id": f"n{i}", "kind": "task", "attrs": {"i": i, "s": "é"}}
+
+    nodes: list[dict[str, object]] = []
+    for i in range(3 * SLICE + 5):  # runs of both kinds, at the ends of slices too
+        encoded = Encoded.of(item(i)) if (i % 7 in (0, 1, 2) or i % SLICE == SLICE - 1) else None
+        nodes.append(encoded if encoded is not None else item(i))
+    assert {type(n) for n in nodes} == {dict, Encoded}
+    assert type(nodes[0]) is Encoded and type(nodes[SLICE - 1]) is Encoded
+    message = {"type": "graph_reply", "graph": {"nodes": nodes, "edges": []}}
+    assert encode_reply_frame(message) == encode_frame(message)
+
+    assert Encoded.of({"id": "bad", "attrs": {(1, 2): "x"}}) is None
+    mixed = [Encoded.of(item(0)), {"id": "bad", "attrs": {(1, 2): "x"}}, Encoded.of(item(1))]
+    sent = decode_body(bytes(encode_reply_frame({"type": "x", "nodes": mixed}))[4:])["nodes"]
+    assert [n["id"] for n in sent] == ["n0", "bad", "n1"]
+    assert "not encodable" in sent[1]["attrs"]["peeps_error"]
+    assert sent[0] == item(0) and sent[2] == item(1)
+    # An item with no attrs to replace is left out: no empty element either.
+    lost = [Encoded.of(item(0)), {(1, 2): "x"}, Encoded.of(item(1))]
+    sent = decode_body(bytes(encode_reply_frame({"type": "x", "nodes": lost}))[4:])["nodes"]
+    assert sent == [item(0), item(1)]
