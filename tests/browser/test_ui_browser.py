@@ -454,3 +454,68 @@ def test_a_two_thousand_task_fan_in_folds_into_one_node(
     assert "1,996 × task" in (canvas.locator("g.node.agg").text_content() or "")
     waiting = page.locator("[data-testid=waiting-on]").inner_text()
     assert "pool.lock" in waiting and "acquire" in waiting
+
+
+FINISHING_SCRIPT = '''
+import asyncio, os, sys, time
+import peeps
+
+async def short_job(go: str) -> None:
+    while not os.path.exists(go):
+        await asyncio.sleep(0.02)
+
+async def main() -> None:
+    peeps.init("finishing")
+    job = peeps.tasks.spawn_tracked("short_job", short_job(sys.argv[1]))
+    keeper = peeps.tasks.spawn_tracked("keeper", asyncio.sleep(3600))
+    print("started", flush=True)
+    await job
+    print("finished", flush=True)
+    await keeper
+
+asyncio.run(main())
+'''
+
+
+def test_a_finished_tasks_lifetime_does_not_tick_a_live_tasks_age_does(
+    peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page,
+    tmp_path: Path,
+) -> None:
+    """A finished task's durations stop when it finishes (its node is the
+    same in every later snapshot): the inspector shows its age as "lived",
+    still; a live task's age goes on ticking."""
+    script = tmp_path / "finishing.py"
+    script.write_text(FINISHING_SCRIPT)
+    go = tmp_path / "go"
+    example = run_example(str(script), args=[str(go)])
+    example.wait_for_output("started")
+    peeps_server.wait_connected(name="finishing")
+    peeps_server.jump()  # sees short_job live (tasks are adopted at a snapshot)
+    go.touch()
+    example.wait_for_output("finished")
+    sid = int(peeps_server.jump()["snapshot_id"])
+    graph = peeps_server.get(f"/api/snapshots/{sid}/graph")
+    by_label = {n["label"]: n for n in graph["nodes"]}
+    job, keeper = by_label["short_job"], by_label["keeper"]
+    assert job["attrs"]["outcome"] == "done" and keeper["attrs"]["state"] == "pending"
+    lifetime = job["attrs"]["age_ns"]
+    assert 0 < lifetime < 60 * 10**9
+
+    page = ui_page.page
+    facts = page.locator("[data-testid=inspector] dl.kv")
+    page.goto(f"{peeps_server.http_base}/#/snapshot/{sid}/node/{job['id']}")
+    lived = facts.locator("dt", has_text=re.compile("^lived$"))
+    lived.wait_for()
+    assert facts.locator("dt", has_text=re.compile("^age$")).count() == 0
+    value = lived.locator("xpath=following-sibling::dd[1]")
+    first = value.inner_text()
+    page.wait_for_timeout(1200)
+    assert value.inner_text() == first
+
+    page.goto(f"{peeps_server.http_base}/#/snapshot/{sid}/node/{keeper['id']}")
+    age = facts.locator("dt", has_text=re.compile("^age$"))
+    age.wait_for()
+    value = age.locator("xpath=following-sibling::dd[1]")
+    first = value.inner_text()
+    page.wait_for_timeout(1200)
+    assert value.inner_text() != first

@@ -409,9 +409,12 @@ export class Inspector {
           ),
         ]);
     }
+    // A finished task's durations stop when it finishes (its age is its lifetime): they do not tick.
+    const finished = n.kind === "task" && a["finished_at_ns"] !== undefined;
+    const tickFrom = finished ? null : g.capturedAtNs;
     for (const [key, label] of KIND_FACTS[n.kind] ?? []) {
       if (!(key in a)) continue;
-      rows.push([label, this.factValue(key, a[key], g)]);
+      rows.push([label, this.factValue(key, a[key], g, tickFrom)]);
     }
     if (n.kind === "thread") {
       const frames = dominantFrames(a);
@@ -428,19 +431,19 @@ export class Inspector {
         ]);
     }
     const age = num(a["age_ns"]);
-    if (age !== null) rows.push(["age", tickSpan(age, g.capturedAtNs)]);
+    if (age !== null) rows.push([finished ? "lived" : "age", tickSpan(age, tickFrom)]);
     if (!hero && rows.length === 0 && notes.length === 0) return null;
     return h("section", { class: "insp-sec" }, hero, notes, rows.length ? kv(rows) : null);
   }
 
   /** A fact: node ids become chips, durations tick when they are live. */
-  private factValue(key: string, v: unknown, g: GraphIndex): Child {
+  private factValue(key: string, v: unknown, g: GraphIndex, tickFrom: number | null): Child {
     if (typeof v === "string" && g.nodes.has(v)) return nodeChip(this.app, v);
     if (Array.isArray(v) && v.every((x) => typeof x === "string" && g.nodes.has(x)))
       return h("div", { class: "chips" }, (v as string[]).map((x) => nodeChip(this.app, x)));
     if (key === "state") return h("span", { class: `state st-${String(v)}` }, String(v));
     if (key === "verdict") return h("span", { class: `verdict v-${String(v)}` }, String(v));
-    if (typeof v === "number" && LIVE_DURATIONS.has(key)) return tickSpan(v, g.capturedAtNs);
+    if (typeof v === "number" && LIVE_DURATIONS.has(key)) return tickSpan(v, tickFrom);
     if (key === "exception_type" || key === "error") return h("span", { class: "err" }, String(v));
     return attrValue(key, v);
   }
