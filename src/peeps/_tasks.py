@@ -66,6 +66,9 @@ class TaskEntity:
     last_yield_mono_ns = 0
     _id: str | None = None
     _coro_name: str | None = None
+    #: The task's name when it finished (``Task.get_name()``), for when the
+    #: task object is gone.
+    _name_at_finish: str | None = None
     #: A finished task's description: (what it depends on, its node with the
     #: node's JSON, its edges).  Reused by every later snapshot that shows it.
     _finished_description: tuple[tuple[Any, ...], Node, list[Edge]] | None = None
@@ -132,6 +135,10 @@ class TaskEntity:
     def _on_done(self, task: asyncio.Future[Any]) -> None:
         try:
             self.finished_mono_ns = time.monotonic_ns()
+            if self.explicit_name is None and isinstance(task, asyncio.Task):
+                # Kept for when the task object, which holds the name, is
+                # garbage: often before a snapshot describes it finished.
+                self._name_at_finish = task.get_name()
             if task.cancelled():
                 self.outcome = "cancelled"
             else:
@@ -167,10 +174,13 @@ class TaskEntity:
     def label(self, task: asyncio.Future[Any] | None) -> str:
         if self.explicit_name is not None:
             return self.explicit_name
+        task_name: str | None
         if task is not None and isinstance(task, asyncio.Task):
             task_name = task.get_name()
-            if not task_name.startswith("Task-"):
-                return task_name
+        else:
+            task_name = self._name_at_finish
+        if task_name is not None and not task_name.startswith("Task-"):
+            return task_name
         return self.coro_name
 
     def state(self) -> str:
@@ -200,6 +210,11 @@ class TaskEntity:
     def _peeps_describe(self, now: Clock) -> tuple[Node, list[Edge], list[Node]]:
         task = self.task_ref()
         if self.outcome is not None:
+            cached = self._finished_description
+            # Most finished tasks are garbage already: then nothing but the
+            # redaction patterns can change their node (no rename, no cancel).
+            if task is None and cached is not None and cached[0][-1] is _redact.REDACTOR:
+                return cached[1], cached[2], []
             return self._describe_finished(task, now)
         return self._describe(task, now)
 
@@ -213,7 +228,9 @@ class TaskEntity:
         (:class:`~peeps._reply_encoder.Encoded`), and the same node and edges
         are given to every later snapshot.  What could still change -- the name
         (``Task.set_name``), meta, the parent found late, the redaction
-        patterns -- is the cache's key."""
+        patterns -- is the cache's key; once the task object is garbage (most
+        finished tasks, by the next snapshot) only the patterns can, and
+        :meth:`_peeps_describe` checks just those."""
         redactor = _redact.REDACTOR
         key = (self.label(task), self.meta, self.location, self.parent_id, self.tracked,
                self.source, self.cancelled_by, redactor)

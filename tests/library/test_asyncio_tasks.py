@@ -662,6 +662,12 @@ def test_a_finished_tasks_reused_node_follows_redaction_and_survives_bad_meta() 
             sent = _sent(peeps.collect_graph())
             assert node(sent, sid)["attrs"]["meta"]["api_token"] == _redact.REDACTED
             assert "peeps_error" in node(sent, oid)["attrs"]
+        del secret, odd  # the task objects gone: reused without asking them
+        gc.collect()
+        for _ in range(2):
+            sent = _sent(peeps.collect_graph())
+            assert node(sent, sid)["attrs"]["meta"]["api_token"] == _redact.REDACTED
+            assert "peeps_error" in node(sent, oid)["attrs"]
         was = _redact.REDACTOR
         try:
             _redact.set_patterns(("nothing-matches",))
@@ -669,6 +675,62 @@ def test_a_finished_tasks_reused_node_follows_redaction_and_survives_bad_meta() 
         finally:
             _redact.REDACTOR = was
         assert node(_sent(peeps.collect_graph()), sid)["attrs"]["meta"]["api_token"] == _redact.REDACTED
+
+    asyncio.run(scenario())
+
+
+def test_a_finished_task_keeps_its_name_and_node_when_its_task_object_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a busy service most finished tasks are garbage by the next snapshot.
+    Their node keeps the task's name (also when the task object was gone
+    before any snapshot saw it finished), and once made it is reused without
+    as much as asking for the name again."""
+    async def scenario() -> None:
+        _autotrack.enable_auto()
+        loop = asyncio.get_running_loop()
+        go_seen, go_unseen = asyncio.Event(), asyncio.Event()
+        seen = loop.create_task(go_seen.wait(), name="kept.seen")
+        unseen = loop.create_task(go_unseen.wait(), name="kept.unseen")
+        await settle()
+        peeps.collect_graph()  # both adopted while they run
+        ids = {t.get_name(): tid(t) for t in (seen, unseen)}
+        go_seen.set()
+        await seen
+        await settle()
+        assert node(peeps.collect_graph(), ids["kept.seen"])["label"] == "kept.seen"
+        go_unseen.set()
+        await unseen
+        await settle()
+        del seen, unseen
+        gc.collect()
+
+        labels: list[Any] = []
+        real_label = _tasks.TaskEntity.label
+
+        def label(self: Any, task: Any) -> str:
+            labels.append(self.id)
+            return real_label(self, task)  # type: ignore[no-any-return]
+
+        built: list[Any] = []
+        real_describe = _tasks.TaskEntity._describe
+
+        def describe(self: Any, task: Any, now: Any) -> Any:
+            built.append(self.id)
+            return real_describe(self, task, now)
+
+        monkeypatch.setattr(_tasks.TaskEntity, "label", label)
+        monkeypatch.setattr(_tasks.TaskEntity, "_describe", describe)
+        for _ in range(2):
+            graph = peeps.collect_graph()
+            for name, node_id in ids.items():
+                shown = node(graph, node_id)
+                assert (shown["label"], shown["attrs"]["name"]) == (name, name)
+                assert shown["attrs"]["outcome"] == "done"
+        # The one seen finished before its task was gone is not built again,
+        # nor its name asked for; the other is built once, at its first
+        # snapshot as finished.
+        assert ids["kept.seen"] not in labels and ids["kept.seen"] not in built
+        assert built.count(ids["kept.unseen"]) == 1
 
     asyncio.run(scenario())
 
