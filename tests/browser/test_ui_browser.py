@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from browser_support import Page, SyntheticProcess, wait_until
 
-from support import EXAMPLES, ExampleProcess, PeepsServer
+from support import EXAMPLES, ROOT, ExampleProcess, PeepsServer
 
 pytestmark = pytest.mark.browser
 
@@ -456,27 +456,6 @@ def test_a_two_thousand_task_fan_in_folds_into_one_node(
     assert "pool.lock" in waiting and "acquire" in waiting
 
 
-FINISHING_SCRIPT = '''
-import asyncio, os, sys, time
-import peeps
-
-async def short_job(go: str) -> None:
-    while not os.path.exists(go):
-        await asyncio.sleep(0.02)
-
-async def main() -> None:
-    peeps.init("finishing")
-    job = peeps.tasks.spawn_tracked("short_job", short_job(sys.argv[1]))
-    keeper = peeps.tasks.spawn_tracked("keeper", asyncio.sleep(3600))
-    print("started", flush=True)
-    await job
-    print("finished", flush=True)
-    await keeper
-
-asyncio.run(main())
-'''
-
-
 def test_a_finished_tasks_lifetime_does_not_tick_a_live_tasks_age_does(
     peeps_server: PeepsServer, run_example: type[ExampleProcess], ui_page: Page,
     tmp_path: Path,
@@ -484,10 +463,8 @@ def test_a_finished_tasks_lifetime_does_not_tick_a_live_tasks_age_does(
     """A finished task's durations stop when it finishes (its node is the
     same in every later snapshot): the inspector shows its age as "lived",
     still; a live task's age goes on ticking."""
-    script = tmp_path / "finishing.py"
-    script.write_text(FINISHING_SCRIPT)
     go = tmp_path / "go"
-    example = run_example(str(script), args=[str(go)])
+    example = run_example(str(ROOT / "tests/programs/finishing.py"), args=[str(go)])
     example.wait_for_output("started")
     peeps_server.wait_connected(name="finishing")
     peeps_server.jump()  # sees short_job live (tasks are adopted at a snapshot)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +157,26 @@ def test_python_dash_m_peeps_reaches_the_cli(stalled: PeepsServer) -> None:
                             env=child_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("snapshot 1: 1/1 processes answered")
+
+
+def test_ps_all_shows_a_finished_tasks_lifetime(
+        peeps_server: PeepsServer, run_example: type[ExampleProcess], tmp_path: Path) -> None:
+    """A finished task's age stopped when it finished; ``ps --all`` says so
+    ("lived ..."), and a live task's age is just its age."""
+    from support import ROOT
+
+    go = tmp_path / "go"
+    example = run_example(str(ROOT / "tests/programs/finishing.py"), args=[str(go)])
+    example.wait_for_output("started")
+    peeps_server.wait_connected(name="finishing")
+    peeps_server.jump()  # sees short_job while it runs
+    go.touch()
+    example.wait_for_output("finished")
+    ps = peeps_cli("ps", "--all", "--jump", http=peeps_server.http_base)
+    assert ps.returncode == 0, ps.stderr
+    [job] = [line for line in ps.stdout.splitlines() if " short_job " in line]
+    [keeper] = [line for line in ps.stdout.splitlines() if " keeper " in line]
+    assert " done " in job and re.search(r" lived \d", job), job
+    assert "lived" not in keeper, keeper
+    hidden = peeps_cli("ps", http=peeps_server.http_base)
+    assert " short_job " not in hidden.stdout and " keeper " in hidden.stdout

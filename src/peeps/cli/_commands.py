@@ -64,8 +64,14 @@ def _attrs(item: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _age(node: Mapping[str, Any]) -> str:
-    age = _attrs(node).get("age_ns")
-    return format_duration_ns(age) if isinstance(age, int | float) else ""
+    attrs = _attrs(node)
+    age = attrs.get("age_ns")
+    if not isinstance(age, int | float):
+        return ""
+    # A finished task's age stopped when it finished: it is how long it lived.
+    if node.get("kind") == "task" and attrs.get("finished_at_ns") is not None:
+        return f"lived {format_duration_ns(age)}"
+    return format_duration_ns(age)
 
 
 def _ago(at_ns: object) -> str:
