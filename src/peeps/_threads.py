@@ -86,11 +86,16 @@ LOOP_DRIVEN_WAKE_S: Final = 0.1
 #: without ticking before the sampler thread takes over.
 TAKEOVER_TICKS: Final = 3
 #: A loop-driven sampler in a process whose only threads are the loop's and
-#: peeps' own, with the loop idle (under LOW_CPU_SHARE of a core since the last
-#: tick), doubles its tick interval per such tick up to this factor, and goes
-#: back to the full rate at the first tick that finds work or another thread.
-#: An idle asyncio service then pays a quarter of the rate's wake-ups.
+#: peeps' own, with the loop idle (under QUIET_LOOP_SHARE of a core since the
+#: last tick ended, not counting the tick), doubles its tick interval per such
+#: tick up to this factor, and goes back to the full rate at the first tick that
+#: finds work or another thread.  An idle asyncio service then pays a quarter of
+#: the rate's wake-ups.
 MAX_QUIET_PACE: Final = 4
+#: A thread asleep in ``epoll_wait`` is charged 1.5-4 % of a core on a VM (its
+#: wake-ups' and the host's share), and up to twice that now and then; at 5 % an
+#: idle loop there kept being found busy and rarely got past pace 2.
+QUIET_LOOP_SHARE: Final = 0.10
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
 
@@ -930,10 +935,13 @@ class Sampler:
             if not COARSE_NOW[0]:
                 coarse_clock_started()
             now = self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
-            alone, cpu = self._tick(threading.get_ident())
+            alone, cpu_before, cpu_after = self._tick(threading.get_ident())
             self.loop_ticks += 1
-            idle = (cpu - self._loop_cpu_ns) < LOW_CPU_SHARE * (now - self._loop_mono_ns)
-            self._loop_cpu_ns, self._loop_mono_ns = cpu, now
+            # The loop's own work since the last tick ended: not this tick's, or
+            # a costly tick (hundreds of µs on a VM) would keep the pace at 1.
+            work = cpu_before - self._loop_cpu_ns
+            idle = work < QUIET_LOOP_SHARE * (now - self._loop_mono_ns)
+            self._loop_cpu_ns, self._loop_mono_ns = cpu_after, now
             self.pace = min(MAX_QUIET_PACE, self.pace * 2) if alone and idle else 1
             interval = self.pace / self.effective_hz
             loop.call_later(_JITTER.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
@@ -952,14 +960,14 @@ class Sampler:
         Returns whether that thread is the only one besides peeps' own."""
         return self._tick(loop_ident)[0]
 
-    def _tick(self, loop_ident: int | None) -> tuple[bool, int]:
-        """:meth:`tick`, also returning this thread's CPU clock at its end (the
-        two clock reads that time the tick are system calls; a loop-driven tick
-        reuses them as its loop's CPU readings)."""
+    def _tick(self, loop_ident: int | None) -> tuple[bool, int, int]:
+        """:meth:`tick`, also returning this thread's CPU clock at its start and
+        its end (the two clock reads that time the tick are system calls; a
+        loop-driven tick reuses them as its loop's CPU readings)."""
         cpu0 = time.thread_time_ns()
         if not self._busy.acquire(blocking=False):
             self.skipped_ticks += 1
-            return False, cpu0
+            return False, cpu0, cpu0
         try:
             alone = self._sample_all(loop_ident, cpu0)
             cpu1 = time.thread_time_ns()
@@ -967,7 +975,7 @@ class Sampler:
             self.ticks += 1
             self.cost_ns += cost
             self._account(cost)
-            return alone, cpu1
+            return alone, cpu0, cpu1
         finally:
             self._busy.release()
 
