@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import select
 import signal
 import socket
 import sys
@@ -106,7 +107,9 @@ def test_pool_workers_waiting_for_work_and_peeps_threads_are_idle(
         sampler: _threads.Sampler) -> None:
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="t.pool") as pool:
         pool.submit(time.sleep, 0).result()
-        graph = wait_for_graph(lambda g: any(
+        # The sampler's own thread is in the graph from its first tick, which
+        # a busy machine can delay past the pool worker's first appearance.
+        graph = wait_for_graph(lambda g: thread_node(g, "peeps-sampler") is not None and any(
             n["kind"] == "thread" and n["label"].startswith("t.pool")
             and n["attrs"]["verdict"] == "idle" for n in g["nodes"]))
     assert verdict_of(graph, "peeps-sampler") == "idle"
@@ -394,12 +397,25 @@ def test_a_parked_thread_past_its_reread_is_checked_by_its_cpu_clock(
         parked.join(5)
 
 
-def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> None:
+def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside a running loop the sampler ticks from the loop (its own thread sleeps
     on a kernel deadline the ticks re-arm, or wakes at LOOP_DRIVEN_WAKE_S where
     there is none), other threads still get their verdicts, the loop's thread is
     "running its loop", and when the loop stalls the sampler thread takes over at
     full rate and sees the stall."""
+    # The sampler thread's wake-ups on a passed deadline: a loop tick late by
+    # TAKEOVER_TICKS intervals, which a busy machine makes now and then.
+    real_select = select.select
+    deadline_wakes = [0]
+
+    def counting_select(rlist: Any, *args: Any) -> Any:
+        ready = real_select(rlist, *args)
+        if threading.current_thread().name == "peeps-sampler" and rlist and rlist[0] in ready[0]:
+            deadline_wakes[0] += 1
+        return ready
+
+    monkeypatch.setattr(select, "select", counting_select)
     release = threading.Event()
     blocker = threading.Thread(target=release.wait, name="t.loop-blocker", daemon=True)
     blocker.start()
@@ -413,6 +429,7 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
         await asyncio.sleep(0.9)
         healthy = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
         healthy["woke"] = voluntary_switches(started.thread_obj) - switches0
+        healthy["deadline_wakes"] = deadline_wakes[0]
         graph = peeps.collect_graph()
         time.sleep(0.6)  # the loop stalls: nothing ticks it
         stalled = {k: started.stats()[k] for k in ("loop_ticks", "thread_ticks")}
@@ -430,11 +447,12 @@ def test_a_running_event_loop_ticks_the_sampler_and_a_stall_hands_it_back() -> N
     assert healthy["loop_ticks"] >= 50, healthy
     assert healthy["thread_ticks"] <= 3, healthy
     if _deadline.available():  # asleep on the deadline, not waking at 10 Hz
-        # Polling at LOOP_DRIVEN_WAKE_S would be ~9 wake-ups with no tick.  A
-        # loop tick late past the deadline (this VM's host takes CPU time) lets
-        # the thread tick once, and waiting for the GIL for that tick is a
-        # voluntary switch or two of its own.
-        assert healthy["woke"] <= 3 + 2 * healthy["thread_ticks"], healthy
+        # Polling at LOOP_DRIVEN_WAKE_S would be ~9 wake-ups with no tick and
+        # no deadline passed.  A loop tick late past the deadline (this VM's
+        # host takes CPU time) wakes the thread, maybe for a tick, and waiting
+        # for the GIL then is a voluntary switch or two of its own.
+        late = healthy["thread_ticks"] + healthy["deadline_wakes"]
+        assert healthy["woke"] <= 3 + 3 * late, healthy
     # During the 0.6 s stall the loop ticked nothing and the thread ran at full rate.
     assert stalled["loop_ticks"] == healthy["loop_ticks"], (healthy, stalled)
     assert stalled["thread_ticks"] - healthy["thread_ticks"] >= 25, (healthy, stalled)
