@@ -626,8 +626,9 @@ def test_a_costly_tick_does_not_count_as_the_loops_work(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The quiet pace is for a loop that does little between ticks; the tick's
     own CPU (hundreds of µs on a VM, after the caches went cold) is not the
-    loop's.  Here each tick burns 4 ms, more than QUIET_LOOP_SHARE of any
-    interval up to the quiet pace's, and the idle loop must still slow down."""
+    loop's.  Here each tick burns 4 ms, more than QUIET_LOOP_SHARE of the
+    intervals on the way to the quiet pace (10 and 20 ms at 100 Hz), and the
+    idle loop must still slow down."""
     real = _threads.Sampler._sample_all
 
     def costly(self: _threads.Sampler, *args: Any) -> bool:
