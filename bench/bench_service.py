@@ -190,6 +190,52 @@ class _Prims:
             self.spawn = peeps.tasks.spawn_tracked
 
 
+class _ComponentSwitch:
+    """Switches peeps' components on and off in a running ``toggle`` service:
+    automatic tracking (the loop's task factory), the thread sampler at
+    100 Hz and the loop-stall watchdog.  Starts with all three on, as
+    ``_init_everything`` left them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.factory = loop.get_task_factory()
+        self.on = {"auto", "sampler", "watchdog"}
+
+    def set(self, wanted: set[str]) -> None:
+        import peeps
+        from peeps import _watchdog  # unwatch_all: stop the watch and its thread
+
+        for part in ("auto", "sampler", "watchdog"):
+            if (part in wanted) == (part in self.on):
+                continue
+            if part == "auto":
+                self.loop.set_task_factory(self.factory if part in wanted else None)
+            elif part == "sampler":
+                if part in wanted:
+                    peeps.start_sampler(mode="thread", hz=100)
+                else:
+                    peeps.stop_sampler()
+            elif part in wanted:
+                peeps.watch_loop(self.loop)
+            else:
+                _watchdog.unwatch_all()
+            self.on ^= {part}
+
+    def state(self) -> set[str]:
+        """What is on, as read back from peeps and the loop (not as asked)."""
+        import peeps
+        from peeps import _watchdog
+
+        on = set()
+        if self.loop.get_task_factory() is not None:
+            on.add("auto")
+        if peeps.sampler_stats() is not None:
+            on.add("sampler")
+        if any(not w.stopped for w in _watchdog.watched_loops()):
+            on.add("watchdog")
+        return on
+
+
 async def _serve(variant: str, port_file: str) -> None:
     from aiohttp import web
 
@@ -197,29 +243,37 @@ async def _serve(variant: str, port_file: str) -> None:
     if variant != "plain":
         import peeps
 
-        if variant in ("enabled", "unconnected"):
+        if variant in ("enabled", "unconnected", "toggle"):
             missing = _init_everything()
         else:
             peeps.init("bench-service")
-    prims = _Prims(variant)
     stats = {"done": 0, "work": 0}
 
-    async def worker() -> None:
-        while True:
-            payload, reply = await prims.queue.get()
-            acc = 0
-            for i in range(payload):
-                acc += i * i
-            await asyncio.sleep(0)
-            async with prims.lock:
-                stats["done"] += 1
-                stats["work"] += acc & 0xFF
-            if not reply.done():
-                reply.set_result(acc)
+    def start_workers(prims: _Prims) -> list[asyncio.Task[None]]:
+        async def worker() -> None:
+            while True:
+                payload, reply = await prims.queue.get()
+                acc = 0
+                for i in range(payload):
+                    acc += i * i
+                await asyncio.sleep(0)
+                async with prims.lock:
+                    stats["done"] += 1
+                    stats["work"] += acc & 0xFF
+                if not reply.done():
+                    reply.set_result(acc)
 
-    workers = [prims.spawn(f"worker-{i}", worker()) for i in range(WORKERS)]
+        return [prims.spawn(f"worker-{i}", worker()) for i in range(WORKERS)]
+
+    # ``toggle`` (``--attribution``) holds both sets of primitives, each with its
+    # workers, and switches between them (and peeps' components) on request.
+    all_prims = ({"plain": _Prims("plain"), "peeps": _Prims("enabled")} if variant == "toggle"
+                 else {variant: _Prims(variant)})
+    current = [next(iter(all_prims.values()))]
+    workers = [w for prims in all_prims.values() for w in start_workers(prims)]
 
     async def process(n: int) -> int:
+        prims = current[0]
         async with prims.sem:
             reply = asyncio.get_running_loop().create_future()
             await prims.queue.put((n, reply))
@@ -227,7 +281,7 @@ async def _serve(variant: str, port_file: str) -> None:
 
     async def handle(request: web.Request) -> web.Response:
         n = int(request.query.get("n", "300"))
-        result = await prims.spawn("request", process(n))
+        result = await current[0].spawn("request", process(n))
         return web.json_response({"result": result})
 
     async def health(request: web.Request) -> web.Response:
@@ -236,6 +290,17 @@ async def _serve(variant: str, port_file: str) -> None:
     app = web.Application()
     app.router.add_get("/work", handle)
     app.router.add_get("/health", health)
+    if variant == "toggle":
+        switch = _ComponentSwitch(asyncio.get_running_loop())
+
+        async def components(request: web.Request) -> web.Response:
+            on = set(filter(None, request.query.get("on", "").split(",")))
+            current[0] = all_prims["peeps" if "wrappers" in on else "plain"]
+            switch.set(on)
+            state = switch.state() | ({"wrappers"} if current[0] is all_prims["peeps"] else set())
+            return web.json_response({"on": sorted(state)})
+
+        app.router.add_get("/components", components)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -256,8 +321,29 @@ async def _serve(variant: str, port_file: str) -> None:
 # -- the load generator -------------------------------------------------------------------
 
 
+def _schedstat_works() -> bool:
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[0]) > 0
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+_SCHEDSTAT = _schedstat_works()
+
+
 def _cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
+    """CPU time of a process (all its threads), in seconds: the scheduler's
+    exact run time per thread (``/proc/<pid>/task/*/schedstat``, ns) where
+    the kernel has it, else utime + stime (clock ticks: 10 ms here, ±2 % of a
+    half-second slice).  A thread that exits meanwhile is left out."""
+    if _SCHEDSTAT:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -349,13 +435,16 @@ class _WebServer(WebServer):
         return len(self.call("GET", "/api/snapshots?limit=1000", timeout=10)["snapshots"])
 
 
-#: ``--attribution``: all-on built up one component at a time (label, components, dashboard).
+#: ``--attribution``: the steps, each a set of components switched on in one
+#: ``toggle`` service process (label, components).  The second is the first
+#: again: the control, how far apart two measurements of the same thing land.
 ATTRIBUTION = [
-    ("wrappers only (channel, Lock, Semaphore, spawn_tracked)", "none", False),
-    ("+ automatic task tracking", "auto", False),
-    ("+ peeps.patch()", "auto,patch", False),
-    ("+ sampler 100 Hz and watchdog", "auto,patch,sampler,watchdog", False),
-    ("+ peeps-web snapshot every second (all-on)", "auto,patch,sampler,watchdog", True),
+    ("plain primitives, no component", ""),
+    ("plain primitives again (the control)", ""),
+    ("peeps wrappers (channel, Lock, Semaphore, spawn_tracked)", "wrappers"),
+    ("+ automatic task tracking", "wrappers,auto"),
+    ("+ thread sampler at 100 Hz", "wrappers,auto,sampler"),
+    ("+ loop-stall watchdog (all-on, no dashboard)", "wrappers,auto,sampler,watchdog"),
 ]
 
 
@@ -539,7 +628,7 @@ def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float,
 
 
 #: What a service process can run (``serve --variant``).
-SERVED = ("plain", "disabled", "enabled", "unconnected")
+SERVED = ("plain", "disabled", "enabled", "unconnected", "toggle")
 #: The table's variants: ``plain_again`` is a second plain process (same hash
 #: seed), the control that shows what differences this run can resolve.
 VARIANTS = ("plain", "plain_again", "disabled", "enabled", "unconnected")
@@ -550,25 +639,80 @@ LABELS = {"plain_again": "plain, a second process", "disabled": "peeps disabled"
 
 
 def _attribution(args: argparse.Namespace) -> None:
-    configs = [("plain", "plain", None, False)] + [
-        (label, "enabled", components, connect) for label, components, connect in ATTRIBUTION]
+    """CPU per request as components are switched on, inside one process.
+
+    Separate processes of one build land up to ±3 % apart here (the control
+    row of the main table), more than most single components cost.  So each
+    session starts one ``toggle`` service (hash seed ``i``, the glibc
+    thresholds of the main table) holding the plain and the peeps primitives
+    and all components, and moves it through the steps of ``ATTRIBUTION``
+    between load slices, in an order rotated each cycle: one process, one
+    memory layout, every step.  Per step and session: the CPU per request over
+    its slices; the table gives the median over sessions of the ratio to the
+    first step, with the min-max as spread.  Left out: ``peeps.patch()`` (it
+    would swap the plain primitives too; the service creates its own) and the
+    dashboard (the main table's connected vs unconnected rows).  The first
+    step runs with peeps imported, so ``import peeps`` is not in these ratios
+    (the disabled row of the main table is)."""
+    import urllib.request
+
+    sessions: list[dict[str, dict[str, float]]] = []
+    steps = [label for label, _ in ATTRIBUTION]
+    per_session = len(steps) * args.cycles * (args.slice + 0.2 + 0.6)
+    print(f"service attribution: {args.sessions} sessions × {len(steps)} steps, {args.cycles} "
+          f"slices of {args.slice:g} s each (~{args.sessions * (per_session + 3):.0f} s)",
+          file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        web = _WebServer(tmp)
-        try:
-            result = _measure(configs, web, tmp, args)
-        finally:
-            web.stop()
-    base = result["variants"]["plain"]
+        for seed in range(1, args.sessions + 1):
+            svc = _Service("toggle", "toggle", "", tmp, "auto,sampler,watchdog", False, seed)
+            acc = {label: {"requests": 0, "cpu": 0.0} for label in steps}
+            try:
+                svc.wait_ready()
+                target = {"label": "toggle", "port": svc.info["port"], "pid": svc.proc.pid}
+                for cycle in range(args.cycles):
+                    k = cycle % len(ATTRIBUTION)
+                    for label, on in ATTRIBUTION[k:] + ATTRIBUTION[:k]:
+                        with urllib.request.urlopen(
+                                f"http://127.0.0.1:{target['port']}/components?on={on}",
+                                timeout=30) as reply:
+                            state = json.loads(reply.read())["on"]
+                        if state != sorted(filter(None, on.split(","))):
+                            raise RuntimeError(f"asked for {on!r}, the service has {state}")
+                        load = subprocess.run(
+                            [sys.executable, __file__, "load", "--targets", json.dumps([target]),
+                             "--concurrency", str(args.concurrency), "--slice", str(args.slice),
+                             "--cycles", "1", "--warmup", "0.2"],
+                            capture_output=True, text=True, timeout=120)
+                        if load.returncode != 0:
+                            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+                        v = json.loads(load.stdout.strip().splitlines()[-1])["variants"]["toggle"]
+                        acc[label]["requests"] += v["requests"]
+                        acc[label]["cpu"] += v["cpu_us_per_req"] * v["requests"]
+                if svc.proc.poll() is not None:
+                    raise RuntimeError("the toggle service died during the run")
+            finally:
+                svc.stop()
+            session = {label: {"requests": a["requests"],
+                               "cpu_us_per_req": a["cpu"] / max(1, a["requests"])}
+                       for label, a in acc.items()}
+            sessions.append(session)
+            print(f"service attribution session {seed}/{args.sessions}: " + ", ".join(
+                f"{v['cpu_us_per_req']:.1f}" for v in session.values()) + " µs/req",
+                file=sys.stderr)
+    base = steps[0]
     rows = []
-    for label, _, _ in ATTRIBUTION:
-        value, each = _ratios(result["variants"][label], base, "cpu_us_per_req")
-        p99, _ = _ratios(result["variants"][label], base, "p99_ms")
-        rows.append(row("1b. service overhead by component", f"{label}: CPU per request vs plain",
-                        value, "×", spread=spread_text(each, "{:.3f}"), baseline="plain",
-                        note=f"plain {base['cpu_us_per_req']:.0f} µs/req; p99 {p99:.3f}× plain"))
+    for label in steps[1:]:
+        each = [s[label]["cpu_us_per_req"] / s[base]["cpu_us_per_req"] for s in sessions
+                if s[base]["requests"] and s[label]["requests"]]
+        rows.append(row("1b. service overhead by component, in one process",
+                        f"{label}: CPU per request vs plain primitives", median(each), "×",
+                        spread=spread_text(each, "{:.3f}"), baseline=base,
+                        note=f"{median([s[label]['cpu_us_per_req'] for s in sessions]):.1f} "
+                             "µs/req"))
     if args.output:
-        write_result(args.output, "service_attribution", rows, quick=args.quick, meta=result)
+        write_result(args.output, "service_attribution", rows, quick=args.quick,
+                     meta={"sessions": sessions})
     else:
         print(json.dumps(rows, indent=1))
 
@@ -599,10 +743,11 @@ def main() -> None:
     parser.add_argument("--attribution", action="store_true",
                         help="instead: CPU per request as components are switched on")
     args = parser.parse_args()
-    args.slice = args.slice or (0.2 if args.quick else 0.5)
-    args.cycles = args.cycles or (2 if args.quick else 8)
+    attribution = getattr(args, "attribution", False)
+    args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution else 0.5)
+    args.cycles = args.cycles or (2 if args.quick else 4 if attribution else 8)
     args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
-    args.sessions = args.sessions or (1 if args.quick else 6)
+    args.sessions = args.sessions or (1 if args.quick else 5 if attribution else 6)
     args.cost_s = args.cost_s or (3.0 if args.quick else 12.0)
 
     if args.cmd == "serve":

@@ -65,3 +65,28 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
     table = (tmp_path / "latest.md").read_text()
     assert "| measure | value | spread | target |" in table
     assert "### 1. realistic service" in table
+
+
+@pytest.mark.timeout(120)
+def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
+    """``bench_service.py --attribution`` (not part of ``bench/run``): one
+    toggle service goes through every step and each gets a finite ratio."""
+    out = tmp_path / "attribution.json"
+    env = dict(os.environ)
+    env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_DASHBOARD", None)
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), "--attribution",
+                           "--quick", "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    assert [r["name"].split(":")[0] for r in rows] == [
+        "plain primitives again (the control)",
+        "peeps wrappers (channel, Lock, Semaphore, spawn_tracked)",
+        "+ automatic task tracking", "+ thread sampler at 100 Hz",
+        "+ loop-stall watchdog (all-on, no dashboard)"], rows
+    for r in rows:
+        assert math.isfinite(r["value"]) and 0.3 < r["value"] < 3, r
+    (session,) = payload["meta"]["sessions"]
+    assert all(step["requests"] > 0 for step in session.values()), session
