@@ -193,20 +193,20 @@ class _Prims:
 class _ComponentSwitch:
     """Switches peeps' components on and off in a running ``toggle`` service:
     automatic tracking (the loop's task factory), the thread sampler at
-    100 Hz and the loop-stall watchdog.  Starts with all three on, as
-    ``_init_everything`` left them."""
+    100 Hz and the loop-stall watchdog.  What is on is always read back from
+    peeps and the loop (:meth:`state`), never remembered."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.factory = loop.get_task_factory()
-        self.on = {"auto", "sampler", "watchdog"}
 
     def set(self, wanted: set[str]) -> None:
         import peeps
         from peeps import _watchdog  # unwatch_all: stop the watch and its thread
 
+        on = self.state()
         for part in ("auto", "sampler", "watchdog"):
-            if (part in wanted) == (part in self.on):
+            if (part in wanted) == (part in on):
                 continue
             if part == "auto":
                 self.loop.set_task_factory(self.factory if part in wanted else None)
@@ -219,7 +219,6 @@ class _ComponentSwitch:
                 peeps.watch_loop(self.loop)
             else:
                 _watchdog.unwatch_all()
-            self.on ^= {part}
 
     def state(self) -> set[str]:
         """What is on, as read back from peeps and the loop (not as asked)."""
@@ -658,7 +657,7 @@ def _attribution(args: argparse.Namespace) -> None:
 
     sessions: list[dict[str, dict[str, float]]] = []
     steps = [label for label, _ in ATTRIBUTION]
-    per_session = len(steps) * args.cycles * (args.slice + 0.2 + 0.6)
+    per_session = len(steps) * args.cycles * (args.slice + args.warmup + 0.6)
     print(f"service attribution: {args.sessions} sessions × {len(steps)} steps, {args.cycles} "
           f"slices of {args.slice:g} s each (~{args.sessions * (per_session + 3):.0f} s)",
           file=sys.stderr)
@@ -682,7 +681,7 @@ def _attribution(args: argparse.Namespace) -> None:
                         load = subprocess.run(
                             [sys.executable, __file__, "load", "--targets", json.dumps([target]),
                              "--concurrency", str(args.concurrency), "--slice", str(args.slice),
-                             "--cycles", "1", "--warmup", "0.2"],
+                             "--cycles", "1", "--warmup", str(args.warmup)],
                             capture_output=True, text=True, timeout=120)
                         if load.returncode != 0:
                             raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
@@ -743,10 +742,12 @@ def main() -> None:
     parser.add_argument("--attribution", action="store_true",
                         help="instead: CPU per request as components are switched on")
     args = parser.parse_args()
-    attribution = getattr(args, "attribution", False)
+    attribution = args.attribution
     args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution else 0.5)
     args.cycles = args.cycles or (2 if args.quick else 4 if attribution else 8)
-    args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
+    # --attribution: the unmeasured load before each slice, after a switch.
+    args.warmup = args.warmup if args.warmup is not None else (
+        0.2 if args.quick or attribution else 1.0)
     args.sessions = args.sessions or (1 if args.quick else 5 if attribution else 6)
     args.cost_s = args.cost_s or (3.0 if args.quick else 12.0)
 
