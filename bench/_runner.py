@@ -173,7 +173,7 @@ LIVE_SAMPLER = re.compile(r"sampler at (\d+) Hz, (\d+) threads: ([\d.]+)% of a c
 
 def live_sampler_rows(script: Path, env: dict[str, str], section: str,
                       quick: bool = False) -> list[dict[str, Any]]:
-    """``bench_threads.py --sampler-cpu``: the real sampler thread's own CPU share."""
+    """``bench_threads.py --sampler-cpu``: the real sampler thread's whole CPU share (ticks and wake-ups)."""
     proc = subprocess.run([sys.executable, str(script), "--sampler-cpu",
                            *(["--quick"] if quick else [])], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -184,7 +184,7 @@ def live_sampler_rows(script: Path, env: dict[str, str], section: str,
             hz, threads, pct = int(m.group(1)), int(m.group(2)), float(m.group(3))
             judged = threads >= 100
             rows.append(row(section, f"live sampler at {hz} Hz, {threads} threads "
-                            "(sampler thread's own CPU)", pct, "% of a core",
+                            "(the sampler thread's whole CPU)", pct, "% of a core",
                             target="≤ 2%" if judged else None, ok=(pct <= 2) if judged else None,
                             spread=(f"{m.group(4)}–{m.group(5)} (n={m.group(6)})"
                                     if m.group(4) else None),

@@ -61,6 +61,8 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
     assert len(cost) == 1 and cost[0]["value"] > 0, cost
     live = [r for r in rows if r["name"].startswith("live sampler at 100 Hz")]
     assert len(live) == 2 and all(r["value"] > 0 and "(n=2)" in r["spread"] for r in live), live
+    # The whole thread's CPU, with the ticks' bodies (the sampler's own count) beside it.
+    assert all("whole CPU" in r["name"] and "ticks' bodies" in r["note"] for r in live), live
 
     table = (tmp_path / "latest.md").read_text()
     assert "| measure | value | spread | target |" in table
