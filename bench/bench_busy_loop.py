@@ -208,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", help="write the result rows here (JSON)")
     parser.add_argument("--quick", action="store_true", help="one small round (smoke test)")
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dashboard", help=argparse.SUPPRESS)
