@@ -232,6 +232,49 @@ def test_sampler_measures_its_cost_and_backs_off_over_budget() -> None:
         peeps.stop_sampler()
 
 
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs thread CPU clocks")
+def test_sampler_counts_its_threads_wake_ups_against_its_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sampler thread's CPU between its ticks (waking from each sleep) is
+    # the sampler's cost too: stats and the budget count it beside the ticks.
+    budgeted: list[int] = []
+    account = _threads.Sampler._account
+
+    def spy(self: _threads.Sampler, cost_ns: int) -> None:
+        budgeted.append(cost_ns)
+        account(self, cost_ns)
+
+    monkeypatch.setattr(_threads.Sampler, "_account", spy)
+    release = threading.Event()
+    parked = [threading.Thread(target=release.wait, daemon=True) for _ in range(5)]
+    for t in parked:
+        t.start()
+    sampler = peeps.start_sampler(mode="thread", hz=100, budget=1.0)
+    assert sampler is not None and sampler.thread_obj is not None
+    try:
+        wait_until(lambda: sampler.ticks >= 3, timeout=5)
+        assert sampler.thread_obj.ident is not None
+        clock = time.pthread_getcpuclockid(sampler.thread_obj.ident)
+        with sampler._busy:  # between two ticks
+            cost0, wake0, cpu0 = sampler.cost_ns, sampler.wake_ns, time.clock_gettime_ns(clock)
+            n0 = len(budgeted)
+        time.sleep(1.0)
+        with sampler._busy:
+            cost, wake = sampler.cost_ns - cost0, sampler.wake_ns - wake0
+            budget_cost = sum(budgeted[n0:])
+        thread_cpu = time.clock_gettime_ns(clock) - cpu0
+        stats = peeps.sampler_stats()
+    finally:
+        peeps.stop_sampler()
+        release.set()
+    assert stats is not None and stats["wake_ns"] >= wake > 0
+    # Together they are the thread's whole CPU clock over the same second
+    # (less what it spent after its last tick), the bodies alone less.
+    assert cost < thread_cpu, (cost, wake, thread_cpu)
+    assert 0.8 * thread_cpu <= cost + wake <= 1.05 * thread_cpu, (cost, wake, thread_cpu)
+    assert budget_cost == cost + wake, (budget_cost, cost, wake)
+
+
 def test_shutdown_joins_the_sampler_and_removes_the_hook() -> None:
     peeps.init("t-threads", sampler="thread", sampler_hz=50)
     sampler = _threads.current_sampler()
