@@ -30,6 +30,10 @@
 #include <structmember.h>
 #include <descrobject.h>
 #include <time.h>
+#ifdef __linux__
+#include <errno.h>
+#include <poll.h>
+#endif
 
 typedef struct {
     PyObject_HEAD
@@ -1058,6 +1062,212 @@ static PyTypeObject FactoryType = {
     .tp_members = factory_members,
 };
 
+
+#ifdef __linux__
+/* -- the thread sampler's quiet sleep -------------------------------------------
+ *
+ * quiet_sleep(interval_ns, max_pace, stretch_ns, waker_fd, threshold_ns, sink)
+ *     -> (quiet ticks' monotonic ns, woken)
+ *
+ * The thread sampler's sleep between two ticks, which goes on, without the GIL,
+ * for as long as no other thread of the process runs.  After the first sleep
+ * (``interval_ns``) it reads the process's CPU clock and this thread's own.
+ * If the other threads together have surely used no more than ``threshold_ns``
+ * of CPU since the call began (the reads' own error, up to the length of the
+ * process read, counts as quiet), nothing else ran: no thread's stack or CPU
+ * clock can have changed, and a Python tick would only repeat every thread's
+ * last sample.  So the ticks a sampler at the full rate would have taken since
+ * the last are quiet ticks: their times are recorded (the sleep cut into
+ * intervals), the next sleep is twice as long (up to ``max_pace`` intervals),
+ * and it looks again.  It returns for a real tick after the first look that
+ * finds other threads ran, after ``stretch_ns`` of quiet ticks, or at once
+ * when ``waker_fd`` (-1: none) becomes readable (``woken``: the sampler is
+ * stopping).  Before returning, with the GIL, it hands the quiet ticks to
+ * ``sink`` (the sampler's tick times' ``extend``; None: no one) and takes them
+ * out of quiet_pending()'s list.
+ *
+ * Why: waking a Python thread and ticking over 100 parked threads costs
+ * hundreds of microseconds of CPU on a VM (the GIL, the eval loop, caches gone
+ * cold during the sleep); a quiet tick costs the C wake-up and three clock
+ * reads.  The doubling is the loop-driven sampler's quiet pace (_threads.py,
+ * MAX_QUIET_PACE) for a process whose threads are all parked.
+ */
+#define QUIET_MAX 512
+
+/* The quiet ticks of the sleep in progress (monotonic ns), for snapshots taken
+ * meanwhile: the sleeping thread appends without the GIL and publishes the
+ * count after the time; quiet_pending() reads with the GIL.  Reset and emptied
+ * only with the GIL held, so a reader never sees them change under it. */
+static long long pending[QUIET_MAX];
+static int pending_n;
+/* Quiet ticks taken in this process, those in progress included. */
+static unsigned long long quiet_total;
+
+static PyObject *
+quiet_count(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&quiet_total, __ATOMIC_RELAXED));
+}
+
+static PyObject *
+quiet_pending(PyObject *module, PyObject *unused)
+{
+    int n = __atomic_load_n(&pending_n, __ATOMIC_ACQUIRE);
+    PyObject *list = PyList_New(n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *t = PyLong_FromLongLong(pending[i]);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    return list;
+}
+
+static long long
+clock_ns(clockid_t id)
+{
+    struct timespec t;
+    if (clock_gettime(id, &t) != 0) {
+        return -1;
+    }
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* The other threads' CPU: the process's clock less this thread's, read on both
+ * sides of it.  The process read itself takes this thread's CPU (up to 100+ us
+ * on cold caches), so the others' is between process - after (``*low``) and
+ * process - before (``*high``).  Returns -1 when a clock cannot be read. */
+static int
+others_cpu_ns(long long *low, long long *high)
+{
+    long long before = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    long long process = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+    long long after = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    if (before < 0 || process < 0 || after < 0) {
+        return -1;
+    }
+    *low = process - after;
+    *high = process - before;
+    return 0;
+}
+
+static PyObject *
+quiet_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "quiet_sleep expected 6 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *sink = args[5];
+    long long interval_ns = PyLong_AsLongLong(args[0]);
+    long max_pace = PyLong_AsLong(args[1]);
+    long long stretch_ns = PyLong_AsLongLong(args[2]);
+    long waker_fd_l = PyLong_AsLong(args[3]);
+    long long threshold_ns = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (interval_ns < 0 || interval_ns > 10000000000LL) {
+        PyErr_SetString(PyExc_ValueError, "quiet_sleep: interval_ns must be 0..10 s");
+        return NULL;
+    }
+    if (waker_fd_l < -1 || waker_fd_l > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "quiet_sleep: waker_fd must be a file descriptor or -1");
+        return NULL;
+    }
+    int waker_fd = (int)waker_fd_l;
+    if (max_pace < 1) {
+        max_pace = 1;
+    }
+    if (max_pace > 64) {
+        max_pace = 64;
+    }
+    int quiet = 0, woken = 0;
+    __atomic_store_n(&pending_n, 0, __ATOMIC_RELEASE);  /* another sampler's, stopped */
+    Py_BEGIN_ALLOW_THREADS
+    long long start_low = 0, start_high = 0;
+    int no_clock = others_cpu_ns(&start_low, &start_high);
+    long long start = clock_ns(CLOCK_MONOTONIC);
+    long long last = start;
+    long long sleep_ns = interval_ns;
+    struct pollfd pfd = {waker_fd, POLLIN, 0};
+    for (;;) {
+        struct timespec ts = {(time_t)(sleep_ns / 1000000000LL), (long)(sleep_ns % 1000000000LL)};
+        int r = ppoll(waker_fd >= 0 ? &pfd : NULL, waker_fd >= 0 ? 1 : 0, &ts, NULL);
+        if (r > 0) {
+            woken = 1;
+            break;
+        }
+        if (r < 0 || no_clock || start < 0 || quiet >= QUIET_MAX) {
+            break;  /* a signal (EINTR) or no clock: a real tick */
+        }
+        long long low, high;
+        if (others_cpu_ns(&low, &high) || low - start_high > threshold_ns) {
+            break;  /* another thread surely ran: a real tick */
+        }
+        long long now = clock_ns(CLOCK_MONOTONIC);
+        /* The ticks a sampler at the full rate would have taken since the last
+         * one: nothing ran in between, so each would have found what the
+         * last real tick found. */
+        long long elapsed = now - last;
+        long long n = interval_ns > 0 ? (elapsed + interval_ns / 2) / interval_ns : 1;
+        if (n < 1) {
+            n = 1;
+        }
+        if (n > QUIET_MAX - quiet) {
+            n = QUIET_MAX - quiet;
+        }
+        for (long long j = 1; j <= n; j++) {
+            pending[quiet++] = last + elapsed * j / n;
+        }
+        __atomic_fetch_add(&quiet_total, (unsigned long long)n, __ATOMIC_RELAXED);
+        last = now;
+        __atomic_store_n(&pending_n, quiet, __ATOMIC_RELEASE);
+        if (now - start >= stretch_ns) {
+            break;  /* quiet for the whole stretch: a real tick now and then */
+        }
+        sleep_ns *= 2;
+        if (sleep_ns > interval_ns * max_pace) {
+            sleep_ns = interval_ns * max_pace;
+        }
+        if (sleep_ns > stretch_ns - (now - start)) {
+            sleep_ns = stretch_ns - (now - start);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    /* From here to the end the GIL is held and no Python code runs, so no
+     * snapshot sees the quiet ticks both in progress and handed over, or in
+     * neither. */
+    PyObject *list = PyList_New(quiet);
+    PyObject *res = NULL;
+    if (list != NULL) {
+        int i;
+        for (i = 0; i < quiet; i++) {
+            PyObject *t = PyLong_FromLongLong(pending[i]);
+            if (t == NULL) {
+                break;
+            }
+            PyList_SET_ITEM(list, i, t);
+        }
+        if (i == quiet && (quiet == 0 || sink == Py_None || (res = PyObject_CallOneArg(sink, list)) != NULL)) {
+            Py_XDECREF(res);
+            res = Py_BuildValue("(OO)", list, woken ? Py_True : Py_False);
+        }
+        else {
+            res = NULL;
+        }
+        Py_DECREF(list);
+    }
+    __atomic_store_n(&pending_n, 0, __ATOMIC_RELEASE);
+    return res;
+}
+#endif
+
 static int
 speedups_exec(PyObject *module)
 {
@@ -1100,6 +1310,18 @@ static PyMethodDef speedups_methods[] = {
      "ThreadRLock's fast path in C (after lock_methods)"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
+#ifdef __linux__
+    {"quiet_sleep", (PyCFunction)(void (*)(void))quiet_sleep, METH_FASTCALL,
+     "quiet_sleep(interval_ns, max_pace, stretch_ns, waker_fd, threshold_ns, sink) -> "
+     "(quiet ticks' monotonic ns, woken): the thread sampler's sleep, skipping ticks while "
+     "no other thread runs; sink(ticks) is called first, unless None or no tick was quiet"},
+    {"quiet_count", quiet_count, METH_NOARGS,
+     "quiet_count() -> int: quiet ticks taken in this process so far, those of a "
+     "quiet_sleep in progress included"},
+    {"quiet_pending", quiet_pending, METH_NOARGS,
+     "quiet_pending() -> list of monotonic ns: the quiet ticks of the quiet_sleep in "
+     "progress, not yet handed to its sink"},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

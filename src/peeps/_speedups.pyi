@@ -33,3 +33,16 @@ class TaskFactory:
                  monotonic_ns: Callable[[], int],
                  on_error: Callable[[BaseException], object]) -> None: ...
     def __call__(self, loop: Any, coro: Any, **kwargs: Any) -> Any: ...
+
+# Linux only.
+def quiet_sleep(interval_ns: int, max_pace: int, stretch_ns: int, waker_fd: int,
+                threshold_ns: int,
+                sink: Callable[[list[int]], object] | None) -> tuple[list[int], bool]:
+    """The thread sampler's sleep: quiet ticks (monotonic ns) while no other
+    thread runs, handed to ``sink`` first; and whether ``waker_fd`` woke it."""
+
+def quiet_pending() -> list[int]:
+    """The quiet ticks of the ``quiet_sleep`` in progress (monotonic ns)."""
+
+def quiet_count() -> int:
+    """Quiet ticks taken in this process so far (those in progress included)."""

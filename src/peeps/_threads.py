@@ -37,7 +37,7 @@ from types import CodeType, FrameType
 from typing import Any, Final, Literal, TypeVar
 
 from . import _deadline, _loophooks, _registry
-from ._config import STATE
+from ._config import STATE, env_flag
 from ._lockdep import CHAINS, HeldChain, forget_thread
 from ._registry import (
     _PKG_DIR,
@@ -98,6 +98,44 @@ MAX_QUIET_PACE: Final = 4
 QUIET_LOOP_SHARE: Final = 0.10
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
+
+#: The thread sampler's quiet sleep (``_speedups.quiet_sleep``, Linux): while no
+#: other thread of the process runs, its ticks are quiet -- no GIL, no frame read:
+#: nothing ran, so every thread's last sample stands -- and come at up to
+#: MAX_QUIET_PACE times the interval, with a real tick at least every
+#: QUIET_STRETCH_NS (for the budget, verdict events and the CPU readings).  Other
+#: threads using more than QUIET_OTHERS_NS of CPU since the last real tick make
+#: the next tick real.  ``PEEPS_SPEEDUPS=0`` (or no C extension) sleeps in Python.
+QUIET_STRETCH_NS: Final = 1_000_000_000
+QUIET_OTHERS_NS: Final = 50_000
+#: In a busy process (the first sleep of each quiet sleep finds other threads
+#: ran) the sampler looks for quiet (three clock reads, ~40 µs with 100 threads
+#: on a VM) only every 2nd, 4th ... up to this many ticks.
+QUIET_LOOK_EVERY_MAX: Final = 16
+_quiet_sleep: Callable[[int, int, int, int, int, Callable[[list[int]], object] | None],
+                       tuple[list[int], bool]] | None = None
+_quiet_pending: Callable[[], list[int]] | None = None
+_quiet_count: Callable[[], int] | None = None
+try:
+    from . import _speedups
+except ImportError:  # built without a C compiler
+    pass
+else:  # quiet_sleep is Linux only
+    _quiet_sleep = getattr(_speedups, "quiet_sleep", None)
+    _quiet_pending = getattr(_speedups, "quiet_pending", None)
+    _quiet_count = getattr(_speedups, "quiet_count", None)
+#: ``[monotonic ns of the last real tick]`` (not a quiet one): the entities seen
+#: at it stand until the quiet ticks in progress (``_pending_ticks``).
+REAL_TICK_NS: list[int] = [0]
+
+
+def _pending_ticks(seen: int) -> list[int]:
+    """The quiet ticks of the sampler's sleep in progress, for a thread last seen
+    at ``seen``: its last sample stands at each of them if it was seen at the
+    last real tick (nothing has run since).  Empty otherwise."""
+    if _quiet_pending is None or seen < REAL_TICK_NS[0]:
+        return []
+    return _quiet_pending()
 
 #: Verdict thresholds (documented in docs/threads.md).
 SAME_FRAME_SHARE: Final = 0.9
@@ -413,10 +451,10 @@ class ThreadEntity:
             return None
         cutoff = now - window_ns
         first = last = self.cpu[-1]
-        for reading in reversed(self.cpu):
-            if reading[0] < cutoff:
-                break
+        for reading in reversed(self.cpu):  # back to the last one at or before cutoff
             first = reading
+            if reading[0] <= cutoff:
+                break
         if last[0] <= first[0]:
             return None
         wall = last[0] - first[0]
@@ -431,13 +469,18 @@ class ThreadEntity:
         return None
 
     # -- snapshot side ------------------------------------------------------------
-    def window_runs(self, cutoff: int) -> list[tuple[int, int, int, Sample]]:
+    def window_runs(self, cutoff: int,
+                    pending: list[int] | None = None) -> list[tuple[int, int, int, Sample]]:
         """The window's samples from ``cutoff`` on, oldest first, as runs:
         (first tick, last tick, ticks, sample).  A run's ticks are those in
-        TICK_TIMES from its start to the next run's (or to ``last_seen_ns``)."""
+        TICK_TIMES from its start to the next run's (or to ``last_seen_ns``),
+        and the last run's go on through ``pending`` (``_pending_ticks``)."""
         seen = self.last_seen_ns  # first: a run started after it is left out
         runs = [run for run in list(self.runs) if run[0] <= seen]
         ticks = sorted(TICK_TIMES)  # already in order, unless two samplers overlapped
+        if pending:
+            ticks.extend(pending)
+            seen = pending[-1]
         out: list[tuple[int, int, int, Sample]] = []
         for i, (start, sample) in enumerate(runs):
             end = bisect.bisect_left(ticks, runs[i + 1][0]) if i + 1 < len(runs) else (
@@ -451,9 +494,17 @@ class ThreadEntity:
                 frame: FrameType | None) -> dict[str, Any]:
         """Window statistics and the verdict.  Pure over the recorded samples."""
         cutoff = now_mono - window_ns
-        runs = self.window_runs(cutoff)
+        pending = _pending_ticks(self.last_seen_ns)
+        runs = self.window_runs(cutoff, pending)
         readings = list(self.cpu)  # a copy: the sampler appends meanwhile
+        if pending and readings and readings[-1][0] >= REAL_TICK_NS[0]:
+            # Read at the last real tick, and nothing has run since.
+            readings.append((pending[-1], *readings[-1][1:]))
         first_in = bisect.bisect_left(readings, cutoff, key=_reading_time)
+        if first_in and (first_in == len(readings) or readings[first_in][0] > cutoff):
+            # From the last reading at or before the window's start: readings are
+            # 0.1 s apart, or a quiet stretch's length (up to QUIET_STRETCH_NS).
+            first_in -= 1
         out: dict[str, Any] = {"samples": sum(run[2] for run in runs)}
         cpu_share: float | None = None
         runnable_share: float | None = None
@@ -792,6 +843,13 @@ class Sampler:
         #: ended: the sampler's cost as much as the ticks' bodies are.
         self.wake_ns = 0
         self._own_tick_end_ns = 0
+        #: The quiet sleep (QUIET_STRETCH_NS), and the process's count of quiet
+        #: ticks when this sampler started (``quiet_ticks`` in stats()).
+        self.quiet_sleep = (_quiet_sleep if mode == "thread" and env_flag("PEEPS_SPEEDUPS", True)
+                            else None)
+        self._quiet_base = _quiet_count() if _quiet_count is not None else 0
+        self._quiet_skip = 0
+        self._quiet_backoff = 1
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -852,6 +910,7 @@ class Sampler:
         # cost a whole switch interval).  stop() wakes a standby thread through its
         # Waker; without one, stopping waits at most LOOP_DRIVEN_WAKE_S.
         from ._watchdog import poll_if_due as poll_watchdog
+        from ._watchdog import watches_loops as watchdog_watches
 
         sleep = time.sleep
         uniform = _JITTER.uniform
@@ -887,9 +946,25 @@ class Sampler:
                     except Exception as exc:  # reported; the sampler carries on
                         REGISTRY.part_failed("event-loop watchdog poll", exc)
                 continue
+            quiet_sleep = self.quiet_sleep
             if interval > LOOP_DRIVEN_WAKE_S:
                 stop.wait(interval)  # backed off: stay promptly stoppable
+            elif (quiet_sleep is not None and not self._quiet_skip and self._last_tick_ns
+                  and not watchdog_watches()):  # (a watched loop needs polls at full rate)
+                waker = self._waker
+                quiet, _ = quiet_sleep(int(interval * 1e9), MAX_QUIET_PACE, QUIET_STRETCH_NS,
+                                       waker.fileno() if waker is not None else -1,
+                                       QUIET_OTHERS_NS, TICK_TIMES.extend)
+                if quiet:
+                    self._quiet_backoff = 1
+                    if not stop.is_set():
+                        self._quiet(quiet)
+                else:  # busy: look again after 1, 2, 4 ... QUIET_LOOK_EVERY_MAX ticks
+                    self._quiet_skip = self._quiet_backoff
+                    self._quiet_backoff = min(QUIET_LOOK_EVERY_MAX, self._quiet_backoff * 2)
             else:
+                if self._quiet_skip:
+                    self._quiet_skip -= 1
                 sleep(interval)
             if stop.is_set():
                 return
@@ -905,6 +980,27 @@ class Sampler:
                 coarse_clock_stopped()
                 self.running = False
                 return
+
+    def _quiet(self, times: list[int]) -> None:
+        """After quiet ticks at ``times`` (monotonic ns; ``quiet_sleep`` has added
+        them to TICK_TIMES, as samples): no other thread ran since the last real
+        tick, so each would have repeated every thread's last sample.  The
+        thread-lock holds seen at the last real tick are timed to the last of
+        them, as those ticks would have."""
+        if not self._busy.acquire(blocking=False):
+            return  # a tick from elsewhere is running: it will see for itself
+        try:
+            last = times[-1]
+            account_holds = HOLD_ACCOUNTING
+            if account_holds is not None and CHAINS:
+                for chain in list(CHAINS.values()):
+                    if chain.top is not None:
+                        account_holds(chain, last, self._last_tick_ns)
+            self._last_tick_ns = last
+            if COARSE_NOW[0]:
+                COARSE_NOW[0] = last
+        finally:
+            self._busy.release()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.running:  # a late signal, or stopped from a non-main thread
@@ -1009,6 +1105,7 @@ class Sampler:
         last_tick = self._last_tick_ns
         self._last_tick_ns = now
         TICK_TIMES.append(now)
+        REAL_TICK_NS[0] = now
         try:
             if account_holds is not None and chains:
                 for chain in list(chains.values()):  # copied: threads add chains
@@ -1156,6 +1253,9 @@ class Sampler:
             "pace": self.pace,
             "cost_ns": self.cost_ns,
             "wake_ns": self.wake_ns,
+            # (with those of a quiet sleep in progress)
+            "quiet_ticks": (_quiet_count() - self._quiet_base
+                            if _quiet_count is not None and self.quiet_sleep else 0),
             "cpu_share": round((self.cost_ns + self.wake_ns) / elapsed, 5),
             "recent_cpu_share": round(self.last_cost_share, 5),
             "budget": self.budget,

@@ -244,6 +244,12 @@ _THREAD: threading.Thread | None = None
 _STOP = threading.Event()
 
 
+def watches_loops() -> bool:
+    """Whether any event loop is watched (then a thread sampler that ticks in
+    its stead must poll at its full rate)."""
+    return bool(_WATCHES)
+
+
 def _poll_interval_s() -> float:
     watches = list(_WATCHES.values())
     if not watches:
