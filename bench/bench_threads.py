@@ -25,9 +25,11 @@ which swamped these sub-microsecond figures in our runs.
 
 ``--sampler-cpu`` runs the real sampler thread at 100 Hz with 10 and 100 parked
 threads and prints its CPU share: the sampler thread's whole CPU clock over wall
-time (its ticks and the wake-ups between them), the median of six 1.5 s windows,
+time (its ticks and the wake-ups between them), the median of five 1.5 s windows,
 and their range; the note gives the ticks' bodies alone (what the sampler
-counts for its budget).
+counts for its budget).  The same sampler runs as it does by default (quiet
+ticks while no other thread runs) and, in alternate windows, with every tick
+a real one.
 """
 
 from __future__ import annotations
@@ -131,44 +133,59 @@ def _sampler_tick(n_threads: int) -> Callable[[int], float]:
     return run
 
 
-def sampler_cpu(windows: int = 6, window_s: float = 1.5) -> None:
-    """Print the live sampler thread's whole CPU share at 100 Hz with 10 and 100 threads:
-    the median of ``windows`` consecutive windows, and their range (a single
-    window moves by a fifth or more here: see docs/performance.md)."""
+def sampler_cpu(windows: int = 5, window_s: float = 1.5) -> None:
+    """Print the live sampler thread's whole CPU share at 100 Hz with 10 and 100
+    threads, as it runs (quiet ticks while nothing else runs, ``_speedups.quiet_sleep``)
+    and with every tick a real one, in alternate windows of one sampler: the
+    median of ``windows`` windows each, and their range (a single window moves
+    by a fifth or more here: see docs/performance.md)."""
     for n in (10, 100):
         parked = _Parked(n)
         sampler = peeps.start_sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
         assert sampler is not None
+        quiet_sleep = sampler.quiet_sleep
         time.sleep(0.5)  # past first sight of every thread
         assert sampler.thread_obj is not None and sampler.thread_obj.ident is not None
         # The whole thread's CPU clock: the ticks' bodies (what the sampler
         # counts for its budget) and its sleeps' wake-ups between them.
         clock = time.pthread_getcpuclockid(sampler.thread_obj.ident)
-        shares: list[float] = []
-        body_shares: list[float] = []
-        per_tick: list[float] = []
-        body_per_tick: list[float] = []
-        ticks_per_s: list[float] = []
+        variants = {"": quiet_sleep, ", every tick real": None} if quiet_sleep else {"": None}
+        seen: dict[str, dict[str, list[float]]] = {
+            v: {"share": [], "body": [], "per_tick": [], "body_per_tick": [], "ticks": [],
+                "quiet": []} for v in variants}
         for _ in range(windows):
-            cost0, ticks0, t0 = sampler.cost_ns, sampler.ticks, time.monotonic_ns()
-            cpu0 = time.clock_gettime_ns(clock)
-            time.sleep(window_s)
-            cpu = time.clock_gettime_ns(clock) - cpu0
-            cost, ticks = sampler.cost_ns - cost0, sampler.ticks - ticks0
-            elapsed = time.monotonic_ns() - t0
-            shares.append(cpu / elapsed * 100)
-            body_shares.append(cost / elapsed * 100)
-            per_tick.append(cpu / max(1, ticks) / 1000)
-            body_per_tick.append(cost / max(1, ticks) / 1000)
-            ticks_per_s.append(ticks / elapsed * 1e9)
+            for variant, sleep_fn in variants.items():
+                sampler.quiet_sleep = sleep_fn
+                time.sleep(0.1)  # a quiet sleep in progress ends at its next look
+                stats0 = sampler.stats()
+                cost0, ticks0, t0 = sampler.cost_ns, sampler.ticks, time.monotonic_ns()
+                cpu0 = time.clock_gettime_ns(clock)
+                time.sleep(window_s)
+                cpu = time.clock_gettime_ns(clock) - cpu0
+                cost, ticks = sampler.cost_ns - cost0, sampler.ticks - ticks0
+                quiet = sampler.stats()["quiet_ticks"] - stats0["quiet_ticks"]
+                elapsed = time.monotonic_ns() - t0
+                got = seen[variant]
+                got["share"].append(cpu / elapsed * 100)
+                got["body"].append(cost / elapsed * 100)
+                got["per_tick"].append(cpu / max(1, ticks) / 1000)
+                got["body_per_tick"].append(cost / max(1, ticks) / 1000)
+                got["ticks"].append(ticks / elapsed * 1e9)
+                got["quiet"].append(quiet / elapsed * 1e9)
+        sampler.quiet_sleep = quiet_sleep
         peeps.stop_sampler()
         parked.stop()
-        print(f"sampler at 100 Hz, {n + 2} threads: {statistics.median(shares):.2f}% of a core "
-              f"[{min(shares):.2f}–{max(shares):.2f} over {windows} windows of {window_s:g} s] "
-              f"({statistics.median(per_tick):.0f} µs/tick in all, of which the ticks' bodies "
-              f"{statistics.median(body_per_tick):.0f} µs, "
-              f"{statistics.median(body_shares):.2f}% of a core; "
-              f"{statistics.median(ticks_per_s):.0f} ticks/s)")
+        med = statistics.median
+        for variant, got in seen.items():
+            shares = got["share"]
+            quiet_note = (f"; {med(got['quiet']):.0f} quiet ticks/s"
+                          if quiet_sleep and not variant else "")
+            print(f"sampler at 100 Hz, {n + 2} threads{variant}: {med(shares):.2f}% of a core "
+                  f"[{min(shares):.2f}–{max(shares):.2f} over {windows} windows of "
+                  f"{window_s:g} s] ({med(got['per_tick']):.0f} µs per real tick in all, "
+                  f"of which the ticks' bodies {med(got['body_per_tick']):.0f} µs, "
+                  f"{med(got['body']):.2f}% of a core; {med(got['ticks']):.0f} real "
+                  f"ticks/s{quiet_note})")
 
 
 def main() -> None:
