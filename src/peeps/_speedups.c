@@ -33,6 +33,7 @@
 #ifdef __linux__
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #endif
 
 typedef struct {
@@ -1103,6 +1104,13 @@ static int pending_n;
 /* Quiet ticks taken in this process, those in progress included. */
 static unsigned long long quiet_total;
 
+/* A child of fork() has no sleeping sampler: none of its parent's quiet ticks. */
+static void
+quiet_forget_in_child(void)
+{
+    pending_n = 0;
+}
+
 static PyObject *
 quiet_count(PyObject *module, PyObject *unused)
 {
@@ -1287,6 +1295,16 @@ speedups_exec(PyObject *module)
     Py_DECREF(context);
     if (kw_loop == NULL || kw_loop_context == NULL) return -1;
     if (PyType_Ready(&FactoryType) < 0) return -1;
+#ifdef __linux__
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        if (pthread_atfork(NULL, NULL, quiet_forget_in_child) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_done = 1;
+    }
+#endif
     return PyModule_AddObjectRef(module, "TaskFactory", (PyObject *)&FactoryType);
 }
 

@@ -27,7 +27,7 @@ from . import _lockdep, _tasks, _threads
 from ._config import STATE
 from ._lockdep import _LOCAL, HeldChain, chain_here, nested, push, unlink
 from ._registry import REGISTRY, Clock, Location, WaitSet, base_attrs, capture_location, new_id
-from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident
+from ._threads import COARSE_NOW, current_thread_entity, entity_for_ident, quiet_now
 from .types import Edge, Node
 
 _get_ident = threading.get_ident
@@ -213,10 +213,12 @@ class _Exclusive(_Instrumented):
             unlink(chain, self)
 
     def _since_now(self) -> int:
-        """When the current hold started (to a sampler tick)."""
+        """When the current hold started (to a sampler tick, a quiet one included:
+        nothing ran, so nothing was acquired, before the last of those)."""
         if self._since_gen == self._peeps_acquisitions:
             return self._since
-        return _COARSE_NOW[0] or _monotonic_ns()
+        coarse = _COARSE_NOW[0]
+        return max(coarse, quiet_now()) if coarse else _monotonic_ns()
 
     def _holder(self) -> tuple[HeldChain, int] | None:
         chain = self._owner

@@ -102,11 +102,12 @@ STACK_LIMIT: Final = 32
 #: The thread sampler's quiet sleep (``_speedups.quiet_sleep``, Linux): while no
 #: other thread of the process runs, its ticks are quiet -- no GIL, no frame read:
 #: nothing ran, so every thread's last sample stands -- and come at up to
-#: MAX_QUIET_PACE times the interval, with a real tick at least every
-#: QUIET_STRETCH_NS (for the budget, verdict events and the CPU readings).  Other
+#: QUIET_MAX_PACE times the interval, with a real tick at least every
+#: QUIET_STRETCH_NS (for the budget and the verdict events).  Other
 #: threads using more than QUIET_OTHERS_NS of CPU since the last real tick make
 #: the next tick real.  ``PEEPS_SPEEDUPS=0`` (or no C extension) sleeps in Python.
-QUIET_STRETCH_NS: Final = 1_000_000_000
+QUIET_STRETCH_NS: Final = 5_000_000_000
+QUIET_MAX_PACE: Final = 4
 QUIET_OTHERS_NS: Final = 50_000
 #: In a busy process (the first sleep of each quiet sleep finds other threads
 #: ran) the sampler looks for quiet (three clock reads, ~40 µs with 100 threads
@@ -124,18 +125,43 @@ else:  # quiet_sleep is Linux only
     _quiet_sleep = getattr(_speedups, "quiet_sleep", None)
     _quiet_pending = getattr(_speedups, "quiet_pending", None)
     _quiet_count = getattr(_speedups, "quiet_count", None)
-#: ``[monotonic ns of the last real tick]`` (not a quiet one): the entities seen
-#: at it stand until the quiet ticks in progress (``_pending_ticks``).
+#: ``[monotonic ns of the last real tick]`` (not a quiet one), set when the tick
+#: ends: the entities seen at it stand through the quiet ticks since
+#: (``_quiet_since``).  ``QUIET_UNTIL_NS``: the last of those quiet ticks that
+#: have been added to TICK_TIMES (0: none since the last real tick).
 REAL_TICK_NS: list[int] = [0]
+QUIET_UNTIL_NS: list[int] = [0]
+#: ``[ns]``: the time quiet sleeps have proven that no thread ran, summed since
+#: the process started (each from the real tick before it to its last quiet tick).
+QUIET_PROVEN_NS: list[int] = [0]
 
 
-def _pending_ticks(seen: int) -> list[int]:
-    """The quiet ticks of the sampler's sleep in progress, for a thread last seen
-    at ``seen``: its last sample stands at each of them if it was seen at the
-    last real tick (nothing has run since).  Empty otherwise."""
-    if _quiet_pending is None or seen < REAL_TICK_NS[0]:
-        return []
-    return _quiet_pending()
+def quiet_now() -> int:
+    """The last quiet tick of the quiet sleep in progress (monotonic ns), or 0:
+    no thread has run since the last real tick until then."""
+    if _quiet_pending is None:
+        return 0
+    pending = _quiet_pending()
+    return pending[-1] if pending else 0
+
+
+def _quiet_since(seen: int) -> tuple[list[int], int]:
+    """For a thread last seen at ``seen``: the quiet ticks of a quiet sleep in
+    progress (not in TICK_TIMES yet), and the last quiet tick since the last
+    real tick, handed over or not (0: none).  Its last sample stands until
+    then if it was seen at the last real tick: nothing has run since."""
+    if not seen or seen < REAL_TICK_NS[0]:
+        return [], 0
+    pending = _quiet_pending() if _quiet_pending is not None else []
+    last = pending[-1] if pending else QUIET_UNTIL_NS[0]
+    return pending, (last if last > seen else 0)
+
+
+def _add_quiet_ticks(times: list[int]) -> None:
+    """``quiet_sleep``'s sink: its quiet ticks become samples (until this
+    returns, ``quiet_pending`` still lists them)."""
+    TICK_TIMES.extend(times)
+    QUIET_UNTIL_NS[0] = times[-1]
 
 #: Verdict thresholds (documented in docs/threads.md).
 SAME_FRAME_SHARE: Final = 0.9
@@ -312,6 +338,7 @@ class ThreadEntity:
         "__weakref__",
         "clock_id",
         "cpu",
+        "cpu_proven_ns",
         "cpu_read_mono_ns",
         "cpu_real_read_mono_ns",
         "cpu_still",
@@ -369,6 +396,8 @@ class ThreadEntity:
         self.first_sample_mono_ns: int | None = None
         self.cpu_read_mono_ns = 0
         self.cpu_real_read_mono_ns = 0
+        #: QUIET_PROVEN_NS at the last real CPU read.
+        self.cpu_proven_ns = QUIET_PROVEN_NS[0]
         self.cpu_still = False
         self.last_cpu: tuple[int, int | None] | None = None
         self.last_frame_id = 0
@@ -469,18 +498,19 @@ class ThreadEntity:
         return None
 
     # -- snapshot side ------------------------------------------------------------
-    def window_runs(self, cutoff: int,
-                    pending: list[int] | None = None) -> list[tuple[int, int, int, Sample]]:
+    def window_runs(self, cutoff: int, pending: list[int] | None = None,
+                    quiet_until: int = 0) -> list[tuple[int, int, int, Sample]]:
         """The window's samples from ``cutoff`` on, oldest first, as runs:
         (first tick, last tick, ticks, sample).  A run's ticks are those in
-        TICK_TIMES from its start to the next run's (or to ``last_seen_ns``),
-        and the last run's go on through ``pending`` (``_pending_ticks``)."""
+        TICK_TIMES (and ``pending``) from its start to the next run's, or to
+        ``last_seen_ns`` -- or ``quiet_until`` (``_quiet_since``)."""
         seen = self.last_seen_ns  # first: a run started after it is left out
         runs = [run for run in list(self.runs) if run[0] <= seen]
         ticks = sorted(TICK_TIMES)  # already in order, unless two samplers overlapped
         if pending:
             ticks.extend(pending)
-            seen = pending[-1]
+        if quiet_until > seen:
+            seen = quiet_until
         out: list[tuple[int, int, int, Sample]] = []
         for i, (start, sample) in enumerate(runs):
             end = bisect.bisect_left(ticks, runs[i + 1][0]) if i + 1 < len(runs) else (
@@ -494,12 +524,13 @@ class ThreadEntity:
                 frame: FrameType | None) -> dict[str, Any]:
         """Window statistics and the verdict.  Pure over the recorded samples."""
         cutoff = now_mono - window_ns
-        pending = _pending_ticks(self.last_seen_ns)
-        runs = self.window_runs(cutoff, pending)
+        pending, quiet_until = _quiet_since(self.last_seen_ns)
+        runs = self.window_runs(cutoff, pending, quiet_until)
         readings = list(self.cpu)  # a copy: the sampler appends meanwhile
-        if pending and readings and readings[-1][0] >= REAL_TICK_NS[0]:
-            # Read at the last real tick, and nothing has run since.
-            readings.append((pending[-1], *readings[-1][1:]))
+        if quiet_until and readings and quiet_until > readings[-1][0]:
+            # Nothing has run since the last real tick, and a thread seen there
+            # had its CPU read at most a read interval (0.1 s) before it.
+            readings.append((quiet_until, *readings[-1][1:]))
         first_in = bisect.bisect_left(readings, cutoff, key=_reading_time)
         if first_in and (first_in == len(readings) or readings[first_in][0] > cutoff):
             # From the last reading at or before the window's start: readings are
@@ -769,6 +800,7 @@ def _record_running_loop(ident: int, now: int, cpu_ns: int) -> None:
         if (last is not None and now < entity.loop_sample_until
                 and last[0] is _LOOP_STEP_CODE):
             entity.cpu_read_mono_ns = entity.cpu_real_read_mono_ns = now
+            entity.cpu_proven_ns = QUIET_PROVEN_NS[0]
             entity.last_seen_ns = now
             entity.cpu.append((now, cpu_ns, None))
             return
@@ -783,6 +815,7 @@ def _record_running_loop(ident: int, now: int, cpu_ns: int) -> None:
             if entity is None:
                 return
         entity.cpu_read_mono_ns = entity.cpu_real_read_mono_ns = now
+        entity.cpu_proven_ns = QUIET_PROVEN_NS[0]
         # Derive the sample afresh: this step's frame may sit at the address of
         # an earlier one, which record() would take for a thread still parked.
         entity.last_frame_id = 0
@@ -952,9 +985,9 @@ class Sampler:
             elif (quiet_sleep is not None and not self._quiet_skip and self._last_tick_ns
                   and not watchdog_watches()):  # (a watched loop needs polls at full rate)
                 waker = self._waker
-                quiet, _ = quiet_sleep(int(interval * 1e9), MAX_QUIET_PACE, QUIET_STRETCH_NS,
+                quiet, _ = quiet_sleep(int(interval * 1e9), QUIET_MAX_PACE, QUIET_STRETCH_NS,
                                        waker.fileno() if waker is not None else -1,
-                                       QUIET_OTHERS_NS, TICK_TIMES.extend)
+                                       QUIET_OTHERS_NS, _add_quiet_ticks)
                 if quiet:
                     self._quiet_backoff = 1
                     if not stop.is_set():
@@ -983,7 +1016,7 @@ class Sampler:
 
     def _quiet(self, times: list[int]) -> None:
         """After quiet ticks at ``times`` (monotonic ns; ``quiet_sleep`` has added
-        them to TICK_TIMES, as samples): no other thread ran since the last real
+        them to TICK_TIMES, as samples, ``_add_quiet_ticks``): no other thread ran since the last real
         tick, so each would have repeated every thread's last sample.  The
         thread-lock holds seen at the last real tick are timed to the last of
         them, as those ticks would have."""
@@ -991,6 +1024,8 @@ class Sampler:
             return  # a tick from elsewhere is running: it will see for itself
         try:
             last = times[-1]
+            if self._last_tick_ns and last > self._last_tick_ns:
+                QUIET_PROVEN_NS[0] += last - self._last_tick_ns
             account_holds = HOLD_ACCOUNTING
             if account_holds is not None and CHAINS:
                 for chain in list(CHAINS.values()):
@@ -1102,10 +1137,10 @@ class Sampler:
         # clock while COARSE_NOW is set); SIGPROF ticks are too irregular.
         account_holds = HOLD_ACCOUNTING if self.mode == "thread" else None
         chains = CHAINS
+        quiet_proven = QUIET_PROVEN_NS[0]
         last_tick = self._last_tick_ns
         self._last_tick_ns = now
         TICK_TIMES.append(now)
-        REAL_TICK_NS[0] = now
         try:
             if account_holds is not None and chains:
                 for chain in list(chains.values()):  # copied: threads add chains
@@ -1153,11 +1188,15 @@ class Sampler:
                             and entity.last_sample is not None
                             and id(frame) == entity.last_frame_id
                             and frame.f_lasti == entity.last_lasti):
-                        if now - entity.cpu_real_read_mono_ns < PARKED_REREAD_NS:
+                        # (Quiet ticks prove that no thread ran for a while:
+                        # that time does not count towards a re-read.)
+                        if (now - entity.cpu_real_read_mono_ns
+                                - (quiet_proven - entity.cpu_proven_ns) < PARKED_REREAD_NS):
                             cpu = last_cpu
                         elif _read_cpu_ns(entity.clock_id) == last_cpu[0]:
                             cpu = last_cpu
                             entity.cpu_real_read_mono_ns = now
+                            entity.cpu_proven_ns = quiet_proven
                     if cpu is None:
                         native_id = entity.native_id
                         if schedstat and native_id:
@@ -1167,6 +1206,7 @@ class Sampler:
                             cpu = (cpu_ns, None) if cpu_ns is not None else None
                         entity.cpu_still = cpu is not None and cpu == last_cpu
                         entity.cpu_real_read_mono_ns = now
+                        entity.cpu_proven_ns = quiet_proven
                         entity.last_cpu = cpu
                 entity.record(now, frame, cpu)
             if by_ident.keys() != frames.keys():  # no set built while none came or went
@@ -1192,6 +1232,11 @@ class Sampler:
             return True
         finally:
             del frames
+            # Last: a snapshot taken while this tick runs (another thread can
+            # take the GIL) extends the threads it has not seen yet only as far
+            # as the last quiet tick, the ones it has seen from now on.
+            REAL_TICK_NS[0] = now
+            QUIET_UNTIL_NS[0] = 0
 
     def _announce_verdicts(self, now: int, frames: dict[int, FrameType]) -> None:
         """Events when a thread becomes blocked or spinning, and when it stops:

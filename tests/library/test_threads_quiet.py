@@ -21,6 +21,7 @@ if not hasattr(speedups, "quiet_sleep"):
     pytest.skip("the quiet sleep is Linux only", allow_module_level=True)
 
 MS = 1_000_000
+_FIXTURES = itertools.count()
 
 
 @pytest.fixture
@@ -33,8 +34,9 @@ def parked() -> Iterator[list[threading.Thread]]:
         with lock:  # each passes the lock on as it leaves
             pass
 
-    threads = [threading.Thread(target=park, name=f"t.parked-{i}", daemon=True)
-               for i in range(5)]
+    # Names of their own: a thread node of an earlier test's may linger.
+    threads = [threading.Thread(target=park, name=f"t.parked-{next(_FIXTURES)}-{i}",
+                                daemon=True) for i in range(5)]
     for t in threads:
         t.start()
     time.sleep(0.05)
@@ -146,10 +148,10 @@ def test_a_quiet_process_is_sampled_at_full_rate_without_real_ticks(
     assert real <= 8, (quiet, real)
     # The parked threads' samples go on through the quiet ticks, those of the
     # quiet sleep in progress included, and their verdicts stand.
-    node = thread_node(graph, "t.parked-0")
+    node = thread_node(graph, parked[0].name)
     assert node is not None
     attrs = node["attrs"]
-    assert attrs["verdict"] == "blocked", attrs
+    assert attrs["verdict"] == "blocked", {k: attrs[k] for k in ("samples", "cpu_share")}
     # Each time another thread runs, the ticks of the sleep that saw it (up to
     # three) are not taken: ~100 ticks in the window, fewer in a busier process.
     assert attrs["samples"] >= 40, attrs
@@ -197,6 +199,75 @@ def test_pending_quiet_ticks_carry_a_parked_threads_samples_and_cpu(
     assert stats["samples"] == 91, stats  # the real tick and 90 quiet ones
     assert stats["cpu_share"] == 0.0, stats
     assert stats["verdict"] == "blocked", stats
+    # The same once the sleep has handed its ticks over, before the real tick
+    # that follows (another thread can take the GIL in between).
+    saved = list(_threads.TICK_TIMES)
+    monkeypatch.setattr(_threads, "_quiet_pending", list)
+    _threads._add_quiet_ticks(pending)
+    try:
+        stats = entity.analyse(pending[-1], 1_000 * MS, None)
+    finally:
+        _threads.TICK_TIMES.clear()
+        _threads.TICK_TIMES.extend(saved)
+        _threads.QUIET_UNTIL_NS[0] = 0
+    assert (stats["samples"], stats["cpu_share"], stats["verdict"]) == (91, 0.0, "blocked"), stats
     # A thread not seen at the last real tick (gone, say) is not carried on.
     entity.last_seen_ns = real - 1
     assert entity.analyse(pending[-1], 1_000 * MS, None)["samples"] <= 1
+
+
+def test_a_forked_child_has_none_of_its_parents_quiet_ticks(
+        parked: list[threading.Thread]) -> None:
+    result: list[tuple[list[int], bool]] = []
+
+    def sleep_once() -> None:
+        result.append(speedups.quiet_sleep(10 * MS, 4, 5000 * MS, -1, 50_000, None))
+
+    for _ in range(5):  # a thread left running by another test ends a sleep early
+        result.clear()
+        sleeper = threading.Thread(target=sleep_once)
+        sleeper.start()
+        time.sleep(0.15)  # (polling would end the sleep: this thread would run)
+        before = speedups.quiet_pending()
+        if before:
+            break
+        sleeper.join(10)
+    assert before, "no quiet sleep in progress to fork under"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the sleeping thread's state is gone
+        try:
+            os.write(w, repr(speedups.quiet_pending()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r) as child:
+            seen = child.read()
+    finally:
+        os.waitpid(pid, 0)
+    sleeper.join(10)  # the fork ran: the sleep ends at its next look
+    assert seen == "[]", seen
+    assert result and result[0][0][:len(before)] == before, (result, before)
+
+
+def test_a_hold_no_tick_has_seen_starts_after_the_last_quiet_tick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot during a quiet sleep dates a thread-lock hold that no tick has
+    seen yet from the sleep's last quiet tick: nothing ran (so nothing was
+    acquired) before it; the coarse clock alone would date it up to the
+    stretch's length too early."""
+    lock = peeps.ThreadLock(name="t.quiet-hold")
+    now = time.monotonic_ns()
+    coarse = _threads.COARSE_NOW[0]
+    _threads.COARSE_NOW[0] = now - 3_000 * MS  # the last real tick
+    try:
+        monkeypatch.setattr(_threads, "_quiet_pending",
+                            lambda: [now - 2_000 * MS, now - 10 * MS])
+        with lock:
+            assert lock._since_now() == now - 10 * MS  # type: ignore[attr-defined]
+        monkeypatch.setattr(_threads, "_quiet_pending", list)  # no quiet sleep in progress
+        with lock:
+            assert lock._since_now() == now - 3_000 * MS  # type: ignore[attr-defined]
+    finally:
+        _threads.COARSE_NOW[0] = coarse
