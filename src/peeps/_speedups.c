@@ -1211,8 +1211,8 @@ quiet_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             woken = 1;
             break;
         }
-        if (r < 0 || no_clock || start < 0 || quiet >= QUIET_MAX) {
-            break;  /* a signal (EINTR) or no clock: a real tick */
+        if (r < 0 || no_clock || start < 0 || quiet >= QUIET_MAX || interval_ns <= 0) {
+            break;  /* a signal (EINTR), no clock, or no interval to pace by: a real tick */
         }
         long long low, high;
         if (others_cpu_ns(&low, &high) || low - start_high > threshold_ns) {
@@ -1248,9 +1248,9 @@ quiet_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_END_ALLOW_THREADS
-    /* From here to the end the GIL is held and no Python code runs, so no
-     * snapshot sees the quiet ticks both in progress and handed over, or in
-     * neither. */
+    /* With the GIL: quiet_pending() lists the ticks until the sink (Python)
+     * has taken them, so a snapshot in between may count a tick twice, never
+     * miss one. */
     PyObject *list = PyList_New(quiet);
     PyObject *res = NULL;
     if (list != NULL) {

@@ -985,9 +985,15 @@ class Sampler:
             elif (quiet_sleep is not None and not self._quiet_skip and self._last_tick_ns
                   and not watchdog_watches()):  # (a watched loop needs polls at full rate)
                 waker = self._waker
-                quiet, _ = quiet_sleep(int(interval * 1e9), QUIET_MAX_PACE, QUIET_STRETCH_NS,
-                                       waker.fileno() if waker is not None else -1,
-                                       QUIET_OTHERS_NS, _add_quiet_ticks)
+                try:
+                    quiet, _ = quiet_sleep(int(interval * 1e9), QUIET_MAX_PACE,
+                                           QUIET_STRETCH_NS,
+                                           waker.fileno() if waker is not None else -1,
+                                           QUIET_OTHERS_NS, _add_quiet_ticks)
+                except Exception as exc:  # reported; the sampler sleeps in Python from now on
+                    REGISTRY.part_failed("thread sampler's quiet sleep", exc)
+                    self.quiet_sleep = None
+                    quiet = []
                 if quiet:
                     self._quiet_backoff = 1
                     if not stop.is_set():

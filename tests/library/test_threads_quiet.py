@@ -271,3 +271,20 @@ def test_a_hold_no_tick_has_seen_starts_after_the_last_quiet_tick(
             assert lock._since_now() == now - 3_000 * MS  # type: ignore[attr-defined]
     finally:
         _threads.COARSE_NOW[0] = coarse
+
+
+def test_a_failing_quiet_sleep_leaves_the_sampler_ticking_in_python(
+        parked: list[threading.Thread], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object) -> tuple[list[int], bool]:
+        raise MemoryError("no room for the ticks")
+
+    monkeypatch.setattr(_threads, "_quiet_sleep", broken)
+    sampler = peeps.start_sampler(mode="thread", hz=100, window_s=1.0, budget=1.0)
+    assert sampler is not None and sampler.quiet_sleep is broken
+    try:
+        wait_until(lambda: sampler.quiet_sleep is None and sampler.thread_ticks >= 20)
+        assert sampler.thread_obj is not None and sampler.thread_obj.is_alive()
+    finally:
+        peeps.stop_sampler()
+    assert "quiet sleep failed" in caplog.text
