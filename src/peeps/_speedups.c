@@ -1084,7 +1084,7 @@ static PyTypeObject FactoryType = {
  * finds other threads ran, after ``stretch_ns`` of quiet ticks, or at once
  * when ``waker_fd`` (-1: none) becomes readable (``woken``: the sampler is
  * stopping).  Before returning, with the GIL, it hands the quiet ticks to
- * ``sink`` (the sampler's tick times' ``extend``; None: no one) and takes them
+ * ``sink`` (the sampler's ``_add_quiet_ticks``; None: no one) and takes them
  * out of quiet_pending()'s list.
  *
  * Why: waking a Python thread and ticking over 100 parked threads costs
