@@ -673,7 +673,17 @@ _LOCAL = threading.local()
 
 def _active_thread(ident: int) -> threading.Thread | None:
     active: dict[int, threading.Thread] = getattr(threading, "_active", {})
-    return active.get(ident)
+    thread = active.get(ident)
+    if thread is None:
+        # Starting: Thread._bootstrap_inner sets the ident and wakes start()
+        # before it enters threading._active, so a tick (or the new thread's
+        # first call into peeps) can come in between.  Without this the entity
+        # would have no Thread for good: no name, no report (the collector's).
+        limbo: dict[Any, threading.Thread] = getattr(threading, "_limbo", {})
+        for starting in list(limbo.values()):  # copied: threads start meanwhile
+            if starting.ident == ident:
+                return starting
+    return thread
 
 
 def _size_tick_times(window_len: int) -> None:
