@@ -136,24 +136,26 @@ QUIET_UNTIL_NS: list[int] = [0]
 QUIET_PROVEN_NS: list[int] = [0]
 
 
+def _quiet_ticks() -> tuple[list[int], int]:
+    """The quiet ticks of a quiet sleep in progress (not in TICK_TIMES yet), and
+    the last quiet tick since the last real tick, handed over or not (0: none):
+    no thread has run from the last real tick until then."""
+    pending = _quiet_pending() if _quiet_pending is not None else []
+    return pending, pending[-1] if pending else QUIET_UNTIL_NS[0]
+
+
 def quiet_now() -> int:
-    """The last quiet tick of the quiet sleep in progress (monotonic ns), or 0:
-    no thread has run since the last real tick until then."""
-    if _quiet_pending is None:
-        return 0
-    pending = _quiet_pending()
-    return pending[-1] if pending else 0
+    """The last quiet tick since the last real tick (monotonic ns), or 0."""
+    return _quiet_ticks()[1]
 
 
 def _quiet_since(seen: int) -> tuple[list[int], int]:
-    """For a thread last seen at ``seen``: the quiet ticks of a quiet sleep in
-    progress (not in TICK_TIMES yet), and the last quiet tick since the last
-    real tick, handed over or not (0: none).  Its last sample stands until
-    then if it was seen at the last real tick: nothing has run since."""
+    """For a thread last seen at ``seen``: ``_quiet_ticks()``'s pending ticks,
+    and its last quiet tick if later -- the thread's last sample stands until
+    then if it was seen at the last real tick.  ``([], 0)`` otherwise."""
     if not seen or seen < REAL_TICK_NS[0]:
         return [], 0
-    pending = _quiet_pending() if _quiet_pending is not None else []
-    last = pending[-1] if pending else QUIET_UNTIL_NS[0]
+    pending, last = _quiet_ticks()
     return pending, (last if last > seen else 0)
 
 

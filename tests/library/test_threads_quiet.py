@@ -259,8 +259,9 @@ def test_a_hold_no_tick_has_seen_starts_after_the_last_quiet_tick(
     stretch's length too early."""
     lock = peeps.ThreadLock(name="t.quiet-hold")
     now = time.monotonic_ns()
-    coarse = _threads.COARSE_NOW[0]
+    coarse, until = _threads.COARSE_NOW[0], _threads.QUIET_UNTIL_NS[0]
     _threads.COARSE_NOW[0] = now - 3_000 * MS  # the last real tick
+    _threads.QUIET_UNTIL_NS[0] = 0
     try:
         monkeypatch.setattr(_threads, "_quiet_pending",
                             lambda: [now - 2_000 * MS, now - 10 * MS])
@@ -269,8 +270,12 @@ def test_a_hold_no_tick_has_seen_starts_after_the_last_quiet_tick(
         monkeypatch.setattr(_threads, "_quiet_pending", list)  # no quiet sleep in progress
         with lock:
             assert lock._since_now() == now - 3_000 * MS  # type: ignore[attr-defined]
+        # Handed over, and no real tick since: dated from the last of them.
+        _threads.QUIET_UNTIL_NS[0] = now - 20 * MS
+        with lock:
+            assert lock._since_now() == now - 20 * MS  # type: ignore[attr-defined]
     finally:
-        _threads.COARSE_NOW[0] = coarse
+        _threads.COARSE_NOW[0], _threads.QUIET_UNTIL_NS[0] = coarse, until
 
 
 def test_a_failing_quiet_sleep_leaves_the_sampler_ticking_in_python(
