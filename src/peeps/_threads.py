@@ -712,8 +712,7 @@ def entity_for_ident(ident: int, *, create: bool = True,
     """
     thread = _active_thread(ident)
     entity = _BY_IDENT.get(ident)
-    if entity is not None and not entity.exited and (
-            entity.thread_ref is None or entity.thread() is thread):
+    if entity is not None and _fits(entity, thread):
         if entity.id not in REGISTRY.tasks:
             REGISTRY.tasks[entity.id] = entity  # the registry was cleared
         return entity
@@ -723,8 +722,7 @@ def entity_for_ident(ident: int, *, create: bool = True,
         return None
     try:
         entity = _BY_IDENT.get(ident)
-        if entity is not None and not entity.exited and (
-                entity.thread_ref is None or entity.thread() is thread):
+        if entity is not None and _fits(entity, thread):
             return entity
         if entity is not None:  # the ident was reused by a new thread
             _forget(entity)
@@ -734,6 +732,20 @@ def entity_for_ident(ident: int, *, create: bool = True,
         return entity
     finally:
         _ENTITY_LOCK.release()
+
+
+def _fits(entity: ThreadEntity, thread: threading.Thread | None) -> bool:
+    """Whether ``entity`` is still the entity of its ident, whose Thread is
+    now ``thread`` (``None``: none in ``threading._active`` or ``_limbo``)."""
+    if entity.exited:
+        return False
+    own = entity.thread()
+    # A Thread that has left threading._active is ending (its ident is not
+    # reused until it has): it keeps its entity.  Were a nameless one made for
+    # its last moments, a new thread reusing the ident before the sampler saw
+    # the old one gone would inherit it -- a "thread-<ident>" without its name
+    # or report (the collector's, in a CI run of test_loop_serves).
+    return own is thread or (thread is None and own is not None)
 
 
 def _forget(entity: ThreadEntity) -> None:
@@ -1180,9 +1192,11 @@ class Sampler:
                             and frame.f_code is last[0] and not entity.exited):
                         entity.last_seen_ns = now
                         continue
-                if (entity is None or entity.exited
-                        or (entity.thread_ref is not None
-                            and entity.thread_ref() is not active.get(ident))):
+                if entity is None or entity.exited or (
+                        (owner := active.get(ident)) is not None
+                        and (entity.thread_ref is None or entity.thread_ref() is not owner)):
+                    # (A Thread that left threading._active keeps its entity to
+                    # the end: see _fits.)
                     entity = entity_for_ident(ident, wait=False)
                     if entity is None:
                         continue

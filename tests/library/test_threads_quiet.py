@@ -293,23 +293,3 @@ def test_a_failing_quiet_sleep_leaves_the_sampler_ticking_in_python(
     finally:
         peeps.stop_sampler()
     assert "quiet sleep failed" in caplog.text
-
-
-def test_a_thread_between_its_start_and_threading_active_is_named(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``Thread._bootstrap_inner`` wakes ``start()`` before it enters
-    ``threading._active``; an entity made in between gets the Thread from
-    ``threading._limbo`` (else it had no name and no report for good: the
-    collector's thread node once lost its ``collector`` attrs that way)."""
-    starting = threading.Thread(target=lambda: None, name="t.starting")
-    fake_ident = 0x5EED_1DE7
-    monkeypatch.setattr(starting, "_ident", fake_ident)
-    monkeypatch.setitem(threading._limbo, starting, starting)  # type: ignore[attr-defined]
-    assert _threads._active_thread(fake_ident) is starting
-    entity = _threads.entity_for_ident(fake_ident)
-    try:
-        assert entity is not None and entity.thread() is starting
-        assert entity.name == "t.starting"
-    finally:
-        if entity is not None:
-            _threads._forget(entity)
