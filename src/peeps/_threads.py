@@ -834,7 +834,7 @@ def _record_running_loop(ident: int, now: int, cpu_ns: int) -> None:
             frame = frame.f_back
         if frame is None:
             return  # not under the loop's scheduler step (drive_from takes only those loops)
-        if entity is None or entity.exited:
+        if entity is None or not _fits(entity, _active_thread(ident)):
             entity = entity_for_ident(ident, wait=False)
             if entity is None:
                 return

@@ -4,7 +4,9 @@ ident (pthread idents are reused at once)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 
@@ -77,3 +79,31 @@ def test_an_ending_thread_keeps_its_entity_and_its_ident_reused_gets_a_new_one(
         ending.join(5)
         for made in entities:
             _threads._forget(made)
+
+
+def test_a_loop_driven_tick_does_not_record_its_thread_into_a_stale_entity() -> None:
+    """A nameless entity left for the loop thread's ident (a thread that ended
+    before one reusing its ident started) is replaced at the loop's own tick."""
+    ident = threading.get_ident()
+    real = _threads._BY_IDENT.get(ident)
+    stale = _threads.ThreadEntity(ident, None, 64)
+    _threads._BY_IDENT[ident] = stale
+    recorded: list[_threads.ThreadEntity | None] = []
+
+    async def tick() -> None:  # runs under BaseEventLoop._run_once, as a loop-driven tick
+        _threads._record_running_loop(ident, time.monotonic_ns(), time.thread_time_ns())
+        recorded.append(_threads._BY_IDENT.get(ident))
+
+    try:
+        asyncio.run(tick())
+        [entity] = recorded
+        assert entity is not None and entity is not stale and stale.exited
+        assert entity.thread() is threading.current_thread()
+        assert entity.last_sample is not None  # the loop's sample went to it
+        assert stale.last_sample is None
+    finally:
+        for made in {stale, *recorded} - {real, None}:
+            assert made is not None
+            _threads._forget(made)
+        if real is not None and not real.exited:
+            _threads._BY_IDENT[ident] = real
