@@ -748,7 +748,9 @@ def _fits(entity: ThreadEntity, thread: threading.Thread | None) -> bool:
     return own is thread or (thread is None and own is not None)
 
 
-def _forget(entity: ThreadEntity) -> None:
+def _forget(entity: ThreadEntity, *, ident_free: bool = False) -> None:
+    """Drop ``entity`` (its thread ended, or its ident was reused).
+    ``ident_free``: the caller saw no thread run under the ident."""
     if not entity.exited and entity.verdict_event is not None:
         verdict, since = entity.verdict_event
         entity.verdict_event = None
@@ -758,7 +760,12 @@ def _forget(entity: ThreadEntity) -> None:
     entity.exited = True
     if _BY_IDENT.get(entity.ident) is entity:
         _BY_IDENT.pop(entity.ident, None)
-        forget_thread(entity.ident)
+        # Its held-lock chain goes too -- unless a thread runs under the ident
+        # now (one that reused it, or this one if it is alive after all): that
+        # thread keeps its chain in a threading.local, and dropped from CHAINS
+        # its holds would be hidden from the sampler for good.
+        if ident_free or entity.ident not in sys._current_frames():
+            forget_thread(entity.ident)
     REGISTRY.tasks.pop(entity.id, None)
 
 
@@ -1250,7 +1257,7 @@ class Sampler:
                     # alive -- forgetting it would give its waits and holds to a
                     # node that is no longer described.
                     if gone is not None and gone.created_mono_ns < now and ident not in active:
-                        _forget(gone)
+                        _forget(gone, ident_free=True)
             if now >= self._next_verdict_ns:
                 self._next_verdict_ns = now + VERDICT_EVENT_INTERVAL_NS
                 self._announce_verdicts(now, frames)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from peeps import _threads
+import peeps
+from peeps import _lockdep, _threads
 
 
 def test_a_thread_between_its_start_and_threading_active_is_named(
@@ -107,3 +108,34 @@ def test_a_loop_driven_tick_does_not_record_its_thread_into_a_stale_entity() -> 
             _threads._forget(made)
         if real is not None and not real.exited:
             _threads._BY_IDENT[ident] = real
+
+
+def test_forgetting_an_entity_drops_the_lock_chain_of_an_ended_thread_only() -> None:
+    """A thread's held-lock chain lives in its ``threading.local`` and, for the
+    sampler that times holds, in ``CHAINS``.  Replacing the entity of a thread
+    that runs (a reused ident) must leave its chain in ``CHAINS``, or its holds
+    go untimed for good; an ended thread's chain goes with its entity."""
+    lock = peeps.ThreadLock("t.entities.chain")
+    ident = threading.get_ident()
+    with lock:
+        chain = _lockdep.chain_here()
+    assert _lockdep.CHAINS.get(ident) is chain
+    entity = _threads.entity_for_ident(ident)
+    assert entity is not None
+    _threads._forget(entity)
+    assert _lockdep.CHAINS.get(ident) is chain
+
+    ended: list[_threads.ThreadEntity | None] = []
+
+    def take_and_end() -> None:
+        with lock:
+            ended.append(_threads.current_thread_entity())
+
+    thread = threading.Thread(target=take_and_end)
+    thread.start()
+    thread.join(5)
+    [gone] = ended
+    assert gone is not None and thread.ident is not None
+    assert thread.ident in _lockdep.CHAINS
+    _threads._forget(gone)
+    assert thread.ident not in _lockdep.CHAINS
