@@ -1199,11 +1199,7 @@ class Sampler:
                             and frame.f_code is last[0] and not entity.exited):
                         entity.last_seen_ns = now
                         continue
-                if entity is None or entity.exited or (
-                        (owner := active.get(ident)) is not None
-                        and (entity.thread_ref is None or entity.thread_ref() is not owner)):
-                    # (A Thread that left threading._active keeps its entity to
-                    # the end: see _fits.)
+                if entity is None or not _fits(entity, active.get(ident)):
                     entity = entity_for_ident(ident, wait=False)
                     if entity is None:
                         continue
