@@ -1,5 +1,6 @@
-/* peeps._speedups: the automatic task factory's common path, spawn_tracked's record and
- * the thread locks' fast paths (ThreadLock's two, ThreadRLock's), in C.
+/* peeps._speedups: the automatic task factory's common path, spawn_tracked's record,
+ * the thread locks' fast paths (ThreadLock's two, ThreadRLock's) and the awaitable that
+ * lets ``async with`` on asyncio Lock and Semaphore skip coroutines (DONE), in C.
  *
  * Optional: built when a C compiler is there at install time, else peeps runs
  * the same logic in Python (_autotrack.PeepsTaskFactory.lean_function), which
@@ -1276,6 +1277,102 @@ quiet_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 #endif
 
+/* ---- An awaitable that is already done ----------------------------------
+ *
+ * ``async with`` on peeps' asyncio Lock and Semaphore: their ``__aenter__`` and
+ * ``__aexit__`` are plain functions that take or give back the primitive at
+ * once when nobody waits and return this object, which completes the ``await``
+ * with None without suspending.  The stdlib's are coroutines (three per
+ * ``async with lock``: ``__aenter__``, ``acquire``, ``__aexit__``), each one
+ * allocated, started and finished.  One immutable instance, ``DONE``, serves
+ * every await: its ``__await__`` is itself, an iterator that stops at once.
+ */
+typedef struct {
+    PyObject_HEAD
+} Done;
+
+static PyObject *
+done_self(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+/* __next__: stop at once with no value, i.e. StopIteration(None). */
+static PyObject *
+done_next(PyObject *self)
+{
+    return NULL;
+}
+
+static PySendResult
+done_am_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    *result = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+done_send(PyObject *self, PyObject *arg)
+{
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+/* throw(exc) or throw(type[, value[, tb]]): nothing is suspended here, so the
+ * exception goes straight back to the caller, as a finished coroutine's would. */
+static PyObject *
+done_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    } else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must be classes or instances deriving from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+done_close(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef done_methods[] = {
+    {"send", done_send, METH_O, "send(value): stop at once (StopIteration(None))"},
+    {"throw", (PyCFunction)(void (*)(void))done_throw, METH_FASTCALL,
+     "throw(exc): raise exc, as a finished coroutine would"},
+    {"close", done_close, METH_NOARGS, "close(): nothing to close"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods done_as_async = {
+    .am_await = done_self,
+    .am_send = done_am_send,
+};
+
+static PyTypeObject DoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "peeps._speedups.Done",
+    .tp_basicsize = sizeof(Done),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_doc = "An awaitable that is already done: ``await DONE`` is None at once.",
+    .tp_as_async = &done_as_async,
+    .tp_iter = done_self,
+    .tp_iternext = done_next,
+    .tp_methods = done_methods,
+};
+
+static Done done_instance = {PyObject_HEAD_INIT(&DoneType)};
+
 static int
 speedups_exec(PyObject *module)
 {
@@ -1295,6 +1392,8 @@ speedups_exec(PyObject *module)
     Py_DECREF(context);
     if (kw_loop == NULL || kw_loop_context == NULL) return -1;
     if (PyType_Ready(&FactoryType) < 0) return -1;
+    if (PyType_Ready(&DoneType) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "DONE", (PyObject *)&done_instance) < 0) return -1;
 #ifdef __linux__
     static int atfork_done = 0;
     if (!atfork_done) {

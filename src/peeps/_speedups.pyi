@@ -1,7 +1,7 @@
 """Type stub for the optional C extension (``_speedups.c``)."""
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, final
 
 def record_spawn(task: Any, current_tasks: dict[Any, Any], loop: Any, meta: Any,
                  monotonic_ns: Callable[[], int]) -> None:
@@ -46,3 +46,13 @@ def quiet_pending() -> list[int]:
 
 def quiet_count() -> int:
     """Quiet ticks taken in this process so far (those in progress included)."""
+
+@final
+class Done:
+    """An awaitable that is already done: ``await DONE`` is None at once."""
+
+    def __await__(self) -> Generator[Any]: ...
+
+#: The one ``Done``: what ``Lock``'s and ``Semaphore``'s ``__aenter__`` and
+#: ``__aexit__`` return when they took or gave back the primitive at once.
+DONE: Done

@@ -43,7 +43,9 @@ from ._tasks import (
     current_waiter,
     holder_id,
     id_of,
+    speedups_wanted,
 )
+from ._tasks import _speedups as _c_speedups
 from .types import Edge, Node
 
 T = TypeVar("T")
@@ -115,6 +117,39 @@ class _Identity:
                 "attrs": full}
 
 
+# -- ``async with`` without coroutines ---------------------------------------------
+
+#: ``peeps._speedups.DONE``, an awaitable that is already done (``await DONE``
+#: is None at once), when the C extension was built and is wanted; else None
+#: and ``async with`` goes through the stdlib's coroutines.
+_DONE: Awaitable[None] | None = (
+    getattr(_c_speedups, "DONE", None) if _c_speedups is not None and speedups_wanted else None)
+
+
+def _fast_aenter(self: Lock | Semaphore) -> Awaitable[None]:
+    """``async with``'s enter: a free primitive is taken now and the ``await``
+    completes at once; otherwise the wait is the returned coroutine.  The
+    stdlib's ``__aenter__`` is a coroutine that awaits ``acquire()``, another;
+    together with ``__aexit__`` they are most of an uncontended ``async with``."""
+    if self._peeps_take():
+        return _DONE  # type: ignore[return-value]
+    return self._peeps_wait()
+
+
+def _fast_aexit(self: Lock | Semaphore, exc_type: Any, exc: Any, tb: Any) -> Awaitable[None]:
+    """``async with``'s exit: release now, an ``await`` that completes at once."""
+    self.release()
+    return _DONE  # type: ignore[return-value]
+
+
+def _async_with_through_overrides(cls: type[Any]) -> None:
+    """A subclass that overrides ``acquire`` or ``release`` gets the stdlib's
+    ``__aenter__``/``__aexit__``, which call them."""
+    if _DONE is not None and ("acquire" in vars(cls) or "release" in vars(cls)):
+        cls.__aenter__ = _StdLock.__aenter__
+        cls.__aexit__ = _StdLock.__aexit__
+
+
 # -- Lock ----------------------------------------------------------------------
 
 
@@ -157,23 +192,37 @@ class Lock(asyncio.Lock, _Identity):
         self._peeps_max_wait_ns = 0
         REGISTRY.track(self)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _async_with_through_overrides(cls)
+
+    def _peeps_take(self) -> bool:
+        """The uncontended acquire: if the lock is free and nobody waits (the
+        stdlib's fast path, 3.11-3.13), take it and record the holder."""
+        if self._locked or self._waiters:  # type: ignore[has-type]
+            return False
+        self._locked = True
+        # current_holder(), inlined: this is the hottest path in the module.
+        if _C_CURRENT_TASK:
+            try:
+                self._peeps_holder = _current_task() or current_holder()
+            except RuntimeError:
+                self._peeps_holder = current_holder()
+        else:  # 3.11: _peeps_running_task(), its common case inlined
+            loop = self._peeps_loop
+            holder = _task_of(loop) if loop is not None else None  # type: ignore[misc]
+            self._peeps_holder = holder if holder is not None else self._peeps_running_task()
+        self._peeps_held_since = _monotonic_ns()
+        self._peeps_acquisitions += 1
+        return True
+
     async def acquire(self) -> Literal[True]:
-        if not self._locked and not self._waiters:  # type: ignore[has-type]
-            # Uncontended: the stdlib's own fast path (3.11-3.13), inlined.
-            self._locked = True
-            # current_holder(), inlined: this is the hottest path in the module.
-            if _C_CURRENT_TASK:
-                try:
-                    self._peeps_holder = _current_task() or current_holder()
-                except RuntimeError:
-                    self._peeps_holder = current_holder()
-            else:  # 3.11: _peeps_running_task(), its common case inlined
-                loop = self._peeps_loop
-                holder = _task_of(loop) if loop is not None else None  # type: ignore[misc]
-                self._peeps_holder = holder if holder is not None else self._peeps_running_task()
-            self._peeps_held_since = _monotonic_ns()
-            self._peeps_acquisitions += 1
-            return True
+        if not self._peeps_take():
+            await self._peeps_wait()
+        return True
+
+    async def _peeps_wait(self) -> None:
+        """The contended acquire: wait in the stdlib's queue, as a ``needs`` edge."""
         me = current_holder()  # the task itself: named only if described
         self._peeps_contentions += 1
         start = _monotonic_ns()
@@ -193,7 +242,6 @@ class Lock(asyncio.Lock, _Identity):
         self._peeps_holder = me
         self._peeps_held_since = now
         self._peeps_acquisitions += 1
-        return True
 
     def release(self) -> None:
         if not self._locked:
@@ -296,28 +344,47 @@ class Semaphore(asyncio.Semaphore, _Identity):
         self._peeps_max_wait_ns = 0
         REGISTRY.track(self)
 
-    async def acquire(self) -> Literal[True]:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _async_with_through_overrides(cls)
+
+    def _peeps_take(self) -> bool:
+        """The uncontended acquire: if a permit is free and nobody waits for
+        one (the stdlib's fast path, 3.11-3.13), take it and record the holder;
+        the first test spares ``locked()``'s generator when nobody waits."""
         if (self._value > 0 and not self._waiters) or not self.locked():
-            # The stdlib's fast path (3.11-3.13), inlined to save an await; the
-            # first test spares ``locked()``'s generator when nobody waits.
             self._value -= 1
-        else:
-            me = current_holder()  # the task itself: named only if described
-            self._peeps_contentions += 1
-            start = _monotonic_ns()
-            if REGISTRY.repeat_due(self, "semaphore.acquire.contended", start):
-                REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
-                                       {"available": self._value}, holder_id(me))
-            self._peeps_waiters.add(me, "acquire", start)
-            try:
-                # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
-                await _std_semaphore_acquire(self)
-            finally:
-                self._peeps_waiters.remove(me)
-            waited = _monotonic_ns() - start
-            self._peeps_total_wait_ns += waited
-            if waited > self._peeps_max_wait_ns:
-                self._peeps_max_wait_ns = waited
+            self._peeps_hold()
+            return True
+        return False
+
+    async def acquire(self) -> Literal[True]:
+        if not self._peeps_take():
+            await self._peeps_wait()
+        return True
+
+    async def _peeps_wait(self) -> None:
+        """The contended acquire: wait in the stdlib's queue, as a ``needs`` edge."""
+        me = current_holder()  # the task itself: named only if described
+        self._peeps_contentions += 1
+        start = _monotonic_ns()
+        if REGISTRY.repeat_due(self, "semaphore.acquire.contended", start):
+            REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
+                                   {"available": self._value}, holder_id(me))
+        self._peeps_waiters.add(me, "acquire", start)
+        try:
+            # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
+            await _std_semaphore_acquire(self)
+        finally:
+            self._peeps_waiters.remove(me)
+        waited = _monotonic_ns() - start
+        self._peeps_total_wait_ns += waited
+        if waited > self._peeps_max_wait_ns:
+            self._peeps_max_wait_ns = waited
+        self._peeps_hold()
+
+    def _peeps_hold(self) -> None:
+        """Record a permit taken by what runs now."""
         if _C_CURRENT_TASK:
             try:
                 holder = _current_task() or current_holder()
@@ -335,7 +402,6 @@ class Semaphore(asyncio.Semaphore, _Identity):
             extra = self._peeps_extra
             extra[holder] = extra.get(holder, 1) + 1
         self._peeps_acquisitions += 1
-        return True
 
     def release(self) -> None:
         if self._peeps_bounded:
@@ -419,6 +485,14 @@ class BoundedSemaphore(Semaphore, asyncio.BoundedSemaphore):
     """``asyncio.BoundedSemaphore`` in the graph (see :class:`Semaphore`)."""
 
     _peeps_bounded = True
+
+
+# ``async with`` without coroutines (see _fast_aenter).
+if _DONE is not None:
+    for _cls in (Lock, Semaphore):
+        _cls.__aenter__ = _fast_aenter  # type: ignore[assignment,method-assign]
+        _cls.__aexit__ = _fast_aexit  # type: ignore[assignment,method-assign]
+    del _cls
 
 
 # -- Event -------------------------------------------------------------------------

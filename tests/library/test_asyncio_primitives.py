@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import peeps
 from graph_support import edges, node, settle
+from peeps import _sync
 from peeps._tasks import current_task_entity
 
 
@@ -34,12 +37,45 @@ def assert_collected(ref: weakref.ref[Any], node_id: str) -> None:
     assert node_id not in ids(peeps.collect_graph())
 
 
+@pytest.fixture(params=["done", "coroutines"])
+def async_with(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``async with`` on Lock and Semaphore both ways: without coroutines
+    (``__aenter__`` takes a free primitive at once and returns
+    ``peeps._speedups.DONE``; must not be skipped where the C extension can be
+    built) and through the stdlib's coroutines, the fallback without it."""
+    classes = (peeps.Lock, peeps.Semaphore)
+    if request.param == "done":
+        if _sync._DONE is None:
+            if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
+                pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
+            pytest.skip("peeps._speedups was not built (no C compiler at install)")
+        for cls in classes:
+            assert vars(cls)["__aenter__"] is _sync._fast_aenter
+            assert vars(cls)["__aexit__"] is _sync._fast_aexit
+        yield "done"
+        return
+    saved = {cls: (vars(cls).get("__aenter__"), vars(cls).get("__aexit__")) for cls in classes}
+    for cls in classes:
+        cls.__aenter__ = _sync._StdLock.__aenter__  # type: ignore[method-assign]
+        cls.__aexit__ = _sync._StdLock.__aexit__  # type: ignore[method-assign]
+    try:
+        yield "coroutines"
+    finally:
+        for cls, (enter, exit_) in saved.items():
+            for name, method in (("__aenter__", enter), ("__aexit__", exit_)):
+                if method is None:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, method)
+
+
 async def cancel_all(*tasks: asyncio.Task[Any]) -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@pytest.mark.usefixtures("async_with")
 def test_lock_holder_holds_and_waiter_needs() -> None:
     async def scenario() -> None:
         lock = peeps.Lock("test.lock")
@@ -92,6 +128,121 @@ def test_lock_holder_holds_and_waiter_needs() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore, peeps.BoundedSemaphore])
+def test_async_with_holds_inside_and_releases_on_exit_or_error(cls: Any) -> None:
+    """Uncontended ``async with``: the primitive is held by the running task
+    inside the block (``as`` binds None, as the stdlib's does) and released on
+    leaving it, also when the block raises."""
+    async def body() -> None:
+        prim = cls(name="with.prim")
+        for round_ in (1, 2):
+            async with prim as bound:
+                assert bound is None
+                assert prim.locked()
+                (holds,) = edges(peeps.collect_graph(), "holds", dst=prim._peeps_id)
+                assert holds["src"] == task_id(asyncio.current_task())  # type: ignore[arg-type]
+            assert not prim.locked()
+            assert not edges(peeps.collect_graph(), "holds", dst=prim._peeps_id)
+            assert prim.statistics().acquisitions == round_
+        with pytest.raises(KeyError, match="inside"):
+            async with prim:
+                raise KeyError("inside")
+        assert not prim.locked()
+        assert not edges(peeps.collect_graph(), "holds", dst=prim._peeps_id)
+        assert prim.statistics().acquisitions == 3 and prim.statistics().contentions == 0
+
+    async def scenario() -> None:
+        await peeps.tasks.spawn_tracked("with.body", body())
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore])
+def test_async_with_waiter_cancelled_while_waiting_leaves_the_primitive_usable(cls: Any) -> None:
+    """A contended ``async with`` waits as a ``needs`` edge; cancelled in the
+    wait it leaves no edge, does not hold, and the next ``async with`` works."""
+    async def scenario() -> None:
+        prim = cls(name="with.cancel")
+        entered = []
+
+        async def waiter() -> None:
+            async with prim:
+                entered.append(True)
+
+        async with prim:
+            w = peeps.tasks.spawn_tracked("with.waiter", waiter())
+            await settle()
+            (needs,) = edges(peeps.collect_graph(), "needs", dst=prim._peeps_id)
+            assert needs["src"] == task_id(w)
+            await cancel_all(w)
+            assert w.cancelled() and not entered
+            assert not edges(peeps.collect_graph(), "needs", dst=prim._peeps_id)
+        assert not prim.locked()
+        stats = prim.statistics()
+        assert stats.contentions == 1 and stats.acquisitions == 1
+
+        async with prim:
+            assert prim.locked()
+        assert not prim.locked() and prim.statistics().acquisitions == 2
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("base", [peeps.Lock, peeps.Semaphore])
+def test_async_with_goes_through_a_subclass_acquire_and_release(base: Any) -> None:
+    """A subclass that overrides ``acquire``/``release`` has them called by
+    ``async with``, as with the stdlib's primitives."""
+    calls: list[str] = []
+
+    class Counted(base):  # type: ignore[misc,valid-type]
+        async def acquire(self) -> bool:
+            calls.append("acquire")
+            return await super().acquire()  # type: ignore[no-any-return]
+
+        def release(self) -> None:
+            calls.append("release")
+            super().release()
+
+    async def scenario() -> None:
+        prim = Counted(name="with.subclass")
+        async with prim as bound:
+            assert bound is None and prim.locked()
+        assert not prim.locked()
+
+    asyncio.run(scenario())
+    assert calls == ["acquire", "release"]
+
+
+def test_done_is_an_awaitable_that_is_already_done() -> None:
+    """``peeps._speedups.DONE``: ``await`` gives None without suspending, any
+    number of times; as an iterator it stops at once; ``throw`` raises."""
+    done = _sync._DONE
+    if done is None:
+        if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
+            pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
+        pytest.skip("peeps._speedups was not built (no C compiler at install)")
+
+    async def twice() -> list[Any]:
+        return [await done, await done]
+
+    coro = twice()
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)  # finishes on the first step: nothing suspended
+    assert stop.value.value == [None, None]
+    assert list(done.__await__()) == []
+    with pytest.raises(StopIteration):
+        done.send(None)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="thrown"):
+        done.throw(ValueError("thrown"))  # type: ignore[attr-defined]
+    done.close()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        type(done)()
+    assert asyncio.run(twice()) == [None, None]
+
+
 def test_lock_release_by_unlocked_raises_like_stdlib() -> None:
     async def scenario() -> None:
         lock = peeps.Lock()
@@ -119,6 +270,7 @@ def test_lock_waiter_cancelled_leaves_no_edge() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("async_with")
 @pytest.mark.parametrize("cls", [peeps.Semaphore, peeps.BoundedSemaphore])
 def test_semaphore_permits_holders_waiters(cls: Any) -> None:
     async def scenario() -> None:
@@ -524,6 +676,7 @@ def test_semaphore_counts_several_permits_per_holder_and_ownerless_releases() ->
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("async_with")
 def test_contention_events_are_rate_limited_per_primitive_and_count_what_they_drop() -> None:
     """A busy contended lock must not flush the event ring: one
     ``lock.acquire.contended`` per lock per 100 ms, the next one kept saying how
@@ -541,7 +694,7 @@ def test_contention_events_are_rate_limited_per_primitive_and_count_what_they_dr
                 async with lk:
                     await asyncio.sleep(0)
 
-        consumer = peeps.tasks.spawn_tracked("consumer", jobs.get())
+        consumer = peeps.tasks.spawn_tracked("idle.consumer", jobs.get())
         await asyncio.gather(*(contend(lock) for _ in range(4)), contend(other), contend(other))
         assert lock.statistics().contentions > 50  # really contended, many times
         names = [(e["name"], e["entity_id"], e["attrs"]) for e in peeps.collect_graph()["events"]]
