@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from ._config import STATE
 from ._registry import (
@@ -150,6 +150,62 @@ def _async_with_through_overrides(cls: type[Any]) -> None:
         cls.__aexit__ = _StdLock.__aexit__
 
 
+class _TakeOrWait:
+    """``acquire()`` for Lock and Semaphore: ``_peeps_take()`` at once when
+    the primitive is free, else wait in the stdlib's queue as a ``needs``
+    edge, counted and timed, with a rate-limited contention event."""
+
+    #: The contention event's name, and the stdlib's acquire (its wait).
+    _peeps_contended_event: ClassVar[str]
+    _peeps_std_acquire: ClassVar[Callable[[Any], Awaitable[Any]]]
+    _peeps_waiters: WaitSet
+    _peeps_contentions: int
+    _peeps_total_wait_ns: int
+    _peeps_max_wait_ns: int
+
+    def _peeps_take(self) -> bool:
+        """Take the primitive now if it is free; whether it was."""
+        raise NotImplementedError
+
+    def _peeps_acquired_after_wait(self, me: Any, now: int) -> None:
+        """Record ``me`` as a holder after a wait that ended at ``now``."""
+        raise NotImplementedError
+
+    def _peeps_contended_attrs(self) -> dict[str, Any]:
+        """The contention event's attributes."""
+        raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _async_with_through_overrides(cls)
+
+    async def acquire(self) -> Literal[True]:
+        if not self._peeps_take():
+            await self._peeps_wait()
+        return True
+
+    async def _peeps_wait(self) -> None:
+        """The contended acquire (also ``async with``'s, which awaits it directly)."""
+        me = current_holder()  # the task itself: named only if described
+        self._peeps_contentions += 1
+        start = _monotonic_ns()
+        event = self._peeps_contended_event
+        if REGISTRY.repeat_due(self, event, start):
+            REGISTRY.emit_repeated(self, event, self._peeps_contended_attrs(), holder_id(me))
+        self._peeps_waiters.add(me, "acquire", start)
+        try:
+            # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
+            await self._peeps_std_acquire()
+        finally:
+            self._peeps_waiters.remove(me)
+        now = _monotonic_ns()
+        waited = now - start
+        self._peeps_total_wait_ns += waited
+        if waited > self._peeps_max_wait_ns:
+            self._peeps_max_wait_ns = waited
+        self._peeps_acquired_after_wait(me, now)
+
+
 # -- Lock ----------------------------------------------------------------------
 
 
@@ -168,12 +224,15 @@ class LockStatistics:
     max_wait_ns: int
 
 
-class Lock(asyncio.Lock, _Identity):
+class Lock(_TakeOrWait, asyncio.Lock, _Identity):
     """``asyncio.Lock`` in the graph: the holder ``holds`` it, waiters ``need`` it.
 
     ``Lock(name=None, **meta)``; counts acquisitions, contention, wait and hold
     times.  Emits ``lock.acquire.contended`` when an acquire has to wait.
     """
+
+    _peeps_contended_event = "lock.acquire.contended"
+    _peeps_std_acquire = _std_lock_acquire
 
     def __new__(cls, name: str | None = None, **meta: Any) -> Lock:
         if cls is Lock and not STATE.enabled:
@@ -191,10 +250,6 @@ class Lock(asyncio.Lock, _Identity):
         self._peeps_total_wait_ns = 0
         self._peeps_max_wait_ns = 0
         REGISTRY.track(self)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _async_with_through_overrides(cls)
 
     def _peeps_take(self) -> bool:
         """The uncontended acquire: if the lock is free and nobody waits (the
@@ -216,32 +271,13 @@ class Lock(asyncio.Lock, _Identity):
         self._peeps_acquisitions += 1
         return True
 
-    async def acquire(self) -> Literal[True]:
-        if not self._peeps_take():
-            await self._peeps_wait()
-        return True
-
-    async def _peeps_wait(self) -> None:
-        """The contended acquire: wait in the stdlib's queue, as a ``needs`` edge."""
-        me = current_holder()  # the task itself: named only if described
-        self._peeps_contentions += 1
-        start = _monotonic_ns()
-        if REGISTRY.repeat_due(self, "lock.acquire.contended", start):
-            REGISTRY.emit_repeated(self, "lock.acquire.contended",
-                                   {"holder": holder_id(self._peeps_holder)}, holder_id(me))
-        self._peeps_waiters.add(me, "acquire", start)
-        try:
-            await _std_lock_acquire(self)  # the stdlib's wait, without super()'s object
-        finally:
-            self._peeps_waiters.remove(me)
-        now = _monotonic_ns()
-        waited = now - start
-        self._peeps_total_wait_ns += waited
-        if waited > self._peeps_max_wait_ns:
-            self._peeps_max_wait_ns = waited
+    def _peeps_acquired_after_wait(self, me: Any, now: int) -> None:
         self._peeps_holder = me
         self._peeps_held_since = now
         self._peeps_acquisitions += 1
+
+    def _peeps_contended_attrs(self) -> dict[str, Any]:
+        return {"holder": holder_id(self._peeps_holder)}
 
     def release(self) -> None:
         if not self._locked:
@@ -307,7 +343,7 @@ class SemaphoreStatistics:
     max_wait_ns: int
 
 
-class Semaphore(asyncio.Semaphore, _Identity):
+class Semaphore(_TakeOrWait, asyncio.Semaphore, _Identity):
     """``asyncio.Semaphore`` in the graph: permit holders ``hold`` it, waiters
     ``need`` it.  ``Semaphore(value=1, name=None, **meta)``.
 
@@ -316,6 +352,8 @@ class Semaphore(asyncio.Semaphore, _Identity):
     """
 
     _peeps_kind_name = "semaphore"
+    _peeps_contended_event = "semaphore.acquire.contended"
+    _peeps_std_acquire = _std_semaphore_acquire
     #: ``BoundedSemaphore``: ``release`` goes through the stdlib's bound check.
     _peeps_bounded = False
 
@@ -344,10 +382,6 @@ class Semaphore(asyncio.Semaphore, _Identity):
         self._peeps_max_wait_ns = 0
         REGISTRY.track(self)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _async_with_through_overrides(cls)
-
     def _peeps_take(self) -> bool:
         """The uncontended acquire: if a permit is free and nobody waits for
         one (the stdlib's fast path, 3.11-3.13), take it and record the holder;
@@ -358,30 +392,11 @@ class Semaphore(asyncio.Semaphore, _Identity):
             return True
         return False
 
-    async def acquire(self) -> Literal[True]:
-        if not self._peeps_take():
-            await self._peeps_wait()
-        return True
-
-    async def _peeps_wait(self) -> None:
-        """The contended acquire: wait in the stdlib's queue, as a ``needs`` edge."""
-        me = current_holder()  # the task itself: named only if described
-        self._peeps_contentions += 1
-        start = _monotonic_ns()
-        if REGISTRY.repeat_due(self, "semaphore.acquire.contended", start):
-            REGISTRY.emit_repeated(self, "semaphore.acquire.contended",
-                                   {"available": self._value}, holder_id(me))
-        self._peeps_waiters.add(me, "acquire", start)
-        try:
-            # The stdlib's wait (BoundedSemaphore's too), without super()'s object.
-            await _std_semaphore_acquire(self)
-        finally:
-            self._peeps_waiters.remove(me)
-        waited = _monotonic_ns() - start
-        self._peeps_total_wait_ns += waited
-        if waited > self._peeps_max_wait_ns:
-            self._peeps_max_wait_ns = waited
+    def _peeps_acquired_after_wait(self, me: Any, now: int) -> None:
         self._peeps_hold()
+
+    def _peeps_contended_attrs(self) -> dict[str, Any]:
+        return {"available": self._value}
 
     def _peeps_hold(self) -> None:
         """Record a permit taken by what runs now."""

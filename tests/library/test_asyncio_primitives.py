@@ -216,6 +216,52 @@ def test_async_with_goes_through_a_subclass_acquire_and_release(base: Any) -> No
     assert calls == ["acquire", "release"]
 
 
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore])
+def test_a_waiter_that_gets_the_primitive_holds_it_and_the_wait_is_recorded(cls: Any) -> None:
+    """Contended: the wait emits ``<kind>.acquire.contended``, and once the
+    holder lets go the waiter is the one that ``holds``, its wait timed."""
+    kind = "lock" if cls is peeps.Lock else "semaphore"
+
+    async def scenario() -> None:
+        prim = cls(name="handover.prim")
+        let_go, inside = asyncio.Event(), asyncio.Event()
+        finish = asyncio.Event()
+
+        async def first() -> None:
+            async with prim:
+                await let_go.wait()
+
+        async def second() -> None:
+            async with prim:
+                inside.set()
+                await finish.wait()
+
+        h = peeps.tasks.spawn_tracked("handover.first", first())
+        await settle()
+        w = peeps.tasks.spawn_tracked("handover.second", second())
+        await settle()
+        g = peeps.collect_graph()
+        (contended,) = [e for e in g["events"] if e["entity_id"] == prim._peeps_id]
+        assert contended["name"] == f"{kind}.acquire.contended"
+        assert contended["attrs"] == ({"holder": task_id(h)} if kind == "lock"
+                                      else {"available": 0})
+        let_go.set()
+        await inside.wait()
+        (holds,) = edges(peeps.collect_graph(), "holds", dst=prim._peeps_id)
+        assert holds["src"] == task_id(w)
+        stats = prim.statistics()
+        assert stats.contentions == 1 and stats.acquisitions == 2
+        assert stats.total_wait_ns > 0 and stats.max_wait_ns == stats.total_wait_ns
+        if kind == "lock":
+            assert stats.holder == task_id(w)
+        finish.set()
+        await asyncio.gather(h, w)
+        assert not prim.locked()
+
+    asyncio.run(scenario())
+
+
 def test_done_is_an_awaitable_that_is_already_done() -> None:
     """``peeps._speedups.DONE``: ``await`` gives None without suspending, any
     number of times; as an iterator it stops at once; ``throw`` raises."""
