@@ -211,8 +211,128 @@ monotonic_ns(PyObject *fallback)
     return PyObject_CallNoArgs(fallback);
 }
 
-/* task._peeps_spawn = (id(running task of loop) or 0, code or None, offset,
- * monotonic ns, meta); code and offset are given (code may be NULL). */
+/* The spawn record itself: one object with C fields, read as the 5-tuple
+ * (id(parent task) or 0, code or None, offset, monotonic ns, meta or None).
+ * Python's readers index and unpack it (sq_item; iteration falls back to it),
+ * so it stands in for the tuple the Python factory stores, without the tuple's
+ * three integers: four allocations per spawn become one, and the integers are
+ * made only when a snapshot reads a task that is still alive. */
+typedef struct {
+    PyObject_HEAD
+    void *parent;        /* the parent task's address (its id()), or NULL */
+    PyObject *code;      /* the creation code, or NULL */
+    PyObject *meta;      /* spawn_tracked's meta, or NULL for None */
+    long long created;   /* monotonic ns */
+    int lasti;           /* instruction offset in code, or -1 */
+} Spawn;
+
+static PyTypeObject SpawnType;
+
+static Py_ssize_t
+spawn_length(PyObject *self)
+{
+    return 5;
+}
+
+static PyObject *
+spawn_item(PyObject *op, Py_ssize_t i)
+{
+    Spawn *self = (Spawn *)op;
+    switch (i) {
+    case 0:
+        return self->parent == NULL ? PyLong_FromLong(0) : PyLong_FromVoidPtr(self->parent);
+    case 1:
+        return Py_NewRef(self->code != NULL ? self->code : Py_None);
+    case 2:
+        return PyLong_FromLong(self->lasti);
+    case 3:
+        return PyLong_FromLongLong(self->created);
+    case 4:
+        return Py_NewRef(self->meta != NULL ? self->meta : Py_None);
+    default:
+        PyErr_SetString(PyExc_IndexError, "spawn record index out of range");
+        return NULL;
+    }
+}
+
+static PyObject *
+spawn_repr(PyObject *op)
+{
+    PyObject *tuple = PySequence_Tuple(op);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    PyObject *repr = PyUnicode_FromFormat("SpawnRecord%R", tuple);
+    Py_DECREF(tuple);
+    return repr;
+}
+
+/* Only a record with meta is tracked by the collector: meta is the caller's
+ * dict and may lead back to the task; a code object cannot. */
+static int
+spawn_traverse(Spawn *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->meta);
+    return 0;
+}
+
+static int
+spawn_clear(Spawn *self)
+{
+    Py_CLEAR(self->meta);
+    return 0;
+}
+
+static void
+spawn_dealloc(Spawn *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->code);
+    Py_CLEAR(self->meta);
+    PyObject_GC_Del(self);
+}
+
+static PySequenceMethods spawn_as_sequence = {
+    .sq_length = spawn_length,
+    .sq_item = spawn_item,
+};
+
+static PyTypeObject SpawnType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "peeps._speedups.SpawnRecord",
+    .tp_basicsize = sizeof(Spawn),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_doc = "A task's spawn record, read as the tuple (parent id or 0, code or None, "
+              "offset, monotonic ns, meta or None).",
+    .tp_as_sequence = &spawn_as_sequence,
+    .tp_repr = spawn_repr,
+    .tp_traverse = (traverseproc)spawn_traverse,
+    .tp_clear = (inquiry)spawn_clear,
+    .tp_dealloc = (destructor)spawn_dealloc,
+};
+
+/* Monotonic ns as a C integer: on Linux CLOCK_MONOTONIC read directly (what
+ * time.monotonic_ns() reads); elsewhere that function is called.  -1 on error. */
+static long long
+monotonic_ns_c(PyObject *fallback)
+{
+#if defined(__linux__)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+#endif
+    PyObject *now = PyObject_CallNoArgs(fallback);
+    if (now == NULL) {
+        return -1;
+    }
+    long long value = PyLong_AsLongLong(now);
+    Py_DECREF(now);
+    return value == -1 && PyErr_Occurred() ? -1 : value;
+}
+
+/* task._peeps_spawn = SpawnRecord(id(running task of loop) or 0, code or None,
+ * offset, monotonic ns, meta); code and offset are given (code may be NULL). */
 static int
 store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *code,
             int lasti, PyObject *meta, PyObject *monotonic)
@@ -221,20 +341,23 @@ store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *c
     if (parent == NULL && PyErr_Occurred()) {
         return -1;
     }
-    PyObject *parent_id = parent == NULL ? PyLong_FromLong(0) : PyLong_FromVoidPtr(parent);
-    PyObject *offset = PyLong_FromLong(lasti);
-    PyObject *now = monotonic_ns(monotonic);
-    PyObject *spawn = NULL;
-    if (parent_id != NULL && offset != NULL && now != NULL) {
-        spawn = PyTuple_Pack(5, parent_id, code != NULL ? code : Py_None, offset, now, meta);
+    long long now = monotonic_ns_c(monotonic);
+    if (now == -1) {
+        return -1;
     }
-    Py_XDECREF(parent_id);
-    Py_XDECREF(offset);
-    Py_XDECREF(now);
+    Spawn *spawn = PyObject_GC_New(Spawn, &SpawnType);
     if (spawn == NULL) {
         return -1;
     }
-    int rc = PyObject_SetAttr(task, str_peeps_spawn, spawn);
+    spawn->parent = parent;
+    spawn->code = Py_XNewRef(code);
+    spawn->meta = meta == Py_None ? NULL : Py_XNewRef(meta);
+    spawn->created = now;
+    spawn->lasti = lasti;
+    if (spawn->meta != NULL) {
+        PyObject_GC_Track(spawn);
+    }
+    int rc = PyObject_SetAttr(task, str_peeps_spawn, (PyObject *)spawn);
     Py_DECREF(spawn);
     return rc;
 }
@@ -1393,6 +1516,7 @@ speedups_exec(PyObject *module)
     if (kw_loop == NULL || kw_loop_context == NULL) return -1;
     if (PyType_Ready(&FactoryType) < 0) return -1;
     if (PyType_Ready(&DoneType) < 0) return -1;
+    if (PyType_Ready(&SpawnType) < 0) return -1;
     if (PyModule_AddObjectRef(module, "DONE", (PyObject *)&done_instance) < 0) return -1;
 #ifdef __linux__
     static int atfork_done = 0;

@@ -160,6 +160,57 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
         loop.close()
 
 
+def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) -> None:
+    """The record both factories and ``spawn_tracked`` store: parent task id,
+    creating code and offset, creation time, meta -- indexed and unpacked alike,
+    whether it is the Python tuple or the C extension's ``SpawnRecord``."""
+    import time
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        parent = asyncio.current_task()
+        before = time.monotonic_ns()
+        auto = asyncio.create_task(child())
+        tracked = peeps.tasks.spawn_tracked("tracked", child(), shard=3)
+        bare = peeps.tasks.spawn_tracked("bare", child())
+        after = time.monotonic_ns()
+        await asyncio.gather(auto, tracked, bare)
+        here = sys._getframe().f_code
+        for task, meta in ((auto, None), (tracked, {"shard": 3}), (bare, {})):
+            record = task._peeps_spawn  # type: ignore[attr-defined]
+            assert (type(record).__name__ == "SpawnRecord") == (factory_impl == "c")
+            parent_id, code, lasti, created, got_meta = record
+            assert (parent_id, code, got_meta) == (id(parent), here, meta)
+            assert len(record) == 5 and list(record) == [parent_id, code, lasti, created, meta]
+            assert record[0] == id(parent) and record[4] == meta and record[-1] == meta
+            assert before <= created <= after and record[3] == created
+            assert _tasks.line_of(code, lasti) > here.co_firstlineno
+        with pytest.raises(IndexError):
+            auto._peeps_spawn[5]  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_a_spawn_record_whose_meta_refers_to_its_task_is_collected() -> None:
+    """meta is the caller's dict and may hold the task: the cycle through the
+    record (the C one included) is still found by the garbage collector."""
+    refs: list[weakref.ref[Any]] = []
+
+    async def scenario() -> None:
+        meta: dict[str, Any] = {}
+        task = peeps.tasks.spawn_tracked("cyclic", asyncio.sleep(0), holder=meta)
+        meta["task"] = task
+        await task
+        refs.append(weakref.ref(task))
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert refs[0]() is None
+
+
 def test_factory_chains_to_an_existing_factory_and_uninstall_restores_it() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
