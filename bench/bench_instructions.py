@@ -220,6 +220,9 @@ def main() -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="also run callgrind's cache and branch-predictor models and "
                              "report L1 misses and mispredicts per request (~2x slower)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep callgrind's dumps here (DIR/<variant>/callgrind.out.PID.N, "
+                             "one per rep) for callgrind_annotate")
     args = parser.parse_args()
     args.requests = args.requests or (20 if args.quick else 1000)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -238,6 +241,14 @@ def main() -> None:
         with ThreadPoolExecutor(len(VARIANTS)) as pool:
             futures = {label: pool.submit(_count, label, tmp, args) for label in VARIANTS}
             per_request = {label: f.result() for label, f in futures.items()}
+        if args.keep:
+            kept = Path(args.keep)
+            for label in VARIANTS:
+                (kept / label).mkdir(parents=True, exist_ok=True)
+                for dump in (tmp / label).glob("callgrind.out.*.*"):
+                    shutil.copy2(dump, kept / label / dump.name)
+            print(f"callgrind's dumps kept in {kept}/<variant>/ "
+                  "(read one with: callgrind_annotate FILE)", file=sys.stderr)
     elapsed = time.monotonic() - t0
     for label, dumps in per_request.items():
         print(f"instructions {label}: " + ", ".join(f"{d['Ir'] / 1e3:.1f} k" for d in dumps)
