@@ -965,6 +965,36 @@ def test_uninstall_when_another_factory_was_installed_on_top() -> None:
     asyncio.run(scenario())
 
 
+def test_the_factory_reads_its_switches_at_every_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``STATE.enabled`` and the factory's ``active`` (slots the C factory reads
+    directly) take effect at the next spawn, whatever truthy value they hold."""
+    from peeps._config import STATE
+
+    async def recorded() -> bool:
+        t = asyncio.create_task(asyncio.sleep(0))
+        await t
+        return getattr(t, "_peeps_spawn", None) is not None
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        state = _autotrack.factory_state(asyncio.get_running_loop().get_task_factory())
+        assert state is not None
+        assert await recorded()
+        monkeypatch.setattr(STATE, "enabled", False)
+        assert not await recorded()
+        monkeypatch.setattr(STATE, "enabled", 1)
+        assert await recorded()
+        monkeypatch.setattr(STATE, "enabled", "")
+        assert not await recorded()
+        monkeypatch.setattr(STATE, "enabled", True)
+        state.active = False
+        assert not await recorded()
+        state.active = True
+        assert await recorded()
+
+    asyncio.run(scenario())
+
+
 def test_event_loop_node_and_lazy_cancel_attribution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_tasks, "cancel_origin", True)
 
