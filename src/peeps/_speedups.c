@@ -216,14 +216,22 @@ monotonic_ns(PyObject *fallback)
  * Python's readers index and unpack it (sq_item; iteration falls back to it),
  * so it stands in for the tuple the Python factory stores, without the tuple's
  * three integers: four allocations per spawn become one, and the integers are
- * made only when a snapshot reads a task that is still alive. */
+ * made only when a snapshot reads a task that is still alive.
+ *
+ * It is not a GC type: a tuple of five comes from the tuple free list, which
+ * does not count towards the collector's young-generation threshold, and a GC
+ * object would (one more count per live task: a collection every ~700
+ * allocations comes sooner).  So it holds nothing that could lead back to the
+ * task -- a code object and C values -- and spawn_tracked's meta only when it
+ * is empty (``tracked``: item 4 reads as a new ``{}``); a record with meta
+ * stays the tuple. */
 typedef struct {
     PyObject_HEAD
     void *parent;        /* the parent task's address (its id()), or NULL */
     PyObject *code;      /* the creation code, or NULL */
-    PyObject *meta;      /* spawn_tracked's meta, or NULL for None */
     long long created;   /* monotonic ns */
     int lasti;           /* instruction offset in code, or -1 */
+    int tracked;         /* spawn_tracked's, with empty meta: item 4 is {} not None */
 } Spawn;
 
 static PyTypeObject SpawnType;
@@ -248,7 +256,7 @@ spawn_item(PyObject *op, Py_ssize_t i)
     case 3:
         return PyLong_FromLongLong(self->created);
     case 4:
-        return Py_NewRef(self->meta != NULL ? self->meta : Py_None);
+        return self->tracked ? PyDict_New() : Py_NewRef(Py_None);
     default:
         PyErr_SetString(PyExc_IndexError, "spawn record index out of range");
         return NULL;
@@ -267,29 +275,11 @@ spawn_repr(PyObject *op)
     return repr;
 }
 
-/* Only a record with meta is tracked by the collector: meta is the caller's
- * dict and may lead back to the task; a code object cannot. */
-static int
-spawn_traverse(Spawn *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->meta);
-    return 0;
-}
-
-static int
-spawn_clear(Spawn *self)
-{
-    Py_CLEAR(self->meta);
-    return 0;
-}
-
 static void
 spawn_dealloc(Spawn *self)
 {
-    PyObject_GC_UnTrack(self);
     Py_CLEAR(self->code);
-    Py_CLEAR(self->meta);
-    PyObject_GC_Del(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PySequenceMethods spawn_as_sequence = {
@@ -301,13 +291,11 @@ static PyTypeObject SpawnType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "peeps._speedups.SpawnRecord",
     .tp_basicsize = sizeof(Spawn),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .tp_doc = "A task's spawn record, read as the tuple (parent id or 0, code or None, "
               "offset, monotonic ns, meta or None).",
     .tp_as_sequence = &spawn_as_sequence,
     .tp_repr = spawn_repr,
-    .tp_traverse = (traverseproc)spawn_traverse,
-    .tp_clear = (inquiry)spawn_clear,
     .tp_dealloc = (destructor)spawn_dealloc,
 };
 
@@ -332,7 +320,8 @@ monotonic_ns_c(PyObject *fallback)
 }
 
 /* task._peeps_spawn = SpawnRecord(id(running task of loop) or 0, code or None,
- * offset, monotonic ns, meta); code and offset are given (code may be NULL). */
+ * offset, monotonic ns, meta), or the same 5-tuple when meta is not empty;
+ * code and offset are given (code may be NULL). */
 static int
 store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *code,
             int lasti, PyObject *meta, PyObject *monotonic)
@@ -345,19 +334,38 @@ store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *c
     if (now == -1) {
         return -1;
     }
-    Spawn *spawn = PyObject_GC_New(Spawn, &SpawnType);
-    if (spawn == NULL) {
-        return -1;
+    PyObject *spawn;
+    int empty = meta == Py_None || (PyDict_CheckExact(meta) && PyDict_GET_SIZE(meta) == 0);
+    if (empty) {
+        Spawn *record = PyObject_New(Spawn, &SpawnType);
+        if (record == NULL) {
+            return -1;
+        }
+        record->parent = parent;
+        record->code = Py_XNewRef(code);
+        record->created = now;
+        record->lasti = lasti;
+        record->tracked = meta != Py_None;
+        spawn = (PyObject *)record;
     }
-    spawn->parent = parent;
-    spawn->code = Py_XNewRef(code);
-    spawn->meta = meta == Py_None ? NULL : Py_XNewRef(meta);
-    spawn->created = now;
-    spawn->lasti = lasti;
-    if (spawn->meta != NULL) {
-        PyObject_GC_Track(spawn);
+    else {
+        /* meta may lead back to the task: a tuple, which the collector sees. */
+        PyObject *parent_id = parent == NULL ? PyLong_FromLong(0) : PyLong_FromVoidPtr(parent);
+        PyObject *offset = PyLong_FromLong(lasti);
+        PyObject *created = PyLong_FromLongLong(now);
+        spawn = NULL;
+        if (parent_id != NULL && offset != NULL && created != NULL) {
+            spawn = PyTuple_Pack(5, parent_id, code != NULL ? code : Py_None, offset, created,
+                                 meta);
+        }
+        Py_XDECREF(parent_id);
+        Py_XDECREF(offset);
+        Py_XDECREF(created);
+        if (spawn == NULL) {
+            return -1;
+        }
     }
-    int rc = PyObject_SetAttr(task, str_peeps_spawn, (PyObject *)spawn);
+    int rc = PyObject_SetAttr(task, str_peeps_spawn, spawn);
     Py_DECREF(spawn);
     return rc;
 }

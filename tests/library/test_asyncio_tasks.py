@@ -181,7 +181,8 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
         here = sys._getframe().f_code
         for task, meta in ((auto, None), (tracked, {"shard": 3}), (bare, {})):
             record = task._peeps_spawn  # type: ignore[attr-defined]
-            assert (type(record).__name__ == "SpawnRecord") == (factory_impl == "c")
+            # The C record holds no meta (a tuple keeps it, in the collector's sight).
+            assert (type(record).__name__ == "SpawnRecord") == (factory_impl == "c" and not meta)
             parent_id, code, lasti, created, got_meta = record
             assert (parent_id, code, got_meta) == (id(parent), here, meta)
             assert len(record) == 5 and list(record) == [parent_id, code, lasti, created, meta]
@@ -192,6 +193,45 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
             auto._peeps_spawn[5]  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_the_c_spawn_record_adds_nothing_to_the_collectors_young_generation(
+        factory_impl: str) -> None:
+    """A task with the C record counts towards the garbage collector's
+    threshold as a plain one does, plus its instance dict: the record is not a
+    GC object (one per live task would bring every young collection sooner; a
+    tuple from the free list is not counted either)."""
+    if factory_impl != "c":
+        pytest.skip("the Python factory stores a tuple, counted when the free list is empty")
+
+    async def young_per_task(track: bool) -> float:
+        if track:
+            peeps.install_task_factory()
+        else:
+            peeps.uninstall_task_factory()
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Event()
+        gc.collect()
+        before = gc.get_count()[0]
+        tasks = [loop.create_task(gate.wait()) for _ in range(300)]
+        after = gc.get_count()[0]
+        gate.set()
+        await asyncio.gather(*tasks)
+        if track:
+            assert getattr(tasks[0], "_peeps_spawn", None) is not None
+        return (after - before) / len(tasks)
+
+    async def scenario() -> tuple[float, float]:
+        return await young_per_task(False), await young_per_task(True)
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        plain, tracked = asyncio.run(scenario())
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert tracked == pytest.approx(plain + 1, abs=0.05)  # + the task's instance dict
 
 
 def test_a_spawn_record_whose_meta_refers_to_its_task_is_collected() -> None:
