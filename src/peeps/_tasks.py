@@ -679,8 +679,9 @@ cancel_origin: bool = env_flag("PEEPS_CANCEL_ORIGIN")
 #: ``spawn_tracked`` meta or None for an automatically tracked task).
 #: ``asyncio.Task`` instances take attributes (the C type has an instance
 #: dict), so the record needs no subclass; one tuple is one dict entry.  The C
-#: extension stores ``_speedups.SpawnRecord`` instead: one object with C fields
-#: that indexes and unpacks as this tuple, its integers made when read.
+#: extension stores ``_speedups.SpawnRecord`` instead (unless meta is not
+#: empty): one object with C fields that indexes and unpacks as this tuple,
+#: its integers made when read.
 SpawnRecord = tuple[int, Any, int, int, "dict[str, Any] | None"]
 
 
