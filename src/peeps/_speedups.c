@@ -197,18 +197,32 @@ creation_site(Factory *self, PyObject **code, int *lasti)
     return 0;
 }
 
-/* time.monotonic_ns(): on Linux that is CLOCK_MONOTONIC, read here directly;
- * elsewhere the function itself is called. */
-static PyObject *
-monotonic_ns(PyObject *fallback)
+/* Monotonic ns as a C integer: on Linux CLOCK_MONOTONIC read directly (what
+ * time.monotonic_ns() reads); elsewhere that function is called.  -1 on error. */
+static long long
+monotonic_ns_c(PyObject *fallback)
 {
 #if defined(__linux__)
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
-        return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     }
 #endif
-    return PyObject_CallNoArgs(fallback);
+    PyObject *now = PyObject_CallNoArgs(fallback);
+    if (now == NULL) {
+        return -1;
+    }
+    long long value = PyLong_AsLongLong(now);
+    Py_DECREF(now);
+    return value == -1 && PyErr_Occurred() ? -1 : value;
+}
+
+/* time.monotonic_ns() as an int object; NULL on error. */
+static PyObject *
+monotonic_ns(PyObject *fallback)
+{
+    long long now = monotonic_ns_c(fallback);
+    return now == -1 ? NULL : PyLong_FromLongLong(now);
 }
 
 /* The spawn record itself: one object with C fields, read as the 5-tuple
@@ -298,26 +312,6 @@ static PyTypeObject SpawnType = {
     .tp_repr = spawn_repr,
     .tp_dealloc = (destructor)spawn_dealloc,
 };
-
-/* Monotonic ns as a C integer: on Linux CLOCK_MONOTONIC read directly (what
- * time.monotonic_ns() reads); elsewhere that function is called.  -1 on error. */
-static long long
-monotonic_ns_c(PyObject *fallback)
-{
-#if defined(__linux__)
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
-        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    }
-#endif
-    PyObject *now = PyObject_CallNoArgs(fallback);
-    if (now == NULL) {
-        return -1;
-    }
-    long long value = PyLong_AsLongLong(now);
-    Py_DECREF(now);
-    return value == -1 && PyErr_Occurred() ? -1 : value;
-}
 
 /* task._peeps_spawn = SpawnRecord(id(running task of loop) or 0, code or None,
  * offset, monotonic ns, meta), or the same 5-tuple when meta is not empty;
