@@ -1,6 +1,7 @@
 /* peeps._speedups: the automatic task factory's common path, spawn_tracked's record,
- * the thread locks' fast paths (ThreadLock's two, ThreadRLock's) and the awaitable that
- * lets ``async with`` on asyncio Lock and Semaphore skip coroutines (DONE), in C.
+ * the thread locks' fast paths (ThreadLock's two, ThreadRLock's), asyncio Lock's and
+ * Semaphore's (``async with`` and release) and the awaitable that lets their
+ * ``async with`` skip coroutines (DONE), in C.
  *
  * Optional: built when a C compiler is there at install time, else peeps runs
  * the same logic in Python (_autotrack.PeepsTaskFactory.lean_function), which
@@ -1498,6 +1499,409 @@ static PyTypeObject DoneType = {
 
 static Done done_instance = {PyObject_HEAD_INIT(&DoneType)};
 
+/* ---- asyncio Lock's and Semaphore's fast paths ----------------------------
+ *
+ * _sync.Lock and _sync.Semaphore keep what these read and write in
+ * __slots__ (the stdlib's _locked / _value and _waiters, which its
+ * __init__ sets there too, and peeps' holder bookkeeping), so they are read
+ * at fixed offsets, found once by aio_methods().  Done here: ``async with``'s
+ * enter when the primitive is free and nobody waits, its exit, and
+ * release() when the running task gives back what it took.  Anything else --
+ * a wait, an unset slot, a BoundedSemaphore's release (its bound check), a
+ * permit given back by a task that did not take it -- calls the Python
+ * function of the same name in _sync.py, which stays the reference
+ * (PEEPS_SPEEDUPS=0 runs it alone).  The stdlib's counterparts run Python
+ * code too (three coroutines per ``async with lock``); these run none.
+ */
+static struct {
+    PyTypeObject *lock_type, *sem_type, *bounded_type;
+    Py_ssize_t l_locked, l_waiters, l_holder, l_since, l_acq, l_loop;
+    Py_ssize_t s_value, s_waiters, s_holding, s_extra, s_acq, s_loop;
+    PyObject *current_task;    /* asyncio.current_task where it is C (3.12+), or NULL */
+    PyObject *current_tasks;   /* 3.11: asyncio.tasks._current_tasks (loop -> task) */
+    PyObject *current_holder;  /* _tasks.current_holder */
+    PyObject *monotonic;       /* time.monotonic_ns (read directly on Linux) */
+    PyObject *py_lock_enter, *py_lock_release, *py_sem_enter, *py_sem_release;
+    PyObject *str_wait, *str_running_task, *str_wake_first, *str_wake_next, *str_unhold;
+    PyObject *one;
+} A;
+
+/* What runs now, as _sync's inlined current_holder(): the running task, else
+ * whatever current_holder() says (the thread's entity, or None).  On 3.11 the
+ * loop the primitive last saw (``loop_off``) is looked up in the running-task
+ * dict, as _Identity._peeps_running_task does.  New reference, or NULL. */
+static PyObject *
+running_holder(PyObject *self, Py_ssize_t loop_off)
+{
+    if (A.current_task != NULL) {
+        PyObject *task = PyObject_CallNoArgs(A.current_task);
+        if (task == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+                return NULL;
+            }
+            PyErr_Clear();  /* no running loop: a thread */
+        }
+        else if (task != Py_None) {
+            return task;
+        }
+        Py_XDECREF(task);
+        return PyObject_CallNoArgs(A.current_holder);
+    }
+    PyObject *loop = SLOT(self, loop_off);
+    if (loop != NULL && loop != Py_None) {
+        PyObject *task = PyDict_GetItemWithError(A.current_tasks, loop);
+        if (task != NULL && task != Py_None) {
+            return Py_NewRef(task);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_CallMethodNoArgs(self, A.str_running_task);
+}
+
+/* ``slot`` + 1, stored back; never fails the caller (a count left as it was). */
+static void
+count_up(PyObject *self, Py_ssize_t off)
+{
+    PyObject *count = SLOT(self, off);
+    PyObject *more = count != NULL ? PyNumber_Add(count, A.one) : NULL;
+    if (more == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    Py_SETREF(SLOT(self, off), more);
+}
+
+/* Whether ``waiters`` (the stdlib's deque, or None until a first wait) holds
+ * anyone: 1, 0, -1 on error. */
+static int
+anyone_waits(PyObject *waiters)
+{
+    if (waiters == Py_None) {
+        return 0;
+    }
+    return PyObject_IsTrue(waiters);
+}
+
+static int
+aio_lock_ok(PyObject *self)
+{
+    return A.lock_type != NULL && PyObject_TypeCheck(self, A.lock_type)
+           && SLOT(self, A.l_locked) != NULL && SLOT(self, A.l_waiters) != NULL
+           && SLOT(self, A.l_acq) != NULL && SLOT(self, A.l_loop) != NULL;
+}
+
+/* Lock.__aenter__: take the lock now if it is free and nobody waits (the
+ * stdlib's fast path) and return DONE; else the wait, _peeps_wait(). */
+static PyObject *
+aio_lock_enter(PyObject *self, PyObject *unused)
+{
+    if (!aio_lock_ok(self)) {
+        return PyObject_CallOneArg(A.py_lock_enter, self);
+    }
+    int busy = PyObject_IsTrue(SLOT(self, A.l_locked));
+    if (busy == 0) {
+        busy = anyone_waits(SLOT(self, A.l_waiters));
+    }
+    if (busy != 0) {
+        return busy < 0 ? NULL : PyObject_CallMethodNoArgs(self, A.str_wait);
+    }
+    PyObject *holder = running_holder(self, A.l_loop);
+    if (holder == NULL) {
+        return NULL;
+    }
+    long long now = monotonic_ns_c(A.monotonic);
+    PyObject *since = now == -1 ? NULL : PyLong_FromLongLong(now);
+    if (since == NULL) {
+        Py_DECREF(holder);
+        return NULL;
+    }
+    /* Nothing below fails. */
+    Py_XSETREF(SLOT(self, A.l_locked), Py_NewRef(Py_True));
+    Py_XSETREF(SLOT(self, A.l_holder), holder);
+    Py_XSETREF(SLOT(self, A.l_since), since);
+    count_up(self, A.l_acq);
+    return Py_NewRef((PyObject *)&done_instance);
+}
+
+/* Lock.release: the stdlib's, then no holder.  0, or -1 with an error. */
+static int
+aio_lock_release_c(PyObject *self)
+{
+    int locked = PyObject_IsTrue(SLOT(self, A.l_locked));
+    if (locked <= 0) {
+        if (locked == 0) {
+            PyErr_SetString(PyExc_RuntimeError, "Lock is not acquired.");
+        }
+        return -1;
+    }
+    Py_XSETREF(SLOT(self, A.l_locked), Py_NewRef(Py_False));
+    int waits = anyone_waits(SLOT(self, A.l_waiters));
+    if (waits > 0) {
+        PyObject *ret = PyObject_CallMethodNoArgs(self, A.str_wake_first);
+        if (ret == NULL) {
+            return -1;
+        }
+        Py_DECREF(ret);
+    }
+    Py_XSETREF(SLOT(self, A.l_holder), Py_NewRef(Py_None));
+    return waits < 0 ? -1 : 0;
+}
+
+static PyObject *
+aio_lock_release(PyObject *self, PyObject *unused)
+{
+    if (!aio_lock_ok(self)) {
+        return PyObject_CallOneArg(A.py_lock_release, self);
+    }
+    if (aio_lock_release_c(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+aio_lock_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *ret = aio_lock_release(self, NULL);
+    if (ret == NULL) {
+        return NULL;
+    }
+    Py_DECREF(ret);
+    return Py_NewRef((PyObject *)&done_instance);
+}
+
+/* A Semaphore whose slots are all set; its hold records two exact dicts. */
+static int
+aio_sem_slots_ok(PyObject *self)
+{
+    return A.sem_type != NULL && PyObject_TypeCheck(self, A.sem_type)
+           && SLOT(self, A.s_value) != NULL && SLOT(self, A.s_waiters) != NULL
+           && SLOT(self, A.s_holding) != NULL && PyDict_CheckExact(SLOT(self, A.s_holding))
+           && SLOT(self, A.s_extra) != NULL && PyDict_CheckExact(SLOT(self, A.s_extra))
+           && SLOT(self, A.s_acq) != NULL && SLOT(self, A.s_loop) != NULL;
+}
+
+/* One whose release the fast path serves: not a BoundedSemaphore, whose
+ * release checks the bound. */
+static int
+aio_sem_ok(PyObject *self)
+{
+    return aio_sem_slots_ok(self) && !PyObject_TypeCheck(self, A.bounded_type);
+}
+
+/* Semaphore.__aenter__: take a permit now if one is free and nobody waits
+ * (the stdlib's fast path) and return DONE; anything else is the Python
+ * function's (which also takes one when ``locked()`` says so, or waits). */
+static PyObject *
+aio_sem_enter(PyObject *self, PyObject *unused)
+{
+    if (!aio_sem_slots_ok(self) || !PyLong_CheckExact(SLOT(self, A.s_value))) {
+        return PyObject_CallOneArg(A.py_sem_enter, self);
+    }
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(SLOT(self, A.s_value), &overflow);
+    int waits = anyone_waits(SLOT(self, A.s_waiters));
+    if (waits < 0) {
+        return NULL;
+    }
+    if (value <= 0 || overflow || waits) {
+        return PyObject_CallOneArg(A.py_sem_enter, self);
+    }
+    PyObject *holder = running_holder(self, A.s_loop);
+    if (holder == NULL) {
+        return NULL;
+    }
+    PyObject *less = PyLong_FromLong(value - 1);
+    if (less == NULL) {
+        Py_DECREF(holder);
+        return NULL;
+    }
+    PyObject *holding = SLOT(self, A.s_holding);
+    int held = PyDict_Contains(holding, holder);
+    int err = held < 0;
+    if (held == 0) {
+        /* The common case: the holder's first permit, held since now. */
+        long long now = monotonic_ns_c(A.monotonic);
+        PyObject *since = now == -1 ? NULL : PyLong_FromLongLong(now);
+        err = since == NULL || PyDict_SetItem(holding, holder, since) < 0;
+        Py_XDECREF(since);
+    }
+    else if (held == 1) {
+        /* One more permit for a holder: holder -> permits in _peeps_extra. */
+        PyObject *extra = SLOT(self, A.s_extra);
+        PyObject *count = PyDict_GetItemWithError(extra, holder);
+        PyObject *more = count != NULL ? PyNumber_Add(count, A.one)
+                         : PyErr_Occurred() ? NULL : PyLong_FromLong(2);
+        err = more == NULL || PyDict_SetItem(extra, holder, more) < 0;
+        Py_XDECREF(more);
+    }
+    Py_DECREF(holder);
+    if (err) {
+        Py_DECREF(less);
+        return NULL;
+    }
+    Py_SETREF(SLOT(self, A.s_value), less);
+    count_up(self, A.s_acq);
+    return Py_NewRef((PyObject *)&done_instance);
+}
+
+/* Semaphore.release: the stdlib's (a permit back, the next waiter woken),
+ * then the running task's hold record dropped -- here when it holds one
+ * permit, else by _peeps_unhold(). */
+static PyObject *
+aio_sem_release(PyObject *self, PyObject *unused)
+{
+    if (!aio_sem_ok(self)) {
+        return PyObject_CallOneArg(A.py_sem_release, self);
+    }
+    PyObject *more = PyNumber_Add(SLOT(self, A.s_value), A.one);
+    if (more == NULL) {
+        return NULL;
+    }
+    Py_SETREF(SLOT(self, A.s_value), more);
+    int waits = anyone_waits(SLOT(self, A.s_waiters));
+    if (waits != 0) {
+        PyObject *ret = waits < 0 ? NULL : PyObject_CallMethodNoArgs(self, A.str_wake_next);
+        if (ret == NULL) {
+            return NULL;
+        }
+        Py_DECREF(ret);
+    }
+    PyObject *holding = SLOT(self, A.s_holding);
+    PyObject *holder = PyDict_GET_SIZE(SLOT(self, A.s_extra)) == 0
+                       ? running_holder(self, A.s_loop) : NULL;
+    if (holder != NULL) {
+        int dropped = PyDict_DelItem(holding, holder);
+        Py_DECREF(holder);
+        if (dropped == 0) {
+            Py_RETURN_NONE;
+        }
+    }
+    /* Not the common case (or an error looking): the Python bookkeeping. */
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    return PyObject_CallMethodNoArgs(self, A.str_unhold);
+}
+
+static PyObject *
+aio_sem_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *ret = aio_sem_release(self, NULL);
+    if (ret == NULL) {
+        return NULL;
+    }
+    Py_DECREF(ret);
+    return Py_NewRef((PyObject *)&done_instance);
+}
+
+static PyMethodDef aio_lock_defs[3] = {
+    {"__aenter__", aio_lock_enter, METH_NOARGS,
+     "Lock.__aenter__, fast path in C (see _sync._fast_aenter)"},
+    {"__aexit__", (PyCFunction)(void (*)(void))aio_lock_exit, METH_FASTCALL,
+     "Lock.__aexit__, in C (see _sync._fast_aexit)"},
+    {"release", aio_lock_release, METH_NOARGS, "Lock.release, in C (see _sync.Lock.release)"},
+};
+static PyMethodDef aio_sem_defs[3] = {
+    {"__aenter__", aio_sem_enter, METH_NOARGS,
+     "Semaphore.__aenter__, fast path in C (see _sync._fast_aenter)"},
+    {"__aexit__", (PyCFunction)(void (*)(void))aio_sem_exit, METH_FASTCALL,
+     "Semaphore.__aexit__, in C (see _sync._fast_aexit)"},
+    {"release", aio_sem_release, METH_NOARGS,
+     "Semaphore.release, fast path in C (see _sync.Semaphore.release)"},
+};
+
+/* aio_methods(Lock, Semaphore, BoundedSemaphore, current_task, current_tasks,
+ *             current_holder, monotonic_ns, py_lock_enter, py_lock_release,
+ *             py_sem_enter, py_sem_release)
+ *   -> (Lock's __aenter__, __aexit__, release, Semaphore's __aenter__,
+ *       __aexit__, release) as method descriptors.
+ * current_task: asyncio.current_task where it is C (3.12+), else None, and
+ * then current_tasks is the running-task dict (3.11). */
+static PyObject *
+aio_methods(PyObject *module, PyObject *args)
+{
+    PyObject *lock_type, *sem_type, *bounded_type, *current_task, *current_tasks,
+        *current_holder, *monotonic, *py_lock_enter, *py_lock_release, *py_sem_enter,
+        *py_sem_release;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOOOOOOO:aio_methods", &PyType_Type, &lock_type,
+                          &PyType_Type, &sem_type, &PyType_Type, &bounded_type, &current_task,
+                          &current_tasks, &current_holder, &monotonic, &py_lock_enter,
+                          &py_lock_release, &py_sem_enter, &py_sem_release)) {
+        return NULL;
+    }
+    if (current_task == Py_None && !PyDict_CheckExact(current_tasks)) {
+        PyErr_SetString(PyExc_TypeError, "aio_methods: no current_task, and current_tasks "
+                        "is not a dict");
+        return NULL;
+    }
+    Py_ssize_t offs[12];
+    const char *lock_names[6] = {"_locked", "_waiters", "_peeps_holder", "_peeps_held_since",
+                                 "_peeps_acquisitions", "_peeps_loop"};
+    const char *sem_names[6] = {"_value", "_waiters", "_peeps_holding", "_peeps_extra",
+                                "_peeps_acquisitions", "_peeps_loop"};
+    for (int i = 0; i < 6; i++) {
+        if (member_offset(lock_type, lock_names[i], &offs[i]) < 0
+            || member_offset(sem_type, sem_names[i], &offs[6 + i]) < 0) {
+            return NULL;
+        }
+    }
+    if (A.one == NULL) {
+        A.str_wait = PyUnicode_InternFromString("_peeps_wait");
+        A.str_running_task = PyUnicode_InternFromString("_peeps_running_task");
+        A.str_wake_first = PyUnicode_InternFromString("_wake_up_first");
+        A.str_wake_next = PyUnicode_InternFromString("_wake_up_next");
+        A.str_unhold = PyUnicode_InternFromString("_peeps_unhold");
+        A.one = PyLong_FromLong(1);
+        if (A.str_wait == NULL || A.str_running_task == NULL || A.str_wake_first == NULL
+            || A.str_wake_next == NULL || A.str_unhold == NULL || A.one == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *methods = PyTuple_New(6);
+    if (methods == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 6; i++) {
+        PyObject *method = PyDescr_NewMethod(
+            (PyTypeObject *)(i < 3 ? lock_type : sem_type), i < 3 ? &aio_lock_defs[i] : &aio_sem_defs[i - 3]);
+        if (method == NULL) {
+            Py_DECREF(methods);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(methods, i, method);
+    }
+    Py_XSETREF(A.lock_type, (PyTypeObject *)Py_NewRef(lock_type));
+    Py_XSETREF(A.sem_type, (PyTypeObject *)Py_NewRef(sem_type));
+    Py_XSETREF(A.bounded_type, (PyTypeObject *)Py_NewRef(bounded_type));
+    A.l_locked = offs[0];
+    A.l_waiters = offs[1];
+    A.l_holder = offs[2];
+    A.l_since = offs[3];
+    A.l_acq = offs[4];
+    A.l_loop = offs[5];
+    A.s_value = offs[6];
+    A.s_waiters = offs[7];
+    A.s_holding = offs[8];
+    A.s_extra = offs[9];
+    A.s_acq = offs[10];
+    A.s_loop = offs[11];
+    Py_XSETREF(A.current_task, current_task == Py_None ? NULL : Py_NewRef(current_task));
+    Py_XSETREF(A.current_tasks, Py_NewRef(current_tasks));
+    Py_XSETREF(A.current_holder, Py_NewRef(current_holder));
+    Py_XSETREF(A.monotonic, Py_NewRef(monotonic));
+    Py_XSETREF(A.py_lock_enter, Py_NewRef(py_lock_enter));
+    Py_XSETREF(A.py_lock_release, Py_NewRef(py_lock_release));
+    Py_XSETREF(A.py_sem_enter, Py_NewRef(py_sem_enter));
+    Py_XSETREF(A.py_sem_release, Py_NewRef(py_sem_release));
+    return methods;
+}
+
 static int
 speedups_exec(PyObject *module)
 {
@@ -1551,6 +1955,11 @@ static PyMethodDef speedups_methods[] = {
     {"rlock_methods", rlock_methods, METH_VARARGS,
      "rlock_methods(ThreadRLock, py_acquire, py_release) -> (acquire, release, __exit__): "
      "ThreadRLock's fast path in C (after lock_methods)"},
+    {"aio_methods", aio_methods, METH_VARARGS,
+     "aio_methods(Lock, Semaphore, BoundedSemaphore, current_task, current_tasks, "
+     "current_holder, monotonic_ns, py_lock_enter, py_lock_release, py_sem_enter, "
+     "py_sem_release) -> (Lock's __aenter__, __aexit__, release, Semaphore's __aenter__, "
+     "__aexit__, release): asyncio Lock's and Semaphore's fast paths in C"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
 #ifdef __linux__

@@ -21,6 +21,15 @@ def rlock_methods(rlock_type: type[Any], py_acquire: Callable[..., Any],
     """ThreadRLock's (acquire, release, __exit__) as C method descriptors
     (after :func:`lock_methods`, whose slot offsets it shares)."""
 
+def aio_methods(lock_type: type[Any], sem_type: type[Any], bounded_type: type[Any],
+                current_task: Callable[[], Any] | None, current_tasks: dict[Any, Any] | None,
+                current_holder: Callable[[], Any], monotonic_ns: Callable[[], int],
+                py_lock_enter: Callable[[Any], Any], py_lock_release: Callable[[Any], None],
+                py_sem_enter: Callable[[Any], Any],
+                py_sem_release: Callable[[Any], None]) -> tuple[Any, ...]:
+    """asyncio ``Lock``'s and ``Semaphore``'s ``__aenter__``, ``__aexit__`` and
+    ``release`` (Lock's three, then Semaphore's) as C method descriptors."""
+
 class TaskFactory:
     """peeps' automatic task factory, the common case in C (see ``_autotrack``)."""
 

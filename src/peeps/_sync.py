@@ -36,6 +36,7 @@ from ._registry import (
 from ._tasks import (
     _C_CURRENT_TASK,
     _current_task,
+    _current_tasks,
     _get_running_loop,
     _task_of,
     _waiter_id,
@@ -233,6 +234,11 @@ class Lock(_TakeOrWait, asyncio.Lock, _Identity):
 
     _peeps_contended_event = "lock.acquire.contended"
     _peeps_std_acquire = _std_lock_acquire
+    # What the C fast path (``_speedups.aio_methods``) reads and writes, at
+    # fixed offsets: the stdlib's state (its ``__init__`` sets it here too) and
+    # the holder's.  Everything else stays in the instance dict.
+    __slots__ = ("_locked", "_peeps_acquisitions", "_peeps_held_since", "_peeps_holder",
+                 "_peeps_loop", "_waiters")
 
     def __new__(cls, name: str | None = None, **meta: Any) -> Lock:
         if cls is Lock and not STATE.enabled:
@@ -242,6 +248,7 @@ class Lock(_TakeOrWait, asyncio.Lock, _Identity):
     def __init__(self, name: str | None = None, **meta: Any) -> None:
         super().__init__()
         self._peeps_identity("lock", name, meta)
+        self._peeps_loop = None
         self._peeps_holder: Any = None
         self._peeps_held_since = 0
         self._peeps_waiters = WaitSet()
@@ -356,6 +363,9 @@ class Semaphore(_TakeOrWait, asyncio.Semaphore, _Identity):
     _peeps_std_acquire = _std_semaphore_acquire
     #: ``BoundedSemaphore``: ``release`` goes through the stdlib's bound check.
     _peeps_bounded = False
+    # What the C fast path reads and writes (see ``Lock.__slots__``).
+    __slots__ = ("_peeps_acquisitions", "_peeps_extra", "_peeps_holding", "_peeps_loop",
+                 "_value", "_waiters")
 
     def __new__(cls, value: int = 1, name: str | None = None, **meta: Any) -> Semaphore:
         if not STATE.enabled:
@@ -368,6 +378,7 @@ class Semaphore(_TakeOrWait, asyncio.Semaphore, _Identity):
     def __init__(self, value: int = 1, name: str | None = None, **meta: Any) -> None:
         super().__init__(value)
         self._peeps_identity("semaphore", name, meta)
+        self._peeps_loop = None
         self._peeps_total = value
         # holder (task object or thread entity) -> since (mono ns), resolved to
         # node ids only at snapshot; holders with more than one permit also
@@ -425,6 +436,10 @@ class Semaphore(_TakeOrWait, asyncio.Semaphore, _Identity):
             self._value += 1
             if self._waiters:
                 self._wake_up_next()
+        self._peeps_unhold()
+
+    def _peeps_unhold(self) -> None:
+        """Drop the hold record of a permit given back by what runs now."""
         holding = self._peeps_holding
         if _C_CURRENT_TASK:
             try:
@@ -502,12 +517,49 @@ class BoundedSemaphore(Semaphore, asyncio.BoundedSemaphore):
     _peeps_bounded = True
 
 
+#: The Python methods the C fast paths fall back to, and the reference for
+#: them: (Lock, Semaphore) -> {name: function}.
+PY_METHODS: dict[type[Any], dict[str, Any]] = {
+    cls: {"__aenter__": _fast_aenter, "__aexit__": _fast_aexit, "release": cls.release}
+    for cls in (Lock, Semaphore)
+}
+
+
+def _c_methods() -> dict[type[Any], dict[str, Any]] | None:
+    """The C fast paths of ``async with`` and ``release`` for Lock and
+    Semaphore (``peeps._speedups.aio_methods``), or None without them."""
+    aio_methods = getattr(_c_speedups, "aio_methods", None)
+    if _DONE is None or aio_methods is None or (_task_of is None and not _C_CURRENT_TASK):
+        return None
+    methods = aio_methods(
+        Lock, Semaphore, BoundedSemaphore,
+        _current_task if _C_CURRENT_TASK else None, _current_tasks, current_holder,
+        _monotonic_ns, _fast_aenter, PY_METHODS[Lock]["release"], _fast_aenter,
+        PY_METHODS[Semaphore]["release"])
+    names = ("__aenter__", "__aexit__", "release")
+    return {Lock: dict(zip(names, methods[:3], strict=True)),
+            Semaphore: dict(zip(names, methods[3:], strict=True))}
+
+
+#: What Lock and Semaphore use for ``async with`` and ``release``: the C
+#: methods where the extension was built, else the Python ones above.
+C_METHODS = _c_methods()
+
+
+def use_methods(methods: dict[type[Any], dict[str, Any]]) -> None:
+    """Install ``methods`` on Lock and Semaphore (tests switch between the C
+    and the Python paths with it)."""
+    for cls, by_name in methods.items():
+        for name, method in by_name.items():
+            setattr(cls, name, method)
+
+
 # ``async with`` without coroutines (see _fast_aenter).
-if _DONE is not None:
-    for _cls in (Lock, Semaphore):
-        _cls.__aenter__ = _fast_aenter  # type: ignore[assignment,method-assign]
-        _cls.__aexit__ = _fast_aexit  # type: ignore[assignment,method-assign]
-    del _cls
+if C_METHODS is not None:
+    use_methods(C_METHODS)
+elif _DONE is not None:
+    use_methods({cls: {"__aenter__": _fast_aenter, "__aexit__": _fast_aexit}
+                 for cls in (Lock, Semaphore)})
 
 
 # -- Event -------------------------------------------------------------------------

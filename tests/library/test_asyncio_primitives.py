@@ -37,34 +37,51 @@ def assert_collected(ref: weakref.ref[Any], node_id: str) -> None:
     assert node_id not in ids(peeps.collect_graph())
 
 
-@pytest.fixture(params=["done", "coroutines"])
+def _require_speedups() -> None:
+    if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
+        pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
+    pytest.skip("peeps._speedups was not built (no C compiler at install)")
+
+
+@pytest.fixture(params=["c", "done", "coroutines"])
 def async_with(request: pytest.FixtureRequest) -> Iterator[str]:
-    """``async with`` on Lock and Semaphore both ways: without coroutines
-    (``__aenter__`` takes a free primitive at once and returns
-    ``peeps._speedups.DONE``; must not be skipped where the C extension can be
-    built) and through the stdlib's coroutines, the fallback without it."""
+    """``async with`` and ``release`` on Lock and Semaphore every way: in C
+    (``peeps._speedups.aio_methods``, what is installed where the extension
+    was built), in Python without coroutines (``__aenter__`` takes a free
+    primitive at once and returns ``peeps._speedups.DONE``), and through the
+    stdlib's coroutines, the fallback without the extension.  The first two
+    must not be skipped where the C extension can be built."""
     classes = (peeps.Lock, peeps.Semaphore)
-    if request.param == "done":
-        if _sync._DONE is None:
-            if os.environ.get("PEEPS_TEST_REQUIRE_SPEEDUPS"):
-                pytest.fail("peeps._speedups was not built, and PEEPS_TEST_REQUIRE_SPEEDUPS is set")
-            pytest.skip("peeps._speedups was not built (no C compiler at install)")
+    names = ("__aenter__", "__aexit__", "release")
+    saved = {cls: {name: vars(cls).get(name) for name in names} for cls in classes}
+    if request.param == "c":
+        if _sync.C_METHODS is None:
+            _require_speedups()
+        assert _sync.C_METHODS is not None
         for cls in classes:
-            assert vars(cls)["__aenter__"] is _sync._fast_aenter
-            assert vars(cls)["__aexit__"] is _sync._fast_aexit
-        yield "done"
+            for name in names:
+                assert vars(cls)[name] is _sync.C_METHODS[cls][name]
+                assert type(vars(cls)[name]).__name__ == "method_descriptor"
+        yield "c"
         return
-    saved = {cls: (vars(cls).get("__aenter__"), vars(cls).get("__aexit__")) for cls in classes}
-    for cls in classes:
-        cls.__aenter__ = _sync._StdLock.__aenter__  # type: ignore[method-assign]
-        cls.__aexit__ = _sync._StdLock.__aexit__  # type: ignore[method-assign]
+    if _sync._DONE is None:
+        if request.param == "done":
+            _require_speedups()
+    elif request.param == "done":
+        _sync.use_methods(_sync.PY_METHODS)
+    else:
+        _sync.use_methods({cls: {"__aenter__": _sync._StdLock.__aenter__,
+                                 "__aexit__": _sync._StdLock.__aexit__,
+                                 "release": _sync.PY_METHODS[cls]["release"]}
+                           for cls in classes})
     try:
-        yield "coroutines"
+        yield request.param
     finally:
-        for cls, (enter, exit_) in saved.items():
-            for name, method in (("__aenter__", enter), ("__aexit__", exit_)):
+        for cls, by_name in saved.items():
+            for name, method in by_name.items():
                 if method is None:
-                    delattr(cls, name)
+                    if name in vars(cls):
+                        delattr(cls, name)
                 else:
                     setattr(cls, name, method)
 
@@ -289,6 +306,7 @@ def test_done_is_an_awaitable_that_is_already_done() -> None:
     assert asyncio.run(twice()) == [None, None]
 
 
+@pytest.mark.usefixtures("async_with")
 def test_lock_release_by_unlocked_raises_like_stdlib() -> None:
     async def scenario() -> None:
         lock = peeps.Lock()
@@ -692,6 +710,7 @@ def test_garbage_collected_primitive_leaves_the_graph(make: Any) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("async_with")
 def test_semaphore_counts_several_permits_per_holder_and_ownerless_releases() -> None:
     async def scenario() -> None:
         sem = peeps.Semaphore(4, name="test.sem.multi")
@@ -762,3 +781,124 @@ def test_contention_events_are_rate_limited_per_primitive_and_count_what_they_dr
         await asyncio.gather(consumer, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("async_with")
+def test_nested_async_with_holds_one_permit_per_level_and_gives_each_back() -> None:
+    """One task entering the same semaphore three times holds three permits,
+    counted on one ``holds`` edge, and each exit gives one back."""
+    async def scenario() -> None:
+        sem = peeps.Semaphore(3, name="test.sem.nested")
+
+        def holds() -> list[int]:
+            return [e["attrs"]["count"] for e in edges(peeps.collect_graph(), "holds",
+                                                       dst=sem._peeps_id)]
+
+        async with sem:
+            assert holds() == [1]
+            async with sem:
+                async with sem:
+                    assert holds() == [3] and sem.locked()
+                    assert sem.statistics().permits_available == 0
+                assert holds() == [2]
+            assert holds() == [1]
+        assert holds() == [] and sem.statistics().permits_available == 3
+        assert sem.statistics().acquisitions == 3
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("async_with")
+def test_a_bounded_semaphore_released_past_its_bound_raises_like_stdlib() -> None:
+    async def scenario() -> None:
+        sem = peeps.BoundedSemaphore(1, name="test.bounded")
+        async with sem:
+            assert sem.locked()
+        with pytest.raises(ValueError):
+            sem.release()
+        assert sem.statistics().permits_available == 1
+        async with sem:  # still usable
+            assert edges(peeps.collect_graph(), "holds", dst=sem._peeps_id)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore])
+def test_a_primitive_used_on_two_loops_in_turn_records_each_loops_task(cls: Any) -> None:
+    """The running task is looked up per acquire (on 3.11 through the loop
+    the primitive saw last): a primitive reused by a later ``asyncio.run``
+    records that run's task, not a task of the loop it saw before."""
+    prim = cls(name="two.loops")
+    seen: list[tuple[str, str]] = []
+
+    async def use() -> None:
+        async with prim:
+            (holds,) = edges(peeps.collect_graph(), "holds", dst=prim._peeps_id)
+            seen.append((holds["src"], task_id(asyncio.current_task())))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await peeps.tasks.spawn_tracked("two.loops.user", use())
+        await use()
+
+    asyncio.run(scenario())
+    asyncio.run(scenario())
+    assert len(seen) == 4 and len({mine for _, mine in seen}) == 4
+    assert all(src == mine for src, mine in seen)
+    assert prim.statistics().acquisitions == 4
+
+
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("threads", [False, True], ids=["threads-untracked", "threads-tracked"])
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore])
+def test_async_with_outside_a_running_loop_neither_raises_nor_names_a_task(
+        cls: Any, threads: bool, request: pytest.FixtureRequest) -> None:
+    """A coroutine stepped by hand, with no loop running: the primitive is
+    taken and given back; its holder is no task but the thread when threads
+    are tracked (``peeps.init``), else nothing."""
+    if threads:
+        peeps.init("no-loop", sampler="off")
+        request.addfinalizer(peeps.shutdown)
+    prim = cls(name="no.loop")
+    holders: list[Any] = []
+
+    async def use() -> None:
+        async with prim:
+            holders.append(prim.statistics().holder if cls is peeps.Lock
+                           else prim.statistics().holders)
+
+    coro = use()
+    with pytest.raises(StopIteration):
+        coro.send(None)
+    assert not prim.locked() and prim.statistics().acquisitions == 1
+    from peeps._tasks import current_holder, holder_id
+
+    thread = holder_id(current_holder())  # what runs here: no task
+    assert (thread is not None) is threads
+    (holder,) = holders
+    if cls is peeps.Lock:
+        assert holder == thread
+    else:
+        assert holder == (() if thread is None else (thread,))
+
+
+@pytest.mark.usefixtures("async_with")
+@pytest.mark.parametrize("cls", [peeps.Lock, peeps.Semaphore])
+def test_a_released_primitive_keeps_no_reference_to_its_last_holder(cls: Any) -> None:
+    """Once given back, the primitive no longer refers to the task that held
+    it: a finished task is freed even while the primitive lives on."""
+    prim = cls(name="no.leak")
+    refs: list[weakref.ref[Any]] = []
+
+    async def use() -> None:
+        refs.append(weakref.ref(asyncio.current_task()))  # type: ignore[arg-type]
+        async with prim:
+            pass
+
+    async def scenario() -> None:
+        await asyncio.create_task(use())
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert refs[0]() is None, "the released primitive still refers to its holder"
+    assert prim.statistics().acquisitions == 1
