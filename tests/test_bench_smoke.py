@@ -100,7 +100,8 @@ def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
         "plain primitives again (the control)",
         "peeps wrappers (channel, Lock, Semaphore, spawn_tracked)",
         "+ automatic task tracking", "+ thread sampler at 100 Hz",
-        "+ loop-stall watchdog (all-on, no dashboard)"], rows
+        "+ loop-stall watchdog (all-on, no dashboard)",
+        "+ tracking, sampler at 1,000 Hz (10× the ticks; no watchdog)"], rows
     for r in rows:
         assert math.isfinite(r["value"]) and 0.3 < r["value"] < 3, r
     (session,) = payload["meta"]["sessions"]
