@@ -86,16 +86,17 @@ LOOP_DRIVEN_WAKE_S: Final = 0.1
 #: without ticking before the sampler thread takes over.
 TAKEOVER_TICKS: Final = 3
 #: A loop-driven sampler in a process whose only threads are the loop's and
-#: peeps' own, with the loop idle (under QUIET_LOOP_SHARE of a core since the
-#: last tick ended, not counting the tick), doubles its tick interval per such
-#: tick up to this factor, and goes back to the full rate at the first tick that
-#: finds work or another thread.  An idle asyncio service then pays a quarter of
-#: the rate's wake-ups.
+#: peeps' own doubles its tick interval per such tick up to this factor, and
+#: goes back to the full rate at the first tick that finds another thread.
+#: Such a tick can only repeat the loop thread's sample (the tick records it as
+#: running its loop, from the tick itself), so ticking faster adds nothing but
+#: cost: in a busy aiohttp service a tick costs the loop ~100 µs with its
+#: after-effects (bench_service.py --attribution, 1,000 Hz row), ~1 % of the
+#: loop at 100 Hz.  An idle asyncio service also pays a quarter of the rate's
+#: wake-ups.  What a slower tick gives up: the standby thread takes a stalled
+#: loop over after TAKEOVER_TICKS of the slower ticks (120 ms at 100 Hz), and
+#: ticks time thread-lock holds to 40 ms.
 MAX_QUIET_PACE: Final = 4
-#: A thread asleep in ``epoll_wait`` is charged 1.5-4 % of a core on a VM (its
-#: wake-ups' and the host's share), and up to twice that now and then; at 5 % an
-#: idle loop there kept being found busy and rarely got past pace 2.
-QUIET_LOOP_SHARE: Final = 0.10
 MAX_HZ: Final = 250.0
 STACK_LIMIT: Final = 32
 
@@ -900,8 +901,6 @@ class Sampler:
         self._waker: _deadline.Waker | None = None
         #: Loop-driven ticks come every ``pace / effective_hz`` (MAX_QUIET_PACE).
         self.pace = 1
-        self._loop_cpu_ns = 0
-        self._loop_mono_ns = 0
         #: The sampler thread's CPU between its own ticks (waking from each
         #: sleep, the loop around the ticks), and its clock when its last tick
         #: ended: the sampler's cost as much as the ticks' bodies are.
@@ -1107,15 +1106,10 @@ class Sampler:
         try:
             if not COARSE_NOW[0]:
                 coarse_clock_started()
-            now = self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
-            alone, cpu_before, cpu_after = self._tick(threading.get_ident())
+            self.loop_tick_mono_ns = COARSE_NOW[0] = time.monotonic_ns()
+            alone = self.tick(threading.get_ident())
             self.loop_ticks += 1
-            # The loop's own work since the last tick ended: not this tick's, or
-            # a costly tick (hundreds of µs on a VM) would keep the pace at 1.
-            work = cpu_before - self._loop_cpu_ns
-            idle = work < QUIET_LOOP_SHARE * (now - self._loop_mono_ns)
-            self._loop_cpu_ns, self._loop_mono_ns = cpu_after, now
-            self.pace = min(MAX_QUIET_PACE, self.pace * 2) if alone and idle else 1
+            self.pace = min(MAX_QUIET_PACE, self.pace * 2) if alone else 1
             interval = self.pace / self.effective_hz
             loop.call_later(_JITTER.uniform(0.8, 1.2) * interval, self._loop_tick, loop)
             deadline = self._deadline
@@ -1131,16 +1125,10 @@ class Sampler:
         """Take one sample of every thread.  ``loop_ident``: this tick runs on that
         thread's event loop, so that thread is recorded as running its loop.
         Returns whether that thread is the only one besides peeps' own."""
-        return self._tick(loop_ident)[0]
-
-    def _tick(self, loop_ident: int | None) -> tuple[bool, int, int]:
-        """:meth:`tick`, also returning this thread's CPU clock at its start and
-        its end (the two clock reads that time the tick are system calls; a
-        loop-driven tick reuses them as its loop's CPU readings)."""
         cpu0 = time.thread_time_ns()
         if not self._busy.acquire(blocking=False):
             self.skipped_ticks += 1
-            return False, cpu0, cpu0
+            return False
         try:
             alone = self._sample_all(loop_ident, cpu0)
             cpu1 = time.thread_time_ns()
@@ -1158,7 +1146,7 @@ class Sampler:
                     cost += cpu0 - end
                 self._own_tick_end_ns = cpu1
             self._account(cost)
-            return alone, cpu0, cpu1
+            return alone
         finally:
             self._busy.release()
 
