@@ -2,6 +2,7 @@
 
     python bench/bench_service.py -o bench/results/service.json [--quick] [--cycles N] [--slice S]
     python bench/bench_service.py --attribution   # CPU per request as components are added
+    python bench/bench_service.py --by-process    # the same, each step its own process
 
 The service (``serve``) is an aiohttp app whose handler spawns a tracked task
 per request; that task takes a permit from a semaphore, sends a job through a
@@ -461,6 +462,21 @@ ATTRIBUTION = [
 ]
 
 
+#: ``--by-process``: all-on's components added one at a time, each step its own
+#: service process in the main table's harness (label, variant, components).
+#: Ratios are against the first; the second is it again (the control).
+BY_PROCESS = [
+    ("plain", "plain", None),
+    ("plain, a second process (the control)", "plain", None),
+    ("peeps wrappers (channel, Lock, Semaphore, spawn_tracked)", "enabled", "none"),
+    ("+ automatic task tracking", "enabled", "auto"),
+    ("+ automatic task tracking, peeps.patch()", "enabled", "auto,patch"),
+    ("+ automatic task tracking, thread sampler at 100 Hz", "enabled", "auto,sampler"),
+    ("+ automatic task tracking, loop-stall watchdog", "enabled", "auto,watchdog"),
+    ("all-on, no dashboard", "enabled", None),
+]
+
+
 def service_env(seed: int, components: str | None = None) -> dict[str, str]:
     """The environment of a ``serve`` process: this one's, without peeps
     settings, with hash seed ``seed``, fixed glibc thresholds and, if given,
@@ -730,6 +746,37 @@ def _attribution(args: argparse.Namespace) -> None:
         print(json.dumps(rows, indent=1))
 
 
+def _by_process(args: argparse.Namespace) -> None:
+    """CPU per request and p99 as all-on's components are added, each step its
+    own process: the main table's sessions of fresh processes (hash seed
+    ``i``, the glibc thresholds), so what a component costs a whole process
+    (its layout, its threads) is in, at the price of the processes' spread
+    (the control row); ``--attribution`` is the in-process counterpart."""
+    import types
+
+    configs = [(label, variant, components, False) for label, variant, components in BY_PROCESS]
+    with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
+        result = _measure(configs, types.SimpleNamespace(dashboard=""), Path(tmpdir), args)
+    variants = result["variants"]
+    base = BY_PROCESS[0][0]
+    rows = []
+    for label, *_ in BY_PROCESS[1:]:
+        pairs = list(zip(variants[label]["sessions"], variants[base]["sessions"], strict=True))
+        for measure, key in (("CPU per request", "cpu_us_per_req"), ("p99 latency", "p99_ms")):
+            each = [s[key] / b[key] for s, b in pairs if b[key]]
+            rows.append(row("1e. service overhead by component, one process per step",
+                            f"{label}: {measure} vs plain", median(each), "×",
+                            spread=spread_text(each, "{:.3f}"), baseline=base,
+                            note=f"{median([s[key] for s, _ in pairs]):.3g} "
+                                 + ("µs/req" if key == "cpu_us_per_req" else "ms")))
+    if args.output:
+        write_result(args.output, "service_by_process", rows, quick=args.quick,
+                     meta={"sessions": [{label: v["sessions"][i] for label, v in variants.items()}
+                                        for i in range(args.sessions)]})
+    else:
+        print(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
@@ -755,6 +802,9 @@ def main() -> None:
                              "snapshot costs its loop (default 12)")
     parser.add_argument("--attribution", action="store_true",
                         help="instead: CPU per request as components are switched on")
+    parser.add_argument("--by-process", action="store_true",
+                        help="instead: CPU per request and p99 as components are added, "
+                             "each step its own process")
     args = parser.parse_args()
     attribution = args.attribution
     args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution else 0.5)
@@ -774,6 +824,9 @@ def main() -> None:
         return
     if args.attribution:
         _attribution(args)
+        return
+    if args.by_process:
+        _by_process(args)
         return
     configs = [(v, "plain" if v == "plain_again" else v, None, v != "unconnected")
                for v in VARIANTS]

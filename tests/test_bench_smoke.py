@@ -83,6 +83,35 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_service_by_process_quick_measures_every_step(tmp_path: Path) -> None:
+    """``bench_service.py --by-process`` (not part of ``bench/run``): every
+    step runs as its own service process and gets finite ratios for CPU per
+    request and p99, each step's services having served requests."""
+    out = tmp_path / "by_process.json"
+    env = dict(os.environ)
+    env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_DASHBOARD", None)
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), "--by-process",
+                           "--quick", "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    steps = ["plain, a second process (the control)",
+             "peeps wrappers (channel, Lock, Semaphore, spawn_tracked)",
+             "+ automatic task tracking", "+ automatic task tracking, peeps.patch()",
+             "+ automatic task tracking, thread sampler at 100 Hz",
+             "+ automatic task tracking, loop-stall watchdog", "all-on, no dashboard"]
+    assert [r["name"] for r in rows] == [
+        f"{step}: {measure} vs plain" for step in steps
+        for measure in ("CPU per request", "p99 latency")], rows
+    for r in rows:
+        assert math.isfinite(r["value"]) and 0.2 < r["value"] < 5, r
+    (session,) = payload["meta"]["sessions"]
+    assert set(session) == {"plain", *steps}
+    assert all(step["requests"] > 0 for step in session.values()), session
+
+
 def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
     """``bench_service.py --attribution`` (not part of ``bench/run``): one
     toggle service goes through every step and each gets a finite ratio."""
