@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,20 +83,27 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
     assert "### 1. realistic service" in table
 
 
+def run_service_bench(flag: str, tmp_path: Path) -> dict[str, Any]:
+    """``bench_service.py FLAG --quick``, with no dashboard or disable switch
+    inherited; its JSON output."""
+    out = tmp_path / "service.json"
+    env = dict(os.environ)
+    env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_DASHBOARD", None)
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), flag,
+                           "--quick", "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    payload: dict[str, Any] = json.loads(out.read_text())
+    return payload
+
+
 @pytest.mark.timeout(120)
 def test_service_by_process_quick_measures_every_step(tmp_path: Path) -> None:
     """``bench_service.py --by-process`` (not part of ``bench/run``): every
     step runs as its own service process and gets finite ratios for CPU per
     request and p99, each step's services having served requests."""
-    out = tmp_path / "by_process.json"
-    env = dict(os.environ)
-    env.pop("PEEPS_DISABLE", None)
-    env.pop("PEEPS_DASHBOARD", None)
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), "--by-process",
-                           "--quick", "-o", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    payload = json.loads(out.read_text())
+    payload = run_service_bench("--by-process", tmp_path)
     rows = payload["rows"]
     steps = ["plain, a second process (the control)",
              "peeps wrappers (channel, Lock, Semaphore, spawn_tracked)",
@@ -112,18 +120,11 @@ def test_service_by_process_quick_measures_every_step(tmp_path: Path) -> None:
     assert all(step["requests"] > 0 for step in session.values()), session
 
 
+@pytest.mark.timeout(120)
 def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
     """``bench_service.py --attribution`` (not part of ``bench/run``): one
     toggle service goes through every step and each gets a finite ratio."""
-    out = tmp_path / "attribution.json"
-    env = dict(os.environ)
-    env.pop("PEEPS_DISABLE", None)
-    env.pop("PEEPS_DASHBOARD", None)
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), "--attribution",
-                           "--quick", "-o", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    payload = json.loads(out.read_text())
+    payload = run_service_bench("--attribution", tmp_path)
     rows = payload["rows"]
     assert [r["name"].split(":")[0] for r in rows] == [
         "plain primitives again (the control)",
