@@ -3,6 +3,7 @@
     python bench/bench_service.py -o bench/results/service.json [--quick] [--cycles N] [--slice S]
     python bench/bench_service.py --attribution   # CPU per request as components are added
     python bench/bench_service.py --by-process    # the same, each step its own process
+    python bench/bench_service.py --no-pin        # services share every CPU with the rest
 
 The service (``serve``) is an aiohttp app whose handler spawns a tracked task
 per request; that task takes a permit from a semaphore, sends a job through a
@@ -18,7 +19,9 @@ to swing whole rounds by ±30 %) lands on all variants alike.  Each slice
 records its requests, latencies and the service's CPU time.  Six sessions of
 fresh processes, session ``i`` with ``PYTHONHASHSEED=i`` for every variant (a
 process's speed depends on its hash seed: see ``_measure``); the table gives
-the median of the per-session ratios and, as spread, their min–max.  Variants:
+the median of the per-session ratios and, as spread, their min–max.  On two
+CPUs or more the services run pinned to the last CPU and the load generator
+and ``peeps-web`` to the others (see ``_pin``; ``--no-pin`` to share).  Variants:
 
 * ``plain``: no peeps imported; asyncio primitives;
 * ``plain_again``: a second plain process with the same seed, the control:
@@ -53,6 +56,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import WebServer, median, quantile, row, spread_text, write_result
 
 SECTION = "1. realistic service"
+#: The CPUs the services run on (unless ``--no-pin``); everything else (the
+#: load generator, ``peeps-web``, this harness) gets the rest.  Empty: no pinning.
+SERVICE_CPUS: set[int] = set()
 WORKERS = 8
 QUEUE_CAPACITY = 64
 PERMITS = 48
@@ -316,7 +322,8 @@ async def _serve(variant: str, port_file: str) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    Path(port_file).write_text(json.dumps({"port": port, "missing": missing}))
+    Path(port_file).write_text(json.dumps({"port": port, "missing": missing,
+                                           "cpus": sorted(os.sched_getaffinity(0))}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
@@ -505,6 +512,29 @@ def service_env(seed: int, components: str | None = None) -> dict[str, str]:
     return env
 
 
+def _pin(enabled: bool) -> str:
+    """Pin this harness (and so the load generator and ``peeps-web``, which
+    inherit it) to all CPUs but the last; the services pin themselves to the
+    last one (``serve --cpus``).  Returns what was done, for the table.
+
+    Why: on a small machine the load generator and the dashboard's ingest
+    otherwise share the service's CPUs, and the scheduler's placement of them
+    (migrations, preemption) lands on the variants unevenly -- it was most of
+    the all-on service's throughput and p99 gap on 2 vCPUs.  In production the
+    dashboard and the clients are elsewhere; pinning is the nearest a
+    one-machine benchmark gets to that."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled:
+        return "not pinned (--no-pin): services, load generator and peeps-web share every CPU"
+    if len(cpus) < 2:
+        return f"not pinned: one CPU ({cpus}) for services, load generator and peeps-web"
+    SERVICE_CPUS.clear()
+    SERVICE_CPUS.add(cpus[-1])
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    return (f"pinned: services on CPU {cpus[-1]}, the load generator and peeps-web on "
+            f"CPU {','.join(map(str, cpus[:-1]))}")
+
+
 class _Service:
     """One service process of one variant, up for the whole run."""
 
@@ -517,8 +547,9 @@ class _Service:
             env["PEEPS_DASHBOARD"] = dashboard
         self.label = label
         self.port_file = tmp / f"port-{label.replace(' ', '_').replace('/', '_')}"
+        cpus = ["--cpus", ",".join(map(str, sorted(SERVICE_CPUS)))] if SERVICE_CPUS else []
         self.proc = subprocess.Popen([sys.executable, __file__, "serve", "--variant", variant,
-                                      "--port-file", str(self.port_file)], env=env,
+                                      "--port-file", str(self.port_file), *cpus], env=env,
                                      stderr=subprocess.PIPE, text=True)
         self.info: dict[str, Any] = {}
 
@@ -565,6 +596,9 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
         try:
             for svc in services:
                 svc.wait_ready()
+                if SERVICE_CPUS and svc.info.get("cpus") != sorted(SERVICE_CPUS):
+                    raise RuntimeError(f"service {svc.label} runs on CPUs {svc.info.get('cpus')}, "
+                                       f"not {sorted(SERVICE_CPUS)}")
             targets = [{"label": svc.label, "port": svc.info["port"], "pid": svc.proc.pid}
                        for svc in services]
             load = subprocess.run([sys.executable, __file__, "load", "--targets",
@@ -741,7 +775,7 @@ def _attribution(args: argparse.Namespace) -> None:
                              "µs/req"))
     if args.output:
         write_result(args.output, "service_attribution", rows, quick=args.quick,
-                     meta={"sessions": sessions})
+                     meta={"sessions": sessions, "pinning": args.pinning})
     else:
         print(json.dumps(rows, indent=1))
 
@@ -772,7 +806,8 @@ def _by_process(args: argparse.Namespace) -> None:
     if args.output:
         write_result(args.output, "service_by_process", rows, quick=args.quick,
                      meta={"sessions": [{label: v["sessions"][i] for label, v in variants.items()}
-                                        for i in range(args.sessions)]})
+                                        for i in range(args.sessions)],
+                           "pinning": args.pinning})
     else:
         print(json.dumps(rows, indent=1))
 
@@ -783,6 +818,8 @@ def main() -> None:
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--variant", choices=SERVED, required=True)
     p_serve.add_argument("--port-file", required=True)
+    p_serve.add_argument("--cpus", default="",
+                         help="comma-separated CPUs to pin this process to, before anything starts")
     p_load = sub.add_parser("load")
     p_load.add_argument("--targets", required=True, help="JSON: [{label, port, pid}, ...]")
     for p in (p_load, parser):
@@ -805,6 +842,9 @@ def main() -> None:
     parser.add_argument("--by-process", action="store_true",
                         help="instead: CPU per request and p99 as components are added, "
                              "each step its own process")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin: by default the services run on the last CPU and the "
+                             "load generator and dashboard on the rest")
     args = parser.parse_args()
     attribution = args.attribution
     args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution else 0.5)
@@ -816,12 +856,18 @@ def main() -> None:
     args.cost_s = args.cost_s or (3.0 if args.quick else 12.0)
 
     if args.cmd == "serve":
+        if args.cpus:
+            # First thing, before any thread exists: every thread started later
+            # (peeps' collector, sampler, watchdog) inherits it.
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         asyncio.run(_serve(args.variant, args.port_file))
         return
     if args.cmd == "load":
         print(json.dumps(asyncio.run(_load(json.loads(args.targets), args.concurrency, args.slice,
                                            args.cycles, args.warmup))))
         return
+    pinning = args.pinning = _pin(args.pin)
+    print(f"service: {pinning}", file=sys.stderr)
     if args.attribution:
         _attribution(args)
         return
@@ -857,7 +903,7 @@ def main() -> None:
         return spread_text([b[key] for b in variants[label]["sessions"] if b["requests"]], fmt)
 
     rows.append(row(SECTION, "plain: throughput", plain["rps"], "req/s",
-                    spread=spread("plain", "rps", "{:.0f}")))
+                    spread=spread("plain", "rps", "{:.0f}"), note=pinning))
     rows.append(row(SECTION, "plain: service CPU per request", plain["cpu_us_per_req"], "µs",
                     spread=spread("plain", "cpu_us_per_req", "{:.0f}")))
     rows.append(row(SECTION, "plain: p50 / p99 latency", plain["p50_ms"], "ms",
@@ -926,6 +972,7 @@ def main() -> None:
                      meta={"raw": result, "snapshot_cost": cost, "cycles": args.cycles,
                            "slice_s": args.slice,
                            "concurrency": args.concurrency, "missing": missing,
+                           "pinning": pinning,
                            "snapshots_taken": snapshots, "elapsed_s": elapsed})
     else:
         print(json.dumps(rows, indent=1))

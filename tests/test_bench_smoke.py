@@ -63,6 +63,15 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
             r["name"] == script.name and r["value"] is None and "not landed" in r.get("note", "")
             for r in rows), script.name
     assert any(n.startswith("task_spawn: ") and n.endswith(" vs plain") for n in names), names
+    # The service section says how its processes were placed; with two CPUs or
+    # more the services had the last one to themselves (each one checks its own
+    # affinity, the harness refuses a service that runs elsewhere).
+    (placed,) = [r for r in rows if r["name"] == "plain: throughput"]
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        assert placed["note"].startswith(f"pinned: services on CPU {cpus[-1]},"), placed
+    else:
+        assert placed["note"].startswith("not pinned"), placed
     # The loaded all-on service's own report of a snapshot's loop work, read back
     # from the real server: its snapshots after the first are worked on the loop.
     cost = [r for r in rows if r["name"].endswith("a snapshot's work on the event loop")]
