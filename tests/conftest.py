@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,14 @@ import peeps
 from peeps import _collector
 from peeps._config import STATE
 from support import ExampleProcess, PeepsServer
+
+# A shell without job control starts background commands (``scripts/test &``)
+# with SIGINT ignored, and an ignored signal stays ignored across exec: every
+# example process the tests start would then ignore the Ctrl+C they send it
+# and never stop.  Handling SIGINT here (as an interactive run does) gives the
+# children the default disposition back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -252,7 +252,12 @@ def test_example_runs_as_a_script_and_stays_stalled(name: str, stall_line: str) 
         assert proc.poll() is None, (seen, proc.communicate())
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"{name} did not stop within 10 s of SIGINT: {''.join(seen)}{out}{err}")
     assert stall_line in "".join(seen) + out, (seen, out, err)
     assert proc.returncode == 0, err
     doc_line = (ROOT / "examples" / name / "__main__.py").read_text().split('"""')[1]
