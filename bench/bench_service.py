@@ -561,6 +561,9 @@ class _Service:
                 raise RuntimeError(f"service {self.label} did not start: {err}")
             time.sleep(0.05)
         self.info = json.loads(self.port_file.read_text())
+        if SERVICE_CPUS and self.info.get("cpus") != sorted(SERVICE_CPUS):
+            raise RuntimeError(f"service {self.label} runs on CPUs {self.info.get('cpus')}, "
+                               f"not {sorted(SERVICE_CPUS)}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -596,9 +599,6 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
         try:
             for svc in services:
                 svc.wait_ready()
-                if SERVICE_CPUS and svc.info.get("cpus") != sorted(SERVICE_CPUS):
-                    raise RuntimeError(f"service {svc.label} runs on CPUs {svc.info.get('cpus')}, "
-                                       f"not {sorted(SERVICE_CPUS)}")
             targets = [{"label": svc.label, "port": svc.info["port"], "pid": svc.proc.pid}
                        for svc in services]
             load = subprocess.run([sys.executable, __file__, "load", "--targets",

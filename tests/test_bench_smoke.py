@@ -64,7 +64,7 @@ def test_bench_run_quick_produces_a_table(tmp_path: Path) -> None:
             for r in rows), script.name
     assert any(n.startswith("task_spawn: ") and n.endswith(" vs plain") for n in names), names
     # The service section says how its processes were placed; with two CPUs or
-    # more the services had the last one to themselves (each one checks its own
+    # more the services had the last one to themselves (each one reports its own
     # affinity, the harness refuses a service that runs elsewhere).
     (placed,) = [r for r in rows if r["name"] == "plain: throughput"]
     cpus = sorted(os.sched_getaffinity(0))
