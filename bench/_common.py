@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -43,6 +44,20 @@ def quantile(values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median_ci(values: list[float], level: float = 0.95, reps: int = 4000,
+              seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval for the median of ``values``
+    (resampled ``reps`` times with a fixed seed, so the table is reproducible
+    from its inputs).  With a handful of values it is coarse, and that is the
+    point: it says how far the run resolves the median."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(reps))
+    tail = (1 - level) / 2
+    return quantile(meds, tail), quantile(meds, 1 - tail)
 
 
 def spread_text(values: list[float], fmt: str = "{:.3g}") -> str:

@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import WebServer, median, quantile, row, spread_text, write_result
+from _common import WebServer, median, median_ci, quantile, row, spread_text, write_result
 
 SECTION = "1. realistic service"
 #: The CPUs the services run on (unless ``--no-pin``); everything else (the
@@ -682,6 +682,15 @@ def _snapshot_cost(web: _WebServer, tmp: Path, args: argparse.Namespace) -> dict
     return {"reports": reports, "proc_key": proc_key}
 
 
+def _ci_text(each: list[float]) -> str:
+    """The 95 % bootstrap interval of the median over sessions, for a row's note:
+    what the run resolves (a budget inside it is neither met nor missed)."""
+    if len(each) < 2:
+        return f"{len(each)} session: no interval"
+    lo, hi = median_ci(each)
+    return f"95 % CI of the median {lo:.3f}–{hi:.3f} over {len(each)} sessions"
+
+
 def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float, list[float]]:
     """The median over sessions of each session's ratio to its own plain
     process (same hash seed, same minutes), and those ratios (the spread)."""
@@ -772,7 +781,7 @@ def _attribution(args: argparse.Namespace) -> None:
                         f"{label}: CPU per request vs plain primitives", median(each), "×",
                         spread=spread_text(each, "{:.3f}"), baseline=base,
                         note=f"{median([s[label]['cpu_us_per_req'] for s in sessions]):.1f} "
-                             "µs/req"))
+                             f"µs/req; {_ci_text(each)}"))
     if args.output:
         write_result(args.output, "service_attribution", rows, quick=args.quick,
                      meta={"sessions": sessions, "pinning": args.pinning})
@@ -802,7 +811,8 @@ def _by_process(args: argparse.Namespace) -> None:
                             f"{label}: {measure} vs plain", median(each), "×",
                             spread=spread_text(each, "{:.3f}"), baseline=base,
                             note=f"{median([s[key] for s, _ in pairs]):.3g} "
-                                 + ("µs/req" if key == "cpu_us_per_req" else "ms")))
+                                 + ("µs/req" if key == "cpu_us_per_req" else "ms")
+                                 + f"; {_ci_text(each)}"))
     if args.output:
         write_result(args.output, "service_by_process", rows, quick=args.quick,
                      meta={"sessions": [{label: v["sessions"][i] for label, v in variants.items()}
@@ -916,7 +926,7 @@ def main() -> None:
                         spread=spread_text(each, "{:.3f}"), baseline="plain",
                         note="the same plain service twice (same seeds): how far apart two "
                              "processes of one build land in this run, the noise floor of "
-                             "the ratios below"))
+                             f"the ratios below; {_ci_text(each)}"))
     for variant in VARIANTS[2:]:
         v = variants[variant]
         label = LABELS[variant]
@@ -928,7 +938,7 @@ def main() -> None:
                         spread=spread_text(rps_each, "{:.3f}"), baseline="plain",
                         target=f"≥ {thr_target}" if judged else None,
                         ok=rps >= thr_target if judged else None,
-                        note=f"{v['rps']:.0f} req/s"
+                        note=f"{v['rps']:.0f} req/s; {_ci_text(rps_each)}"
                         + (f"; missing: {', '.join(missing)}" if variant == "enabled" and missing
                            else "")
                         + (f"; {snapshots} snapshots in {elapsed:.0f} s" if variant == "enabled"
@@ -938,7 +948,7 @@ def main() -> None:
                         "×", spread=spread_text(cpu_each, "{:.3f}"), baseline="plain",
                         target=f"≤ {1 / thr_target:.3f}" if judged else None,
                         ok=cpu <= 1 / thr_target if judged else None,
-                        note=f"{v['cpu_us_per_req']:.0f} µs/req"
+                        note=f"{v['cpu_us_per_req']:.0f} µs/req; {_ci_text(cpu_each)}"
                         + ("; noise-robust form of the throughput target" if judged
                            else "; the instrumentation alone, no snapshots")))
         p99, p99_each = _ratios(v, plain, "p99_ms")
@@ -948,7 +958,7 @@ def main() -> None:
                         target="≤ 1.10" if variant == "enabled" else None,
                         ok=(p99 <= 1.10) if variant == "enabled" else None,
                         note=f"p99 {v['p99_ms']:.2f} ms, p50 {v['p50_ms']:.2f} ms "
-                             f"(p50 ratio {p50:.3f})"))
+                             f"(p50 ratio {p50:.3f}); {_ci_text(p99_each)}"))
     reports = cost["reports"]
     if not reports:
         raise RuntimeError("no collector reports from the all-on service (is it connected?)")

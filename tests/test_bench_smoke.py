@@ -145,3 +145,22 @@ def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
         assert math.isfinite(r["value"]) and 0.3 < r["value"] < 3, r
     (session,) = payload["meta"]["sessions"]
     assert all(step["requests"] > 0 for step in session.values()), session
+
+
+def test_median_ci_brackets_the_median_and_narrows_with_sessions() -> None:
+    """The service rows' interval (``_common.median_ci``): it holds the sample
+    median, is reproducible, narrows as sessions are added, and says nothing
+    for a single value."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _common import median_ci
+    finally:
+        sys.path.remove(str(BENCH))
+    few = [0.98, 1.01, 1.07, 1.03, 0.99, 1.05]
+    lo, hi = median_ci(few)
+    assert lo <= sorted(few)[2] <= sorted(few)[3] <= hi
+    assert (lo, hi) == median_ci(few)
+    assert min(few) <= lo < hi <= max(few)
+    many_lo, many_hi = median_ci(few * 8)
+    assert many_hi - many_lo < hi - lo
+    assert all(math.isnan(x) for x in median_ci([1.0]))
