@@ -47,6 +47,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def _enable_everything() -> list[str]:
 class _Prims:
     def __init__(self, variant: str) -> None:
         self.variant = variant
-        if variant == "plain":
+        if variant in ("plain", *CONTROLS):
             self.queue = asyncio.Queue(QUEUE_CAPACITY)
             self.lock = asyncio.Lock()
             self.sem = asyncio.Semaphore(PERMITS)
@@ -256,7 +257,15 @@ async def _serve(variant: str, port_file: str) -> None:
     from aiohttp import web
 
     missing: list[str] = []
-    if variant != "plain":
+    spin = SPIN_TURNS if variant == "plain_spin" else 0
+    if variant == "plain_threads":
+        import select
+
+        for i in range(2):  # as the sampler's standby thread and the watchdog's wait
+            never, _ = os.pipe()
+            threading.Thread(target=select.select, args=([never], [], []), daemon=True,
+                             name=f"parked-{i}").start()
+    if variant not in ("plain", *CONTROLS):
         import peeps
 
         if variant in ("enabled", "unconnected", "toggle"):
@@ -297,6 +306,8 @@ async def _serve(variant: str, port_file: str) -> None:
 
     async def handle(request: web.Request) -> web.Response:
         n = int(request.query.get("n", "300"))
+        for _ in range(spin):
+            pass
         result = await current[0].spawn("request", process(n))
         return web.json_response({"result": result})
 
@@ -323,7 +334,8 @@ async def _serve(variant: str, port_file: str) -> None:
     await site.start()
     port = runner.addresses[0][1]
     Path(port_file).write_text(json.dumps({"port": port, "missing": missing,
-                                           "cpus": sorted(os.sched_getaffinity(0))}))
+                                           "cpus": sorted(os.sched_getaffinity(0)),
+                                           "threads": threading.active_count()}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
@@ -700,13 +712,22 @@ def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float,
 
 
 #: What a service process can run (``serve --variant``).
-SERVED = ("plain", "disabled", "enabled", "unconnected", "toggle")
+SERVED = ("plain", "disabled", "enabled", "unconnected", "toggle", "plain_spin",
+          "plain_threads")
 #: The table's variants: ``plain_again`` is a second plain process (same hash
 #: seed), the control that shows what differences this run can resolve.
 VARIANTS = ("plain", "plain_again", "disabled", "enabled", "unconnected")
 #: Row labels; ``unconnected`` is all-on with no dashboard: the instrumentation's
 #: own cost.
+#: ``--controls``: plain services that differ from plain by a known amount
+#: (not peeps), to check what the harness reports for that.
+CONTROLS = ("plain_spin", "plain_threads")
+#: ``plain_spin``'s extra work per request: empty loop turns in the handler
+#: (~4.8 µs on an idle CPU of the AMD VM, 2026-12-02).
+SPIN_TURNS = 220
 LABELS = {"plain_again": "plain, a second process", "disabled": "peeps disabled",
+          "plain_spin": f"plain + {SPIN_TURNS} empty loop turns per request (a known cost)",
+          "plain_threads": "plain + two threads parked in select() (as peeps' are)",
           "enabled": "peeps all-on", "unconnected": "peeps all-on, no dashboard"}
 
 
@@ -852,6 +873,9 @@ def main() -> None:
     parser.add_argument("--by-process", action="store_true",
                         help="instead: CPU per request and p99 as components are added, "
                              "each step its own process")
+    parser.add_argument("--controls", action="store_true",
+                        help="also run plain services with a known extra cost (empty loop "
+                             "turns per request; two parked threads), reported, not judged")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin: by default the services run on the last CPU and the "
                              "load generator and dashboard on the rest")
@@ -884,8 +908,9 @@ def main() -> None:
     if args.by_process:
         _by_process(args)
         return
+    labels = VARIANTS + (CONTROLS if args.controls else ())
     configs = [(v, "plain" if v == "plain_again" else v, None, v != "unconnected")
-               for v in VARIANTS]
+               for v in labels]
     with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
         tmp = Path(tmpdir)
         web = _WebServer(tmp)
@@ -900,7 +925,7 @@ def main() -> None:
         finally:
             web.stop()
     variants = result["variants"]
-    for label in VARIANTS:
+    for label in labels:
         v = variants[label]
         print(f"service {label}: {v['rps']:.0f} req/s p50 {v['p50_ms']:.2f} ms "
               f"p99 {v['p99_ms']:.2f} ms cpu {v['cpu_us_per_req']:.0f} us/req", file=sys.stderr)
@@ -959,6 +984,16 @@ def main() -> None:
                         ok=(p99 <= 1.10) if variant == "enabled" else None,
                         note=f"p99 {v['p99_ms']:.2f} ms, p50 {v['p50_ms']:.2f} ms "
                              f"(p50 ratio {p50:.3f}); {_ci_text(p99_each)}"))
+    for control in labels[len(VARIANTS):]:
+        v = variants[control]
+        for key, what, unit_note in (("cpu_us_per_req", "service CPU per request",
+                                      f"{v['cpu_us_per_req']:.0f} µs/req"),
+                                     ("rps", "throughput", f"{v['rps']:.0f} req/s")):
+            ratio, each = _ratios(v, plain, key)
+            rows.append(row(SECTION, f"{LABELS[control]}: {what} vs plain", ratio, "×",
+                            spread=spread_text(each, "{:.3f}"), baseline="plain",
+                            note=f"{unit_note}; {_ci_text(each)}; a control (--controls), "
+                                 "not peeps: what the harness reports for a known difference"))
     reports = cost["reports"]
     if not reports:
         raise RuntimeError("no collector reports from the all-on service (is it connected?)")

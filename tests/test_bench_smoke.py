@@ -14,6 +14,8 @@ import math
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,47 @@ def test_median_ci_brackets_the_median_and_narrows_with_sessions() -> None:
     many_lo, many_hi = median_ci(few * 8)
     assert many_hi - many_lo < hi - lo
     assert all(math.isnan(x) for x in median_ci([1.0]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("variant", "threads"), [("plain", 1), ("plain_threads", 3)])
+def test_service_control_variants_run_what_they_say(tmp_path: Path, variant: str,
+                                                    threads: int) -> None:
+    """``--controls``' parked-threads service runs two threads besides its loop's
+    (it reports ``threading.active_count()`` in its port file); plain runs one."""
+    port_file = tmp_path / "port"
+    env = dict(os.environ)
+    env.pop("PEEPS_DISABLE", None)
+    env.pop("PEEPS_DASHBOARD", None)
+    proc = subprocess.Popen([sys.executable, str(BENCH / "bench_service.py"), "serve",
+                             "--variant", variant, "--port-file", str(port_file)],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.05)
+        info = json.loads(port_file.read_text())
+        assert info["threads"] == threads, info
+        with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/work?n=10",
+                                    timeout=10) as reply:
+            assert json.loads(reply.read())["result"] == sum(i * i for i in range(10))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)  # reaps it and closes its stderr pipe
+
+
+@pytest.mark.timeout(120)
+def test_service_controls_quick_reports_each_control(tmp_path: Path) -> None:
+    """``bench_service.py --controls --quick``: the two control services get
+    finite, unjudged rows for CPU per request and throughput."""
+    payload = run_service_bench("--controls", tmp_path)
+    controls = [r for r in payload["rows"] if "a control (--controls)" in r.get("note", "")]
+    assert [r["name"] for r in controls] == [
+        f"{label}: {what} vs plain"
+        for label in ("plain + 220 empty loop turns per request (a known cost)",
+                      "plain + two threads parked in select() (as peeps' are)")
+        for what in ("service CPU per request", "throughput")], controls
+    for r in controls:
+        assert math.isfinite(r["value"]) and 0.2 < r["value"] < 5 and "ok" not in r, r
