@@ -717,14 +717,14 @@ SERVED = ("plain", "disabled", "enabled", "unconnected", "toggle", "plain_spin",
 #: The table's variants: ``plain_again`` is a second plain process (same hash
 #: seed), the control that shows what differences this run can resolve.
 VARIANTS = ("plain", "plain_again", "disabled", "enabled", "unconnected")
-#: Row labels; ``unconnected`` is all-on with no dashboard: the instrumentation's
-#: own cost.
 #: ``--controls``: plain services that differ from plain by a known amount
 #: (not peeps), to check what the harness reports for that.
 CONTROLS = ("plain_spin", "plain_threads")
 #: ``plain_spin``'s extra work per request: empty loop turns in the handler
 #: (~4.8 µs on an idle CPU of the AMD VM, 2026-12-02).
 SPIN_TURNS = 220
+#: Row labels; ``unconnected`` is all-on with no dashboard: the instrumentation's
+#: own cost.
 LABELS = {"plain_again": "plain, a second process", "disabled": "peeps disabled",
           "plain_spin": f"plain + {SPIN_TURNS} empty loop turns per request (a known cost)",
           "plain_threads": "plain + two threads parked in select() (as peeps' are)",
