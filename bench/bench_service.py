@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import re
@@ -253,18 +255,84 @@ class _ComponentSwitch:
         return on
 
 
+#: ``plain_threads``: (re-arm period, deadline) in seconds of peeps' two parked
+#: threads as all-on runs them here: the sampler's standby (the loop ticks it at
+#: the quiet pace, 4 × 10 ms, and each tick pushes the takeover deadline three
+#: ticks ahead) and the watchdog (a heartbeat every 50 ms, deadline interval +
+#: threshold + 1 ms).
+PARKED_DEADLINES = ((0.04, 0.12), (0.05, 0.151))
+
+
+def _park_threads_on_deadlines(loop: asyncio.AbstractEventLoop) -> None:
+    """Two threads asleep in ``select()`` on Linux ``timerfd`` deadlines that the
+    loop re-arms before they pass, as peeps' sampler and watchdog threads sleep
+    (``peeps._deadline``), written again here so the control imports no peeps.
+    Elsewhere (no ``timerfd``) the threads park on a pipe that never gets data."""
+    settime: Any = None
+    create: Any = None
+    if hasattr(os, "timerfd_create"):  # 3.13+
+        create = lambda clock, flags: os.timerfd_create(clock, flags=flags)  # noqa: E731
+        settime = lambda fd, seconds: os.timerfd_settime(fd, initial=seconds)  # noqa: E731
+    elif sys.platform.startswith("linux"):
+        import ctypes
+
+        class Timespec(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+        class Itimerspec(ctypes.Structure):
+            _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int,
+                                         ctypes.POINTER(Itimerspec), ctypes.c_void_p]
+        create = lambda clock, flags: libc.timerfd_create(clock, flags)  # noqa: E731
+        specs: dict[float, Any] = {}
+
+        def settime(fd: int, seconds: float) -> None:
+            spec = specs.setdefault(seconds, Itimerspec(
+                Timespec(0, 0), Timespec(int(seconds), int(seconds % 1 * 1e9))))
+            if libc.timerfd_settime(fd, 0, spec, None) != 0:
+                raise OSError(ctypes.get_errno(), "timerfd_settime")
+    for i, (period, seconds) in enumerate(PARKED_DEADLINES):
+        fd = create(1, os.O_CLOEXEC | os.O_NONBLOCK) if settime is not None else -1
+        if fd < 0:  # no timerfd: park on a pipe
+            fd, _ = os.pipe()
+        else:
+            _rearm_every(loop, period, functools.partial(settime, fd, seconds))
+        threading.Thread(target=_sleep_on, args=(fd,), daemon=True, name=f"parked-{i}").start()
+
+
+def _rearm_every(loop: asyncio.AbstractEventLoop, period: float, rearm: Any) -> None:
+    """Call ``rearm()`` now and then every ``period`` seconds on ``loop``."""
+    rearm()
+    loop.call_later(period, _rearm_every, loop, period, rearm)
+
+
+#: How often ``plain_threads``' parked threads woke (a deadline passed before the
+#: loop re-armed it: a stall, or the start-up before the loop first ran).
+PARKED_WAKEUPS = [0]
+
+
+def _sleep_on(fd: int) -> None:
+    """Sleep in ``select()`` on ``fd``; when a deadline passes, count it,
+    consume it and sleep again (as peeps' threads do after a look)."""
+    import select
+
+    while True:
+        select.select([fd], [], [])
+        PARKED_WAKEUPS[0] += 1
+        with contextlib.suppress(BlockingIOError):
+            os.read(fd, 8)
+
+
 async def _serve(variant: str, port_file: str) -> None:
     from aiohttp import web
 
     missing: list[str] = []
     spin = SPIN_TURNS if variant == "plain_spin" else 0
     if variant == "plain_threads":
-        import select
-
-        for i in range(2):  # as the sampler's standby thread and the watchdog's wait
-            never, _ = os.pipe()
-            threading.Thread(target=select.select, args=([never], [], []), daemon=True,
-                             name=f"parked-{i}").start()
+        _park_threads_on_deadlines(asyncio.get_running_loop())
     if variant not in ("plain", *CONTROLS):
         import peeps
 
@@ -313,7 +381,9 @@ async def _serve(variant: str, port_file: str) -> None:
         return web.json_response({"result": result})
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"missing": missing, "done": stats["done"]})
+        return web.json_response({"missing": missing, "done": stats["done"],
+                                  "threads": threading.active_count(),
+                                  "parked_wakeups": PARKED_WAKEUPS[0]})
 
     app = web.Application()
     app.router.add_get("/work", handle)
@@ -336,7 +406,8 @@ async def _serve(variant: str, port_file: str) -> None:
     port = runner.addresses[0][1]
     Path(port_file).write_text(json.dumps({"port": port, "missing": missing,
                                            "cpus": sorted(os.sched_getaffinity(0)),
-                                           "threads": threading.active_count()}))
+                                           "threads": threading.active_count(),
+                                  "parked_wakeups": PARKED_WAKEUPS[0]}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
@@ -728,7 +799,8 @@ SPIN_TURNS = 220
 #: own cost.
 LABELS = {"plain_again": "plain, a second process", "disabled": "peeps disabled",
           "plain_spin": f"plain + {SPIN_TURNS} empty loop turns per request (a known cost)",
-          "plain_threads": "plain + two threads parked in select() (as peeps' are)",
+          "plain_threads": "plain + two threads asleep on deadlines the loop re-arms "
+                           "(as peeps' are)",
           "enabled": "peeps all-on", "unconnected": "peeps all-on, no dashboard"}
 
 

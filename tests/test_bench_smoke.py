@@ -173,7 +173,9 @@ def test_median_ci_brackets_the_median_and_narrows_with_sessions() -> None:
 def test_service_control_variants_run_what_they_say(tmp_path: Path, variant: str,
                                                     threads: int) -> None:
     """``--controls``' parked-threads service runs two threads besides its loop's
-    (it reports ``threading.active_count()`` in its port file); plain runs one."""
+    (it reports ``threading.active_count()`` in its port file and ``/health``);
+    plain runs one.  They sleep on deadlines of 120 and 151 ms that the loop
+    re-arms, so an idle service wakes neither (``parked_wakeups``)."""
     port_file = tmp_path / "port"
     env = dict(os.environ)
     env.pop("PEEPS_DISABLE", None)
@@ -192,6 +194,14 @@ def test_service_control_variants_run_what_they_say(tmp_path: Path, variant: str
         with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/work?n=10",
                                     timeout=10) as reply:
             assert json.loads(reply.read())["result"] == sum(i * i for i in range(10))
+        health = []
+        for _ in range(2):  # 0.5 s apart: past both deadlines, unless they are re-armed
+            with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health",
+                                        timeout=10) as reply:
+                health.append(json.loads(reply.read()))
+            time.sleep(0.5)
+        assert [h["threads"] for h in health] == [threads, threads], health
+        assert health[1]["parked_wakeups"] == health[0]["parked_wakeups"], health
     finally:
         proc.terminate()
         proc.communicate(timeout=10)  # reaps it and closes its stderr pipe
@@ -206,7 +216,8 @@ def test_service_controls_quick_reports_each_control(tmp_path: Path) -> None:
     assert [r["name"] for r in controls] == [
         f"{label}: {what} vs plain"
         for label in ("plain + 220 empty loop turns per request (a known cost)",
-                      "plain + two threads parked in select() (as peeps' are)")
+                      "plain + two threads asleep on deadlines the loop re-arms "
+                      "(as peeps' are)")
         for what in ("service CPU per request", "throughput")], controls
     for r in controls:
         assert math.isfinite(r["value"]) and 0.2 < r["value"] < 5 and "ok" not in r, r
