@@ -29,8 +29,8 @@ except ImportError:  # built without a C compiler
     _speedups = None  # type: ignore[assignment]
 
 #: The benchmark harness runs on one interpreter (``bench/run``: the default
-#: Python), so ``scripts/test`` runs these there only, after the rest, alone:
-#: they time real services and pin them to CPUs.
+#: Python), so ``scripts/test`` runs these in the default Python's full suite
+#: only, not in the other Pythons' core suites.
 pytestmark = pytest.mark.bench
 
 ROOT = Path(__file__).resolve().parent.parent
