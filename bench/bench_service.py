@@ -406,8 +406,7 @@ async def _serve(variant: str, port_file: str) -> None:
     port = runner.addresses[0][1]
     Path(port_file).write_text(json.dumps({"port": port, "missing": missing,
                                            "cpus": sorted(os.sched_getaffinity(0)),
-                                           "threads": threading.active_count(),
-                                  "parked_wakeups": PARKED_WAKEUPS[0]}))
+                                           "threads": threading.active_count()}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
