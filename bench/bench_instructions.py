@@ -21,8 +21,10 @@ keep-alive connections.
 
 What instruction counts do not show: cache misses and branch mispredictions
 (the VM exposes no hardware counters; ``--simulate`` adds callgrind's models of
-both, L1 misses and mispredicts per request, at ~2.5× the run time), and
-anything paced by the wall clock.
+both at ~2.5× the run time: L1 instruction and data misses, L2 misses and
+mispredicts per request, the caches sized as this CPU's from sysfs, with
+callgrind's second level modelled as the L2), and anything paced by the wall
+clock.
 Under valgrind a request takes ~50× longer, so a thread ticking at 100 Hz would
 be counted ~50× per request: the sampler, the watchdog and snapshots are left
 out here, and measured by time in their own rows (sections 1, 3 and 5).
@@ -68,8 +70,15 @@ VARIANTS: dict[str, tuple[str, str | None, dict[str, str], str]] = {
     "tracking": ("unconnected", "auto,patch", {},
                  "+ automatic task tracking and peeps.patch() (all-on's per-request work)"),
 }
-#: Extra callgrind flags for ``--simulate``: its cache and branch-predictor models.
+#: Extra callgrind flags for ``--simulate``: its cache and branch-predictor models
+#: (the caches' geometry: :func:`cache_flags`).
 SIM_FLAGS = ["--cache-sim=yes", "--branch-sim=yes"]
+#: callgrind's cache model (flag) -> this CPU's cache (level, sysfs type).  callgrind
+#: models two levels and by default takes the last level (L3) as its second, which
+#: on a VM can come out as nonsense (512 MB on the AMD VM of docs/performance.md)
+#: and in any case holds a service's whole working set: modelling L2 instead says
+#: how much of the per-request work leaves the core's own caches.
+CACHES = {"--I1": (1, "Instruction"), "--D1": (1, "Data"), "--LL": (2, "Unified")}
 #: Seconds to let the service go idle before zeroing or dumping its counters.
 QUIET_S = 0.5
 #: The disabled target (≥ 99 % of plain's throughput) as instructions.
@@ -136,7 +145,7 @@ class _Counted:
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={self.dir}/callgrind.out.%p",
-             *(SIM_FLAGS if simulate else []),
+             *(SIM_FLAGS + cache_flags() if simulate else []),
              sys.executable, str(SERVICE), "serve", "--variant", variant,
              "--port-file", str(self.port_file)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -208,9 +217,35 @@ def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[dict[str, fl
 
 #: ``--simulate``: callgrind's model events, folded (name, events summed).
 SIMULATED = [
-    ("L1 cache misses (instruction + data)", ("I1mr", "D1mr", "D1mw")),
+    ("L1 instruction-cache misses", ("I1mr",)),
+    ("L1 data-cache misses", ("D1mr", "D1mw")),
+    ("L2 misses", ("ILmr", "DLmr", "DLmw")),
     ("branch mispredicts (conditional + indirect)", ("Bcm", "Bim")),
 ]
+
+
+def cache_flags(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> list[str]:
+    """callgrind's ``--I1``/``--D1``/``--LL`` for this CPU's L1 caches and its L2,
+    read from sysfs; a cache that cannot be read, or whose geometry callgrind
+    cannot model (the set count must be a power of two), is left to callgrind's
+    own detection."""
+    found: dict[tuple[int, str], str] = {}
+    for index in sorted(root.glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size_text = (index / "size").read_text().strip()
+            size = int(size_text.rstrip("KM")) * (1024 if size_text.endswith("K") else
+                                                  1024 * 1024 if size_text.endswith("M") else 1)
+            ways = int((index / "ways_of_associativity").read_text())
+            line = int((index / "coherency_line_size").read_text())
+        except (OSError, ValueError):
+            continue
+        sets = size // max(1, ways * line)
+        if ways > 0 and line > 0 and sets > 0 and sets & (sets - 1) == 0 \
+                and sets * ways * line == size:
+            found[(level, kind)] = f"{size},{ways},{line}"
+    return [f"{flag}={found[key]}" for flag, key in CACHES.items() if key in found]
 
 
 def main() -> None:
@@ -224,8 +259,9 @@ def main() -> None:
                         help="unmeasured requests first (default 1000)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--simulate", action="store_true",
-                        help="also run callgrind's cache and branch-predictor models and "
-                             "report L1 misses and mispredicts per request (~2x slower)")
+                        help="also run callgrind's cache and branch-predictor models (this "
+                             "CPU's L1 and L2 geometry) and report L1 instruction and data "
+                             "misses, L2 misses and mispredicts per request (~2.5x slower)")
     parser.add_argument("--keep", metavar="DIR",
                         help="keep callgrind's dumps here (DIR/<variant>/callgrind.out.PID.N, "
                              "one per rep) for callgrind_annotate")
@@ -286,7 +322,8 @@ def main() -> None:
         for what, events in SIMULATED:
             sim_base = median(folded("plain", events))
             rows.append(row(SECTION, f"{VARIANTS['plain'][3]}: simulated {what} per request",
-                            sim_base, "", note="callgrind's model, not this CPU's counters"))
+                            sim_base, "", note="callgrind's model, not this CPU's counters; "
+                            + (" ".join(cache_flags()) or "callgrind's own cache geometry")))
             for label in list(VARIANTS)[1:]:
                 each = folded(label, events)
                 rows.append(row(SECTION, f"{VARIANTS[label][3]}: simulated {what} vs plain",
@@ -298,6 +335,7 @@ def main() -> None:
                      meta={"per_request": per_request, "requests": args.requests,
                            "reps": args.reps, "warmup": args.warmup,
                            "concurrency": args.concurrency, "simulate": args.simulate,
+                           "cache_flags": cache_flags() if args.simulate else [],
                            "elapsed_s": elapsed})
     else:
         print(json.dumps(rows, indent=1))
