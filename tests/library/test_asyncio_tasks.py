@@ -1240,3 +1240,42 @@ def test_a_failure_while_recording_a_spawn_is_reported_not_raised(
         asyncio.run(scenario())
     assert "automatic task tracking failed" in caplog.text
     assert "boom while recording" in caplog.text
+
+
+def test_spawns_during_a_flush_keep_their_records(factory_impl: str) -> None:
+    """A flush calls Python (to list the live tasks); tasks spawned meanwhile go
+    to a buffer of their own, which that flush neither serves nor frees."""
+    if factory_impl != "c" or _tasks._spawns_pending is None:
+        pytest.skip("the spawn buffer is the C extension's")
+    speedups = _autotrack._speedups
+    assert speedups is not None
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Event()
+        during: list[asyncio.Task[Any]] = []
+
+        def live() -> dict[int, Any]:
+            if not during:
+                during.extend(loop.create_task(gate.wait()) for _ in range(5))
+            return _tasks._live_tasks_by_id()
+
+        speedups.set_spawn_buffer(live)  # (flushes what the last one had)
+        try:
+            before = loop.create_task(gate.wait())
+            speedups.flush_spawns()
+            assert getattr(before, "_peeps_spawn", None) is not None  # served
+            assert len(during) == 5
+            assert _tasks._spawns_pending() == 5  # waiting in the new buffer
+            for task in during:
+                assert getattr(task, "_peeps_spawn", None) is None
+        finally:
+            speedups.set_spawn_buffer(_tasks._live_tasks_by_id)  # flushes the five
+        for task in during:
+            record = getattr(task, "_peeps_spawn", None)
+            assert record is not None and record[0] == id(asyncio.current_task())
+        gate.set()
+        await asyncio.gather(before, *during)
+
+    asyncio.run(scenario())
