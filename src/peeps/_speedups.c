@@ -345,11 +345,9 @@ typedef struct {
 
 static struct {
     Pending *buf;
-    Py_ssize_t len;
-    Py_ssize_t size;     /* entries buf has room for */
-    Py_ssize_t cap;      /* the size of the next buf (a flush resizes it) */
+    Py_ssize_t len, cap;
     PyObject *live;      /* () -> {id(task): task}, or NULL: set the attribute at once */
-} P = {NULL, 0, 0, 1024, NULL};
+} P = {NULL, 0, 1024, NULL};
 
 #define PENDING_MIN 1024
 #define PENDING_MAX (1 << 20)
@@ -369,30 +367,6 @@ new_record(void *parent, PyObject *code, long long created, int lasti, int track
     return (PyObject *)record;
 }
 
-/* Take the error set now; keep it in *saved if that is the first. */
-static void
-keep_first_error(PyObject **saved)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-#else
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (tb != NULL && exc != NULL) {
-        PyException_SetTraceback(exc, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-#endif
-    if (*saved == NULL) {
-        *saved = exc;
-    }
-    else {
-        Py_XDECREF(exc);
-    }
-}
-
 /* Give the live tasks among the pending entries their attribute; ``extra``
  * (a task, or NULL) counts as live too.  The entries are dropped either way. */
 static int
@@ -405,11 +379,7 @@ flush_pending(PyObject *extra)
     Py_ssize_t n = P.len;
     P.buf = NULL;  /* spawns while the Python below runs start a new buffer */
     P.len = 0;
-    P.size = 0;
     int rc = 0;
-    /* One task that cannot take its record does not cost the others theirs:
-     * the first such error is raised after the batch. */
-    PyObject *saved = NULL;
     PyObject *live = PyObject_CallNoArgs(P.live);
     if (live != NULL && !PyDict_Check(live)) {
         PyErr_SetString(PyExc_TypeError, "flush_spawns: live() must return a dict");
@@ -453,13 +423,11 @@ flush_pending(PyObject *extra)
                 PyErr_Clear();
                 PyObject *record = new_record(e->parent, e->code, e->created, e->lasti,
                                               e->tracked);
-                if (record == NULL || PyObject_SetAttr(task, str_peeps_spawn, record) < 0) {
-                    keep_first_error(&saved);
-                }
+                rc = record == NULL ? -1 : PyObject_SetAttr(task, str_peeps_spawn, record);
                 Py_XDECREF(record);
             }
-            else if (rc == 0) {
-                keep_first_error(&saved);
+            else {
+                rc = -1;
             }
             Py_DECREF(task);
         }
@@ -472,13 +440,6 @@ flush_pending(PyObject *extra)
         Py_XDECREF(batch[i].code);
     }
     PyMem_Free(batch);
-    if (saved != NULL) {
-        if (rc == 0) {
-            PyErr_SetObject((PyObject *)Py_TYPE(saved), saved);
-            rc = -1;
-        }
-        Py_DECREF(saved);
-    }
     return rc;
 }
 
@@ -491,20 +452,17 @@ defer_spawn(PyObject *task, void *parent, PyObject *code, long long created, int
     if (P.live == NULL) {
         return 0;
     }
-    if (P.buf != NULL && P.len >= P.size) {
+    if (P.len >= P.cap && P.buf != NULL) {
         if (flush_pending(NULL) < 0) {
             return -1;
         }
     }
     if (P.buf == NULL) {
-        /* (a flush in progress may have called Python that spawned: then this
-         * is a new buffer, and the flush frees only its own) */
         P.buf = PyMem_Malloc(P.cap * sizeof(Pending));
         if (P.buf == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        P.size = P.cap;
         P.len = 0;
     }
     Pending *e = &P.buf[P.len++];
