@@ -365,9 +365,6 @@ def uninstall_task_factory(loop: asyncio.AbstractEventLoop | None = None) -> Non
         loop_entity = _LOOP_ENTITIES.pop(each, None)
         if loop_entity is not None:
             REGISTRY.untrack(loop_entity)
-    # Buffered spawn records go to the tasks still alive now, so no task made
-    # after this, without peeps, can be taken for one of them.
-    _tasks_module.flush_spawns()
     if loop is None:
         global _register_eagerly
         _register_eagerly = False

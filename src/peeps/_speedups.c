@@ -314,210 +314,9 @@ static PyTypeObject SpawnType = {
     .tp_dealloc = (destructor)spawn_dealloc,
 };
 
-/* ---- Deferred spawn records ----------------------------------------------
- *
- * A record set as an attribute gives the task an instance dict: the dict, its
- * keys table and the record, ~300 bytes in three allocations that live and die
- * with the task.  A service spawns a task or two per request, and callgrind's
- * model of this CPU's 1 MiB L2 counts what that costs while 32 requests are in
- * flight: 51 L2 misses per request against plain's 17-19 (docs/performance.md,
- * "Beyond L1").  So the record is first written into this buffer -- no
- * allocation, C values and a code reference -- and becomes the attribute only
- * if the task is still alive when someone asks: a snapshot, a reader of one
- * task (flush_spawns(task)), or the buffer filling up.  Most tasks are gone by
- * then and cost ~40 bytes written into memory that is reused.
- *
- * Entries name their task by address.  A flush takes the live tasks from
- * ``live`` (a callable returning {id(task): task}), newest entry first, and an
- * address it has served is not served again, so a task freed and replaced at
- * the same address by one that peeps recorded gets its own record.  A task
- * made without peeps' factory or spawn_tracked at the address of a task that
- * died since the last flush would get that one's record; see
- * docs/asyncio.md. */
-typedef struct {
-    void *task;          /* address only: never dereferenced */
-    void *parent;        /* address only, or NULL */
-    PyObject *code;      /* strong, or NULL */
-    long long created;
-    int lasti;
-    int tracked;
-} Pending;
-
-static struct {
-    Pending *buf;
-    Py_ssize_t len, cap;
-    PyObject *live;      /* () -> {id(task): task}, or NULL: set the attribute at once */
-} P = {NULL, 0, 1024, NULL};
-
-#define PENDING_MIN 1024
-#define PENDING_MAX (1 << 20)
-
-static PyObject *
-new_record(void *parent, PyObject *code, long long created, int lasti, int tracked)
-{
-    Spawn *record = PyObject_New(Spawn, &SpawnType);
-    if (record == NULL) {
-        return NULL;
-    }
-    record->parent = parent;
-    record->code = Py_XNewRef(code);
-    record->created = created;
-    record->lasti = lasti;
-    record->tracked = tracked;
-    return (PyObject *)record;
-}
-
-/* Give the live tasks among the pending entries their attribute; ``extra``
- * (a task, or NULL) counts as live too.  The entries are dropped either way. */
-static int
-flush_pending(PyObject *extra)
-{
-    if (P.len == 0) {
-        return 0;
-    }
-    Pending *batch = P.buf;
-    Py_ssize_t n = P.len;
-    P.buf = NULL;  /* spawns while the Python below runs start a new buffer */
-    P.len = 0;
-    int rc = 0;
-    PyObject *live = PyObject_CallNoArgs(P.live);
-    if (live != NULL && !PyDict_Check(live)) {
-        PyErr_SetString(PyExc_TypeError, "flush_spawns: live() must return a dict");
-        Py_CLEAR(live);
-    }
-    if (live == NULL) {
-        rc = -1;
-    }
-    else {
-        if (extra != NULL) {
-            PyObject *key = PyLong_FromVoidPtr(extra);
-            if (key == NULL || PyDict_SetItem(live, key, extra) < 0) {
-                rc = -1;
-            }
-            Py_XDECREF(key);
-        }
-        for (Py_ssize_t i = n - 1; i >= 0 && rc == 0; i--) {
-            Pending *e = &batch[i];
-            PyObject *key = PyLong_FromVoidPtr(e->task);
-            if (key == NULL) {
-                rc = -1;
-                break;
-            }
-            PyObject *task = PyDict_GetItemWithError(live, key);  /* borrowed */
-            if (task == NULL) {
-                rc = PyErr_Occurred() ? -1 : 0;
-                Py_DECREF(key);
-                continue;
-            }
-            Py_INCREF(task);
-            /* newest first: an older entry at this address was another task */
-            rc = PyDict_DelItem(live, key);
-            Py_DECREF(key);
-            /* A task that has a record already got it another way (a tuple with
-             * meta, the Python factory): this entry is an earlier task's. */
-            PyObject *had = rc == 0 ? PyObject_GetAttr(task, str_peeps_spawn) : NULL;
-            if (had != NULL) {
-                Py_DECREF(had);
-            }
-            else if (rc == 0 && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                PyObject *record = new_record(e->parent, e->code, e->created, e->lasti,
-                                              e->tracked);
-                rc = record == NULL ? -1 : PyObject_SetAttr(task, str_peeps_spawn, record);
-                Py_XDECREF(record);
-            }
-            else {
-                rc = -1;
-            }
-            Py_DECREF(task);
-        }
-        Py_ssize_t size = PyDict_GET_SIZE(live);
-        P.cap = size * 2 < PENDING_MIN ? PENDING_MIN : size * 2 > PENDING_MAX ? PENDING_MAX
-                                                                              : size * 2;
-        Py_DECREF(live);
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_XDECREF(batch[i].code);
-    }
-    PyMem_Free(batch);
-    return rc;
-}
-
-/* Buffer a record; 1 if buffered, 0 if there is no buffer (set the attribute),
- * -1 on error.  A full buffer is flushed first. */
-static int
-defer_spawn(PyObject *task, void *parent, PyObject *code, long long created, int lasti,
-            int tracked)
-{
-    if (P.live == NULL) {
-        return 0;
-    }
-    if (P.len >= P.cap && P.buf != NULL) {
-        if (flush_pending(NULL) < 0) {
-            return -1;
-        }
-    }
-    if (P.buf == NULL) {
-        P.buf = PyMem_Malloc(P.cap * sizeof(Pending));
-        if (P.buf == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        P.len = 0;
-    }
-    Pending *e = &P.buf[P.len++];
-    e->task = task;
-    e->parent = parent;
-    e->code = Py_XNewRef(code);
-    e->created = created;
-    e->lasti = lasti;
-    e->tracked = tracked;
-    return 1;
-}
-
-/* set_spawn_buffer(live or None): buffer records from now on, live() giving
- * {id(task): task} for the tasks that may still want theirs; None flushes and
- * goes back to setting the attribute at once. */
-static PyObject *
-set_spawn_buffer(PyObject *module, PyObject *live)
-{
-    if (live != Py_None && !PyCallable_Check(live)) {
-        PyErr_SetString(PyExc_TypeError, "set_spawn_buffer(live: callable or None)");
-        return NULL;
-    }
-    int rc = P.live != NULL ? flush_pending(NULL) : 0;
-    Py_XSETREF(P.live, live == Py_None ? NULL : Py_NewRef(live));
-    if (rc < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-/* flush_spawns(task=None): see flush_pending. */
-static PyObject *
-flush_spawns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "flush_spawns(task=None)");
-        return NULL;
-    }
-    PyObject *extra = nargs == 1 && args[0] != Py_None ? args[0] : NULL;
-    if (P.live != NULL && flush_pending(extra) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-spawns_pending(PyObject *module, PyObject *unused)
-{
-    return PyLong_FromSsize_t(P.len);
-}
-
 /* task._peeps_spawn = SpawnRecord(id(running task of loop) or 0, code or None,
  * offset, monotonic ns, meta), or the same 5-tuple when meta is not empty;
- * code and offset are given (code may be NULL).  With a buffer (above), an
- * empty-meta record waits there instead. */
+ * code and offset are given (code may be NULL). */
 static int
 store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *code,
             int lasti, PyObject *meta, PyObject *monotonic)
@@ -533,14 +332,16 @@ store_spawn(PyObject *task, PyObject *current_tasks, PyObject *loop, PyObject *c
     PyObject *spawn;
     int empty = meta == Py_None || (PyDict_CheckExact(meta) && PyDict_GET_SIZE(meta) == 0);
     if (empty) {
-        int deferred = defer_spawn(task, parent, code, now, lasti, meta != Py_None);
-        if (deferred != 0) {
-            return deferred < 0 ? -1 : 0;
-        }
-        spawn = new_record(parent, code, now, lasti, meta != Py_None);
-        if (spawn == NULL) {
+        Spawn *record = PyObject_New(Spawn, &SpawnType);
+        if (record == NULL) {
             return -1;
         }
+        record->parent = parent;
+        record->code = Py_XNewRef(code);
+        record->created = now;
+        record->lasti = lasti;
+        record->tracked = meta != Py_None;
+        spawn = (PyObject *)record;
     }
     else {
         /* meta may lead back to the task: a tuple, which the collector sees. */
@@ -2161,14 +1962,6 @@ static PyMethodDef speedups_methods[] = {
      "__aexit__, release): asyncio Lock's and Semaphore's fast paths in C"},
     {"record_spawn", (PyCFunction)(void (*)(void))record_spawn, METH_FASTCALL,
      "record_spawn(task, current_tasks, loop, meta, monotonic_ns): spawn_tracked's record"},
-    {"set_spawn_buffer", set_spawn_buffer, METH_O,
-     "set_spawn_buffer(live or None): buffer spawn records (no attribute, no allocation) "
-     "until a task still alive is asked for; live() -> {id(task): task}"},
-    {"flush_spawns", (PyCFunction)(void (*)(void))flush_spawns, METH_FASTCALL,
-     "flush_spawns(task=None): give the live tasks among the buffered records (and task) "
-     "their _peeps_spawn attribute, and empty the buffer"},
-    {"spawns_pending", spawns_pending, METH_NOARGS,
-     "spawns_pending() -> int: records in the buffer"},
 #ifdef __linux__
     {"quiet_sleep", (PyCFunction)(void (*)(void))quiet_sleep, METH_FASTCALL,
      "quiet_sleep(interval_ns, max_pace, stretch_ns, waker_fd, threshold_ns, sink) -> "

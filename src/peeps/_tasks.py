@@ -571,57 +571,6 @@ _record_spawn: Callable[..., None] | None = (
     if _speedups is not None and _current_tasks is not None and speedups_wanted else None
 )
 
-#: Where asyncio keeps every task it made, done ones included while something
-#: holds them (3.11: ``_all_tasks``; 3.12+: ``_scheduled_tasks`` and, while
-#: they run eagerly, ``_eager_tasks``).
-_TASK_SETS: tuple[Any, ...] = tuple(
-    tasks for tasks in (getattr(asyncio.tasks, name, None)
-                        for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"))
-    if tasks is not None)
-
-
-def _live_tasks_by_id() -> dict[int, Any]:
-    """Every task asyncio still holds, by ``id``: the tasks a buffered spawn
-    record may still be wanted for."""
-    live: dict[int, Any] = {}
-    for tasks in _TASK_SETS:
-        # Another thread's loop may add a task while the set is copied: retry,
-        # as asyncio.all_tasks() does.
-        for attempt in range(100):
-            try:
-                snapshot = list(tasks)
-                break
-            except RuntimeError:
-                if attempt == 99:
-                    raise
-        for task in snapshot:
-            live[id(task)] = task
-    return live
-
-
-#: The C factory and ``spawn_tracked`` write spawn records into a buffer in C
-#: rather than an attribute (an instance dict per task: see
-#: ``_speedups.c``, "Deferred spawn records"); :func:`spawn_record` and each
-#: snapshot's adoption flush it.  None: records are attributes at once.
-_flush_spawns: Callable[..., None] | None = None
-_spawns_pending: Callable[[], int] | None = None
-if (_speedups is not None and speedups_wanted and _TASK_SETS
-        and env_flag("PEEPS_SPAWN_BUFFER", True)):
-    _speedups.set_spawn_buffer(_live_tasks_by_id)
-    _flush_spawns = _speedups.flush_spawns
-    _spawns_pending = _speedups.spawns_pending
-
-
-def flush_spawns(task: Any = None) -> None:
-    """Give every live task whose spawn record is still buffered its
-    ``_peeps_spawn`` attribute (``task`` counts as live even if asyncio no
-    longer lists it: an eager task done inside its factory)."""
-    if _spawns_pending is not None and _flush_spawns is not None and _spawns_pending():
-        try:
-            _flush_spawns(task)
-        except Exception as exc:
-            REGISTRY.part_failed("spawn records", exc)
-
 
 #: 3.12+ has a C ``current_task`` (one call); 3.11's is Python, so read the dict.
 _C_CURRENT_TASK = sys.version_info >= (3, 12)
@@ -741,10 +690,6 @@ def spawn_record(task: Any) -> SpawnRecord | None:
     # getattr with a default: a plain task without the attribute raises no
     # exception internally (a try/except would build one per task).
     record: SpawnRecord | None = getattr(task, "_peeps_spawn", None)
-    if record is None and task is not None and _spawns_pending is not None \
-            and _spawns_pending():
-        flush_spawns(task)
-        record = getattr(task, "_peeps_spawn", None)
     return record
 
 
@@ -1017,7 +962,6 @@ def adopt_lazy_tracked() -> Iterator[None]:
         for start in range(0, len(tasks), _ADOPT_SLICE):
             by_id.update({id(t): t for t in tasks[start:start + _ADOPT_SLICE]})
             yield None
-        flush_spawns()
         for i, task in enumerate(tasks):
             if not i % _ADOPT_SLICE:
                 yield None

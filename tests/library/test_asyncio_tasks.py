@@ -151,9 +151,8 @@ def test_loop_started_without_new_event_loop_gets_the_factory() -> None:
             t = asyncio.create_task(asyncio.sleep(0))
             await t
             # The C type itself (its fast paths test for the exact type), with
-            # a spawn record.
-            record = _tasks.spawn_record(t)
-            return type(t) is asyncio.Task and record is not None and record[3] > 0
+            # the spawn record in an attribute.
+            return type(t) is asyncio.Task and t._peeps_spawn[3] > 0  # type: ignore[attr-defined]
 
         assert loop.run_until_complete(main())
         assert _autotrack.factory_state(loop.get_task_factory()) is not None
@@ -181,8 +180,7 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
         await asyncio.gather(auto, tracked, bare)
         here = sys._getframe().f_code
         for task, meta in ((auto, None), (tracked, {"shard": 3}), (bare, {})):
-            record = _tasks.spawn_record(task)
-            assert record is not None
+            record = task._peeps_spawn  # type: ignore[attr-defined]
             # The C record holds no meta (a tuple keeps it, in the collector's sight).
             assert (type(record).__name__ == "SpawnRecord") == (factory_impl == "c" and not meta)
             parent_id, code, lasti, created, got_meta = record
@@ -192,7 +190,7 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
             assert before <= created <= after and record[3] == created
             assert _tasks.line_of(code, lasti) > here.co_firstlineno
         with pytest.raises(IndexError):
-            _tasks.spawn_record(auto)[5]  # type: ignore[index]
+            auto._peeps_spawn[5]  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
 
@@ -200,8 +198,8 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
 def test_the_c_spawn_record_adds_nothing_to_the_collectors_young_generation(
         factory_impl: str) -> None:
     """A task with the C record counts towards the garbage collector's
-    threshold as a plain one does (plus its instance dict, when the record is
-    an attribute rather than buffered): the record is not a GC object (one per live task would bring every young collection sooner; a
+    threshold as a plain one does, plus its instance dict: the record is not a
+    GC object (one per live task would bring every young collection sooner; a
     tuple from the free list is not counted either)."""
     if factory_impl != "c":
         pytest.skip("the Python factory stores a tuple, counted when the free list is empty")
@@ -220,7 +218,7 @@ def test_the_c_spawn_record_adds_nothing_to_the_collectors_young_generation(
         gate.set()
         await asyncio.gather(*tasks)
         if track:
-            assert _tasks.spawn_record(tasks[0]) is not None
+            assert getattr(tasks[0], "_peeps_spawn", None) is not None
         return (after - before) / len(tasks)
 
     async def scenario() -> tuple[float, float]:
@@ -233,10 +231,7 @@ def test_the_c_spawn_record_adds_nothing_to_the_collectors_young_generation(
     finally:
         if was_enabled:
             gc.enable()
-    # Buffered, the record makes no object at all; as an attribute, it adds the
-    # task's instance dict.
-    dict_made = 0 if _tasks._flush_spawns is not None else 1
-    assert tracked == pytest.approx(plain + dict_made, abs=0.05)
+    assert tracked == pytest.approx(plain + 1, abs=0.05)  # + the task's instance dict
 
 
 def test_a_spawn_record_whose_meta_refers_to_its_task_is_collected() -> None:
@@ -1018,7 +1013,7 @@ def test_the_factory_reads_its_switches_at_every_spawn(monkeypatch: pytest.Monke
     async def recorded() -> bool:
         t = asyncio.create_task(asyncio.sleep(0))
         await t
-        return _tasks.spawn_record(t) is not None
+        return getattr(t, "_peeps_spawn", None) is not None
 
     async def scenario() -> None:
         peeps.install_task_factory()
@@ -1168,53 +1163,11 @@ def test_spawning_keeps_no_reference_to_the_site_the_loop_or_the_parent() -> Non
         code = round_of.__code__
 
         await round_of(loop, child, 10)  # warm: the factory's last-site cache holds one reference
-        _tasks.flush_spawns()
         gc.collect()
         before = (sys.getrefcount(code), sys.getrefcount(loop), sys.getrefcount(me))
         await round_of(loop, child, 1000)
-        # Buffered records hold their code until the next flush (at most the
-        # buffer's length: the test below); a flush lets go of the finished ones.
-        _tasks.flush_spawns()
         gc.collect()
         assert (sys.getrefcount(code), sys.getrefcount(loop), sys.getrefcount(me)) == before
-
-    asyncio.run(scenario())
-
-
-def test_buffered_spawn_records_are_bounded_and_reach_the_live_tasks(
-        factory_impl: str) -> None:
-    """The C buffer of spawn records (no attribute, no allocation per spawn)
-    never holds more than its length, flushes itself when full, and every task
-    still alive at a flush gets its record -- the newest for its address."""
-    if factory_impl != "c" or _tasks._spawns_pending is None:
-        pytest.skip("the spawn buffer is the C extension's")
-
-    async def child(gate: asyncio.Event) -> None:
-        await gate.wait()
-
-    async def scenario() -> None:
-        peeps.install_task_factory()
-        loop = asyncio.get_running_loop()
-        gate = asyncio.Event()
-        _tasks.flush_spawns()
-        assert _tasks._spawns_pending() == 0
-        kept = [loop.create_task(child(gate)) for _ in range(10)]
-        assert _tasks._spawns_pending() == 10
-        most = 0
-        for _ in range(3000):  # short-lived spawns, far more than the buffer holds
-            await loop.create_task(asyncio.sleep(0))
-            most = max(most, _tasks._spawns_pending())
-        assert 0 < most <= 1024
-        # The ten were flushed into attributes when the buffer filled, with
-        # their own records.
-        for task in kept:
-            record = getattr(task, "_peeps_spawn", None)
-            assert record is not None and record[0] == id(asyncio.current_task())
-        late = loop.create_task(child(gate))
-        assert getattr(late, "_peeps_spawn", None) is None  # still buffered
-        assert _tasks.spawn_record(late) is not None  # a reader flushes
-        gate.set()
-        await asyncio.gather(*kept, late)
 
     asyncio.run(scenario())
 
@@ -1234,7 +1187,7 @@ def test_a_failure_while_recording_a_spawn_is_reported_not_raised(
         monkeypatch.setattr(_autotrack, "capture_sites", Exploding())
         t = asyncio.create_task(asyncio.sleep(0, result=7))
         assert await t == 7
-        assert _tasks.spawn_record(t) is None
+        assert getattr(t, "_peeps_spawn", None) is None
 
     with caplog.at_level("WARNING", logger="peeps"):
         asyncio.run(scenario())
