@@ -133,7 +133,7 @@ async def _drive(svc: _Counted, args: argparse.Namespace) -> None:
 class _Counted:
     """One service process under callgrind."""
 
-    def __init__(self, label: str, tmp: Path, seed: int, simulate: bool) -> None:
+    def __init__(self, label: str, tmp: Path, seed: int, sim_flags: list[str]) -> None:
         variant, components, extra, _ = VARIANTS[label]
         self.label = label
         self.dir = tmp / label
@@ -145,7 +145,7 @@ class _Counted:
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={self.dir}/callgrind.out.%p",
-             *(SIM_FLAGS + cache_flags() if simulate else []),
+             *sim_flags,
              sys.executable, str(SERVICE), "serve", "--variant", variant,
              "--port-file", str(self.port_file)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -205,7 +205,7 @@ class _Counted:
 
 def _count(label: str, tmp: Path, args: argparse.Namespace) -> list[dict[str, float]]:
     """Per rep: each event's count per request."""
-    svc = _Counted(label, tmp, seed=1, simulate=args.simulate)
+    svc = _Counted(label, tmp, seed=1, sim_flags=args.sim_flags)
     try:
         svc.wait_ready(timeout=180)
         asyncio.run(_drive(svc, args))
@@ -269,6 +269,7 @@ def main() -> None:
     args.requests = args.requests or (20 if args.quick else 1000)
     args.reps = args.reps or (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (10 if args.quick else 1000)
+    args.sim_flags = SIM_FLAGS + cache_flags() if args.simulate else []
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         sys.exit("bench_instructions: needs valgrind (callgrind and callgrind_control); "
                  "install it with: apt-get install valgrind")
@@ -323,7 +324,8 @@ def main() -> None:
             sim_base = median(folded("plain", events))
             rows.append(row(SECTION, f"{VARIANTS['plain'][3]}: simulated {what} per request",
                             sim_base, "", note="callgrind's model, not this CPU's counters; "
-                            + (" ".join(cache_flags()) or "callgrind's own cache geometry")))
+                            + (" ".join(args.sim_flags[len(SIM_FLAGS):])
+                               or "callgrind's own cache geometry")))
             for label in list(VARIANTS)[1:]:
                 each = folded(label, events)
                 rows.append(row(SECTION, f"{VARIANTS[label][3]}: simulated {what} vs plain",
@@ -335,7 +337,7 @@ def main() -> None:
                      meta={"per_request": per_request, "requests": args.requests,
                            "reps": args.reps, "warmup": args.warmup,
                            "concurrency": args.concurrency, "simulate": args.simulate,
-                           "cache_flags": cache_flags() if args.simulate else [],
+                           "callgrind_flags": args.sim_flags,
                            "elapsed_s": elapsed})
     else:
         print(json.dumps(rows, indent=1))

@@ -154,6 +154,33 @@ def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
     assert all(step["requests"] > 0 for step in session.values()), session
 
 
+def test_cache_flags_model_this_cpus_l1s_and_its_l2(tmp_path: Path) -> None:
+    """``bench_instructions --simulate`` sizes callgrind's caches from sysfs: the
+    L1s as I1/D1 and the L2 (not the L3) as its last level; a geometry callgrind
+    cannot model (sets not a power of two) is left to callgrind."""
+    def cache(index: int, level: int, kind: str, size: str, ways: int) -> None:
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size),
+                            ("ways_of_associativity", ways), ("coherency_line_size", 64)):
+            (d / name).write_text(f"{value}\n")
+
+    cache(0, 1, "Data", "48K", 12)
+    cache(1, 1, "Instruction", "32K", 8)
+    cache(2, 2, "Unified", "1024K", 16)
+    cache(3, 3, "Unified", "32768K", 16)
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_instructions import cache_flags
+    finally:
+        sys.path.remove(str(BENCH))
+    assert cache_flags(tmp_path) == ["--I1=32768,8,64", "--D1=49152,12,64",
+                                     "--LL=1048576,16,64"]
+    (tmp_path / "index2" / "ways_of_associativity").write_text("12\n")  # 1365.33 sets
+    assert cache_flags(tmp_path) == ["--I1=32768,8,64", "--D1=49152,12,64"]
+    assert cache_flags(tmp_path / "missing") == []
+
+
 def test_median_ci_brackets_the_median_and_narrows_with_sessions() -> None:
     """The service rows' interval (``_common.median_ci``): it holds the sample
     median, is reproducible, narrows as sessions are added, and says nothing
