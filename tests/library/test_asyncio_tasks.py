@@ -195,6 +195,53 @@ def test_the_spawn_record_reads_the_same_from_either_factory(factory_impl: str) 
     asyncio.run(scenario())
 
 
+def test_the_spawn_site_is_the_callers_instruction_on_every_path(factory_impl: str) -> None:
+    """The record's (code, offset) is the calling frame's code and the offset
+    of its call instruction, as ``sys._getframe`` sees it, whichever way the
+    task is made: ``loop.create_task``, ``asyncio.create_task`` and
+    ``ensure_future`` (asyncio's own frames skipped), a ``TaskGroup``,
+    ``spawn_tracked``, from a coroutine or a plain function it calls, and
+    from a frame reached through ``await`` of another coroutine."""
+    sites: list[tuple[Any, Any]] = []
+
+    def here() -> tuple[Any, int]:
+        caller = sys._getframe(1)
+        return caller.f_code, caller.f_lasti
+
+    def from_a_function(loop: asyncio.AbstractEventLoop) -> None:
+        code, lasti = here()
+        sites.append((loop.create_task(asyncio.sleep(0)), (code, lasti)))
+
+    async def nested(tg: asyncio.TaskGroup) -> None:
+        code, lasti = here()
+        sites.append((tg.create_task(asyncio.sleep(0)), (code, lasti)))
+        code, lasti = here()
+        sites.append((peeps.tasks.spawn_tracked("t", asyncio.sleep(0)), (code, lasti)))
+
+    async def scenario() -> None:
+        peeps.install_task_factory()
+        loop = asyncio.get_running_loop()
+        code, lasti = here()
+        sites.append((loop.create_task(asyncio.sleep(0)), (code, lasti)))
+        code, lasti = here()
+        sites.append((asyncio.create_task(asyncio.sleep(0)), (code, lasti)))
+        code, lasti = here()
+        sites.append((asyncio.ensure_future(asyncio.sleep(0)), (code, lasti)))
+        from_a_function(loop)
+        async with asyncio.TaskGroup() as tg:
+            await nested(tg)
+        await asyncio.gather(*(task for task, _ in sites))
+
+    asyncio.run(scenario())
+    assert len(sites) == 6
+    for task, (code, before) in sites:
+        record = task._peeps_spawn  # type: ignore[attr-defined]
+        assert record[1] is code, (task, record[1], code)
+        # The site is the call after ``here()``'s, on the next line.
+        assert record[2] > before
+        assert _tasks.line_of(code, record[2]) == _tasks.line_of(code, before) + 1
+
+
 def test_the_c_spawn_record_adds_nothing_to_the_collectors_young_generation(
         factory_impl: str) -> None:
     """A task with the C record counts towards the garbage collector's
