@@ -36,14 +36,23 @@
 /* Frames: the creation site is the code and instruction offset of a caller's
  * frame.  The public API (PyEval_GetFrame, PyFrame_GetBack) makes a frame
  * object for every frame it returns, which the interpreter must later
- * deallocate (or hand its locals to): ~1 k instructions and ~60 L1
- * instruction-cache misses per spawn on 3.11, for two reads.  On CPython
- * 3.11-3.13 the interpreter's own frames are read instead, as PyEval_GetFrame
- * and PyFrame_GetBack find them (the first complete frame, walking
- * ``previous``), without making objects; elsewhere the public API is used.
- * A pframe is borrowed: valid while the caller's frames are. */
-#if !defined(PYPY_VERSION) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+ * deallocate (or hand its locals to): in the benchmark service, three frame
+ * objects, ~1 k instructions and ~60 L1 instruction-cache misses a request
+ * on 3.11.  On CPython 3.11-3.13 the interpreter's own frames are read
+ * instead, as PyEval_GetFrame and PyFrame_GetBack find them (the first
+ * complete frame, walking ``previous``), without making objects; elsewhere
+ * (or built with -DPEEPS_PUBLIC_FRAMES) the public API is used.  A pframe
+ * is borrowed: valid while the caller's frames are. */
+#if !defined(PYPY_VERSION) && !defined(PEEPS_PUBLIC_FRAMES) \
+    && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#if defined(__has_include)
+#if __has_include(<internal/pycore_frame.h>)
+/* (A Python whose headers lack the internal ones keeps the public API.) */
 #define PEEPS_RAW_FRAMES 1
+#endif
+#endif
+#endif
+#ifdef PEEPS_RAW_FRAMES
 #ifndef Py_BUILD_CORE
 #define Py_BUILD_CORE 1
 #endif
