@@ -136,6 +136,15 @@ pframe_lasti(pframe *f)
     return PyFrame_GetLasti(f);
 }
 #endif
+
+/* The frame that called the innermost Python frame (we are C, called from
+ * that one: loop.create_task's or spawn_tracked's), or NULL. */
+static inline pframe *
+pframe_caller(void)
+{
+    pframe *frame = pframe_current();
+    return frame != NULL ? pframe_back(frame) : NULL;
+}
 #ifdef __linux__
 #include <errno.h>
 #include <poll.h>
@@ -243,8 +252,7 @@ creation_site(Factory *self, PyObject **code, int *lasti)
     *code = NULL;
     *lasti = -1;
     /* The innermost Python frame is loop.create_task's (we are C). */
-    pframe *frame = pframe_current();
-    pframe *site = frame != NULL ? pframe_back(frame) : NULL;
+    pframe *site = pframe_caller();
     if (site == NULL) {
         return 0;
     }
@@ -481,8 +489,7 @@ record_spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *code = NULL;
     int lasti = -1;
-    pframe *frame = pframe_current();
-    pframe *site = frame != NULL ? pframe_back(frame) : NULL;
+    pframe *site = pframe_caller();
     if (site != NULL) {
         code = Py_NewRef((PyObject *)pframe_code(site));
         lasti = pframe_lasti(site);

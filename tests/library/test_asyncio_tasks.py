@@ -200,8 +200,9 @@ def test_the_spawn_site_is_the_callers_instruction_on_every_path(factory_impl: s
     of its call instruction, as ``sys._getframe`` sees it, whichever way the
     task is made: ``loop.create_task``, ``asyncio.create_task`` and
     ``ensure_future`` (asyncio's own frames skipped), a ``TaskGroup``,
-    ``spawn_tracked``, from a coroutine or a plain function it calls, and
-    from a frame reached through ``await`` of another coroutine."""
+    ``spawn_tracked``, from a coroutine or a plain function it calls, through
+    a C function (``map``) calling ``create_task``, and from a frame reached
+    through ``await`` of another coroutine."""
     sites: list[tuple[Any, Any]] = []
 
     def here() -> tuple[Any, int]:
@@ -228,12 +229,14 @@ def test_the_spawn_site_is_the_callers_instruction_on_every_path(factory_impl: s
         code, lasti = here()
         sites.append((asyncio.ensure_future(asyncio.sleep(0)), (code, lasti)))
         from_a_function(loop)
+        code, lasti = here()  # through a C call (map) between the site and create_task
+        sites.extend((t, (code, lasti)) for t in list(map(loop.create_task, [asyncio.sleep(0)])))
         async with asyncio.TaskGroup() as tg:
             await nested(tg)
         await asyncio.gather(*(task for task, _ in sites))
 
     asyncio.run(scenario())
-    assert len(sites) == 6
+    assert len(sites) == 7
     for task, (code, before) in sites:
         record = task._peeps_spawn  # type: ignore[attr-defined]
         assert record[1] is code, (task, record[1], code)
