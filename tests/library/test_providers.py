@@ -128,13 +128,13 @@ def test_a_hung_provider_times_out_and_is_skipped_while_still_hung(
         release.wait(30)
         return {"nodes": [{"id": "late", "kind": "late"}]}
 
-    peeps.register_provider("hangs", hangs, timeout_s=0.2)
+    peeps.register_provider("hangs", hangs, timeout_s=1.0)
     peeps.register_provider("quick", lambda: {"nodes": [{"id": "q", "kind": "quick"}]})
     provider_names += ["hangs", "quick"]
     try:
         started = time.monotonic()
         first = peeps.collect_graph()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0
         error = errors_by_provider(first)["hangs"]
         assert error["attrs"]["error_kind"] == "timeout"
         assert error["attrs"]["skipped"] is False
@@ -142,11 +142,13 @@ def test_a_hung_provider_times_out_and_is_skipped_while_still_hung(
 
         started = time.monotonic()
         second = peeps.collect_graph()
-        assert time.monotonic() - started < 0.15  # not waited for again
+        # Not waited for again: waiting would take the whole 1 s timeout (the
+        # margin is for a busy CI machine, not for a wait).
+        assert time.monotonic() - started < 0.5
         error = errors_by_provider(second)["hangs"]
         assert error["attrs"]["error_kind"] == "timeout"
         assert error["attrs"]["skipped"] is True
-        assert error["attrs"]["hung_ns"] >= 200_000_000
+        assert error["attrs"]["hung_ns"] >= 1_000_000_000
         assert calls == [1]
         assert kinds(second, "quick")
     finally:
