@@ -4,6 +4,7 @@
     python bench/bench_service.py --attribution   # CPU per request as components are added
     python bench/bench_service.py --by-process    # the same, each step its own process
     python bench/bench_service.py --no-pin        # services share every CPU with the rest
+    python bench/bench_service.py --counters      # + cycles, cache misses, ... per request
 
 The service (``serve``) is an aiohttp app whose handler spawns a tracked task
 per request; that task takes a permit from a semaphore, sends a job through a
@@ -456,14 +457,17 @@ def _summary(lat: list[float], requests: int, elapsed: float, cpu: float) -> dic
 
 
 async def _load(targets: list[dict[str, Any]], concurrency: int, slice_s: float, cycles: int,
-                warmup: float) -> dict[str, Any]:
+                warmup: float, counters: bool = False) -> dict[str, Any]:
     """Drive every service in turn, ``slice_s`` seconds each, ``cycles`` times.
 
     All services stay up for the whole run and the load moves between them
     every ``slice_s``, in an order rotated each cycle, so a slow drift in what
     else the machine is doing lands on every variant alike.  Per slice: every
     request's latency, the requests done, the slice's length (including the
-    drain of requests in flight at its end) and the service's CPU time."""
+    drain of requests in flight at its end) and the service's CPU time; with
+    ``counters``, also the service's ``perf_event_open`` counts (cycles,
+    cache misses, ...: ``_perf_events``), read around the slice as the CPU
+    time is."""
     conns: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
     requests: dict[str, bytes] = {}
     for t in targets:
@@ -501,10 +505,17 @@ async def _load(targets: list[dict[str, Any]], concurrency: int, slice_s: float,
     for t in targets:  # warm-up, not measured
         await one_slice(t["label"], warmup)
     accs: dict[str, dict[str, Any]] = {
-        t["label"]: {"lat": [], "requests": 0, "elapsed": 0.0, "cpu": 0.0} for t in targets}
+        t["label"]: {"lat": [], "requests": 0, "elapsed": 0.0, "cpu": 0.0, "events": {}}
+        for t in targets}
+    pcs: dict[str, Any] = {}
+    if counters:
+        from _perf_events import ProcessCounters
+        pcs = {t["label"]: ProcessCounters(t["pid"]) for t in targets}
     for cycle in range(cycles):
         k = cycle % len(targets)
         for t in targets[k:] + targets[:k]:
+            pc = pcs.get(t["label"])
+            ev0 = pc.read() if pc else {}
             cpu0 = _cpu_s(t["pid"])
             t0 = time.perf_counter()
             lat, n = await one_slice(t["label"], slice_s)
@@ -513,12 +524,23 @@ async def _load(targets: list[dict[str, Any]], concurrency: int, slice_s: float,
             acc["cpu"] += _cpu_s(t["pid"]) - cpu0
             acc["requests"] += n
             acc["lat"].extend(lat)
+            if pc:
+                for name, value in pc.read().items():
+                    acc["events"][name] = acc["events"].get(name, 0.0) + value - ev0.get(name, 0.0)
     for pool in conns.values():
         for _, writer in pool:
             writer.close()
     out: dict[str, Any] = {"errors": errors, "variants": {}}
     for label, a in accs.items():
         out["variants"][label] = _summary(a["lat"], a["requests"], a["elapsed"], a["cpu"])
+        pc = pcs.get(label)
+        if pc:
+            out["variants"][label]["counters"] = {
+                "per_req": {name: value / max(1, a["requests"])
+                            for name, value in a["events"].items()},
+                "unavailable": pc.unavailable, "user_only": pc.user_only,
+                "coverage": pc.coverage()}
+            pc.close()
     return out
 
 
@@ -687,7 +709,8 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
             load = subprocess.run([sys.executable, __file__, "load", "--targets",
                                    json.dumps(targets), "--concurrency", str(args.concurrency),
                                    "--slice", str(args.slice), "--cycles", str(args.cycles),
-                                   "--warmup", str(args.warmup)],
+                                   "--warmup", str(args.warmup)]
+                                  + (["--counters"] if getattr(args, "counters", False) else []),
                                   capture_output=True, text=True, timeout=per_session * 3 + 120)
             if load.returncode != 0:
                 raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
@@ -780,6 +803,78 @@ def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float,
     each = [b[key] / p[key] for b, p in zip(res["sessions"], base["sessions"], strict=True)
             if p[key] and b["requests"] and p["requests"]]
     return median(each), each
+
+
+#: ``--counters``' rows (the same service runs as section 1's).
+COUNTER_SECTION = "1f. service counters per request (--counters)"
+
+
+def _counter_rows(variants: dict[str, Any], labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--counters``: per event, plain's count per request (median over
+    sessions) and every other variant's ratio to it, session by session as
+    CPU per request is; with cycles and instructions, instructions per cycle.
+    Events the kernel would not count get one row saying why."""
+    from _perf_events import EVENTS
+
+    def per_req(session: dict[str, Any], name: str) -> float | None:
+        value = session.get("counters", {}).get("per_req", {}).get(name)
+        return value if session.get("requests") else None
+
+    def ipc(session: dict[str, Any]) -> float | None:
+        cycles, instructions = per_req(session, "cycles"), per_req(session, "instructions")
+        return instructions / cycles if cycles and instructions is not None else None
+
+    plain_sessions = variants["plain"]["sessions"]
+    info = next((s["counters"] for s in plain_sessions if "counters" in s), None)
+    if info is None:
+        return []
+    scope = ("user space only (perf_event_paranoid forbids counting the kernel)"
+             if info["user_only"] else "user and kernel mode")
+    measures: list[tuple[str, str, Any, str]] = [
+        (e.name, "ns" if e.name == "task-clock" else "", functools.partial(per_req, name=e.name),
+         e.what) for e in EVENTS if e.name not in info["unavailable"]]
+    if not {"cycles", "instructions"} & info["unavailable"].keys():
+        measures.append(("instructions per cycle", "", ipc, "IPC: instructions / cycles"))
+    rows: list[dict[str, Any]] = []
+    for name, unit, get, what in measures:
+        base = [get(s) for s in plain_sessions]
+        counted = [b for b in base if b is not None]
+        coverage = min((s["counters"]["coverage"].get(name, 1.0) for s in plain_sessions
+                        if "counters" in s), default=1.0)
+        rows.append(row(COUNTER_SECTION, f"plain: {name} per request"
+                        if name != "instructions per cycle" else f"plain: {name}",
+                        median(counted), unit, spread=spread_text(counted, "{:.4g}"),
+                        note=f"{what}; {scope}"
+                        + (f"; on the PMU {coverage:.0%} of the time, scaled as perf stat "
+                           "scales" if coverage < 0.999 else "")))
+        if not any(counted) and not any(get(s) for label in labels[1:]
+                                        for s in variants[label]["sessions"]):
+            rows[-1]["note"] += "; none in any variant"
+            continue
+        for label in labels[1:]:
+            values = [get(s) for s in variants[label]["sessions"]]
+            mine = [v for v in values if v is not None]
+            if not any(counted):  # none in plain: a ratio means nothing, give the count
+                rows.append(row(COUNTER_SECTION, f"{LABELS[label]}: {name} per request",
+                                median(mine), unit, spread=spread_text(mine, "{:.4g}"),
+                                note="plain had none"))
+                continue
+            each = [v / b for v, b in zip(values, base, strict=True)
+                    if v is not None and b]
+            rows.append(row(COUNTER_SECTION, f"{LABELS[label]}: {name} vs plain",
+                            median(each) if each else None, "×",
+                            spread=spread_text(each, "{:.3f}"), baseline="plain",
+                            note=f"{median(mine):.4g}{' ' + unit if unit else ''} per request"
+                                 f"{'' if name != 'instructions per cycle' else ' (IPC)'}; "
+                                 f"{_ci_text(each)}"))
+    if info["unavailable"]:
+        by_reason: dict[str, list[str]] = {}
+        for name, why in info["unavailable"].items():
+            by_reason.setdefault(why, []).append(name)
+        rows.append(row(COUNTER_SECTION, "events not counted on this machine", None, "",
+                        note="; ".join(f"{', '.join(names)} ({why})"
+                                       for why, names in by_reason.items())))
+    return rows
 
 
 #: What a service process can run (``serve --variant``).
@@ -933,6 +1028,11 @@ def main() -> None:
                        help="slices per variant in a session (default 8)")
         p.add_argument("--warmup", type=float, default=None,
                        help="unmeasured seconds per variant first (default 1)")
+        p.add_argument("--counters", action="store_true",
+                       help="also count each service's cycles, instructions, cache and TLB "
+                            "misses, context switches and page faults per request "
+                            "(perf_event_open); events this machine cannot count are listed "
+                            "with the kernel's reason")
     parser.add_argument("--sessions", type=int, default=None,
                         help="sessions of fresh processes, hash seeds 1..N (default 6)")
     parser.add_argument("-o", "--output")
@@ -970,7 +1070,7 @@ def main() -> None:
         return
     if args.cmd == "load":
         print(json.dumps(asyncio.run(_load(json.loads(args.targets), args.concurrency, args.slice,
-                                           args.cycles, args.warmup))))
+                                           args.cycles, args.warmup, args.counters))))
         return
     pinning = args.pinning = _pin(args.pin)
     print(f"service: {pinning}", file=sys.stderr)
@@ -1066,6 +1166,8 @@ def main() -> None:
                             spread=spread_text(each, "{:.3f}"), baseline="plain",
                             note=f"{unit_note}; {_ci_text(each)}; a control (--controls), "
                                  "not peeps: what the harness reports for a known difference"))
+    if args.counters:
+        rows.extend(_counter_rows(variants, labels))
     reports = cost["reports"]
     if not reports:
         raise RuntimeError("no collector reports from the all-on service (is it connected?)")

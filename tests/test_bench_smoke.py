@@ -253,3 +253,81 @@ def test_service_controls_quick_reports_each_control(tmp_path: Path) -> None:
         for what in ("service CPU per request", "throughput")], controls
     for r in controls:
         assert math.isfinite(r["value"]) and 0.2 < r["value"] < 5 and "ok" not in r, r
+
+
+@pytest.mark.timeout(60)
+def test_process_counters_count_another_processs_threads() -> None:
+    """``_perf_events.ProcessCounters`` counts every thread of another process:
+    a child burning CPU in a second thread shows up in ``task-clock`` as much
+    as the kernel's own per-thread run times (``schedstat``) say it ran.  Every
+    event is either counted or listed with the kernel's reason, and reading a
+    process that has exited does not raise."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _perf_events import EVENT_NAMES, ProcessCounters
+    finally:
+        sys.path.remove(str(BENCH))
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import threading, time\n"
+        "def burn():\n"
+        "    end = time.monotonic() + 3\n"
+        "    while time.monotonic() < end: pass\n"
+        "threading.Thread(target=burn).start()\n"
+        "time.sleep(3)\n")])
+    try:
+        deadline = time.monotonic() + 10
+        while len(list(Path(f"/proc/{child.pid}/task").iterdir())) < 2:
+            assert time.monotonic() < deadline, "the child's thread did not start"
+            time.sleep(0.01)
+
+        def ran_ns() -> int:
+            return sum(int((t / "schedstat").read_text().split()[0])
+                       for t in Path(f"/proc/{child.pid}/task").iterdir())
+
+        counters = ProcessCounters(child.pid)
+        before, ran0 = counters.read(), ran_ns()
+        time.sleep(0.5)
+        after, ran1 = counters.read(), ran_ns()
+        assert set(after) | set(counters.unavailable) == set(EVENT_NAMES)
+        assert not set(after) & set(counters.unavailable)
+        for name, why in counters.unavailable.items():
+            assert why.split(":")[0].startswith("E"), (name, why)  # an errno name
+        assert "task-clock" in after, counters.unavailable
+        counted = after["task-clock"] - before["task-clock"]
+        assert 0.5 < counted / (ran1 - ran0) < 2, (counted, ran1 - ran0)
+        assert counters.coverage()["task-clock"] == pytest.approx(1.0)
+        child.kill()
+        child.wait(timeout=10)
+        assert counters.read()["task-clock"] >= after["task-clock"]
+        counters.close()
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_service_counters_quick_reports_each_event(tmp_path: Path) -> None:
+    """``bench_service.py --counters --quick``: per event counted, plain's
+    count per request and each variant's ratio to it (section 1f); the
+    kernel's task clock agrees with the CPU time the table measures; what
+    this machine cannot count (no PMU in most VMs) is named, with why."""
+    payload = run_service_bench("--counters", tmp_path)
+    rows = payload["rows"]
+    counter_rows = {r["name"]: r for r in rows if r["section"].startswith("1f.")}
+    (cpu,) = [r for r in rows if r["name"] == "plain: service CPU per request"]
+    task_clock = counter_rows["plain: task-clock per request"]
+    assert 0.7 < task_clock["value"] / (cpu["value"] * 1e3) < 1.3, (task_clock, cpu)
+    for label in ("plain, a second process", "peeps disabled", "peeps all-on",
+                  "peeps all-on, no dashboard"):
+        ratio = counter_rows[f"{label}: task-clock vs plain"]
+        assert 0.2 < ratio["value"] < 5, ratio
+        assert f"{label}: context-switches vs plain" in counter_rows or \
+            f"{label}: context-switches per request" in counter_rows, sorted(counter_rows)
+    raw = payload["meta"]["raw"]["variants"]["plain"]["sessions"][0]["counters"]
+    if "cycles" in raw["unavailable"]:
+        missing = counter_rows["events not counted on this machine"]
+        assert missing["value"] is None and "cycles" in missing["note"], missing
+        assert "(E" in missing["note"], missing  # the kernel's errno, named
+    else:
+        assert counter_rows["plain: cycles per request"]["value"] > 0
+        assert counter_rows["plain: instructions per cycle"]["value"] > 0
