@@ -710,7 +710,7 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
                                    json.dumps(targets), "--concurrency", str(args.concurrency),
                                    "--slice", str(args.slice), "--cycles", str(args.cycles),
                                    "--warmup", str(args.warmup)]
-                                  + (["--counters"] if getattr(args, "counters", False) else []),
+                                  + (["--counters"] if args.counters else []),
                                   capture_output=True, text=True, timeout=per_session * 3 + 120)
             if load.returncode != 0:
                 raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
@@ -1072,6 +1072,9 @@ def main() -> None:
         print(json.dumps(asyncio.run(_load(json.loads(args.targets), args.concurrency, args.slice,
                                            args.cycles, args.warmup, args.counters))))
         return
+    if args.counters and (args.attribution or args.by_process):
+        parser.error("--counters counts the main run's services (with or without --controls), "
+                     "not --attribution's or --by-process' steps")
     pinning = args.pinning = _pin(args.pin)
     print(f"service: {pinning}", file=sys.stderr)
     if args.attribution:
