@@ -74,6 +74,7 @@ EVENTS: tuple[Event, ...] = (
     Event("page-faults", _TYPE_SOFTWARE, 2, "page faults"),
 )
 EVENT_NAMES = tuple(e.name for e in EVENTS)
+TASK_CLOCK = next(e for e in EVENTS if e.name == "task-clock")
 
 _libc: ctypes.CDLL | None = None
 
@@ -151,13 +152,24 @@ class ProcessCounters:
         self.events = events
         #: event name -> why it is not counted (the kernel's error).
         self.unavailable: dict[str, str] = {}
-        self.user_only = False
         self._fds: dict[tuple[str, int], int] = {}  # (event, tid) -> fd
         self._last: dict[tuple[str, int], tuple[int, int, int]] = {}
         self._tids: set[int] = set()
+        self.user_only = self._kernel_forbidden()
         self._refresh()
 
     # -- opening -----------------------------------------------------------------
+    def _kernel_forbidden(self) -> bool:
+        """Whether counting this process's kernel-mode work is refused
+        (``perf_event_paranoid`` >= 2 for an unprivileged user): then every
+        event counts user space only, so the counts stay comparable.  Probed
+        once with the task clock, a software event every kernel has."""
+        try:
+            os.close(open_event(TASK_CLOCK, self.pid))
+        except OSError as exc:
+            return exc.errno in (errno.EACCES, errno.EPERM)
+        return False
+
     def _threads(self) -> list[int]:
         try:
             return sorted(int(p.name) for p in Path(f"/proc/{self.pid}/task").iterdir())
@@ -170,39 +182,18 @@ class ProcessCounters:
                 continue
             self._tids.add(tid)
             for event in self.events:
-                if event.name in self.unavailable:
-                    continue
-                self._open(event, tid)
+                if event.name not in self.unavailable:
+                    self._open(event, tid)
 
     def _open(self, event: Event, tid: int) -> None:
         try:
-            fd = open_event(event, tid, exclude_kernel=self.user_only)
+            self._fds[(event.name, tid)] = open_event(event, tid,
+                                                      exclude_kernel=self.user_only)
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM) and not self.user_only:
-                # perf_event_paranoid >= 2 (unprivileged): user space only, for
-                # every event alike, so the counts stay comparable.
-                self.user_only = True
-                self._reopen_user_only()
-                self._open(event, tid)
-                return
             if exc.errno == errno.ESRCH:  # the thread ended meanwhile
                 return
             if not any(name == event.name for name, _ in self._fds):
                 self.unavailable[event.name] = _reason(exc)
-            return
-        self._fds[(event.name, tid)] = fd
-
-    def _reopen_user_only(self) -> None:
-        for key, fd in list(self._fds.items()):
-            os.close(fd)
-            del self._fds[key]
-        self._last.clear()
-        tids, self._tids = self._tids, set()
-        for tid in sorted(tids):
-            self._tids.add(tid)
-            for event in self.events:
-                if event.name not in self.unavailable:
-                    self._open(event, tid)
 
     # -- reading -----------------------------------------------------------------
     def read(self) -> dict[str, float]:

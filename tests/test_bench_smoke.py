@@ -331,3 +331,38 @@ def test_service_counters_quick_reports_each_event(tmp_path: Path) -> None:
     else:
         assert counter_rows["plain: cycles per request"]["value"] > 0
         assert counter_rows["plain: instructions per cycle"]["value"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_process_counters_fall_back_to_user_space_where_the_kernel_is_forbidden(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``perf_event_paranoid`` refuses counting kernel-mode work (an
+    unprivileged user, the default 2), every event is opened for user space
+    only (``user_only``), still counts, and is not reported unavailable."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _perf_events
+    finally:
+        sys.path.remove(str(BENCH))
+    real = _perf_events.open_event
+    kernel_asked: list[bool] = []
+
+    def paranoid(event: Any, tid: int, *, exclude_kernel: bool = False) -> int:
+        kernel_asked.append(not exclude_kernel)
+        if not exclude_kernel:
+            raise PermissionError(13, "Permission denied")
+        return real(event, tid, exclude_kernel=True)
+
+    monkeypatch.setattr(_perf_events, "open_event", paranoid)
+    counters = _perf_events.ProcessCounters(os.getpid())
+    try:
+        assert counters.user_only
+        assert "task-clock" not in counters.unavailable, counters.unavailable
+        before = counters.read()["task-clock"]
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        assert counters.read()["task-clock"] - before > 0
+        assert kernel_asked[0] and not any(kernel_asked[1:]), kernel_asked
+    finally:
+        counters.close()
