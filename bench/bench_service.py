@@ -5,6 +5,7 @@
     python bench/bench_service.py --by-process    # the same, each step its own process
     python bench/bench_service.py --no-pin        # services share every CPU with the rest
     python bench/bench_service.py --counters      # + cycles, cache misses, ... per request
+    python bench/bench_service.py --per-snapshot  # what one snapshot costs the loaded service
 
 The service (``serve``) is an aiohttp app whose handler spawns a tracked task
 per request; that task takes a permit from a semaphore, sends a job through a
@@ -1010,6 +1011,176 @@ def _by_process(args: argparse.Namespace) -> None:
         print(json.dumps(rows, indent=1))
 
 
+#: ``--per-snapshot``'s section.
+PER_SNAPSHOT_SECTION = "1g. what a snapshot costs the loaded service, in one process (--per-snapshot)"
+
+
+class _Jumper:
+    """Asks ``peeps-web`` for a snapshot (``POST /api/jump-now``, which answers
+    once the snapshot is stored) ``rate`` times a second on a thread, until
+    ``stop``; counts the snapshots and the seconds it was asking."""
+
+    def __init__(self, web: WebServer, rate: float) -> None:
+        self.web, self.rate = web, rate
+        self.jumps = 0
+        self.incomplete = 0
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="bench-jumper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        due = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                reply = self.web.call("POST", "/api/jump-now", {}, timeout=30)
+            except Exception as exc:  # reported by stop()
+                self.error = exc
+                return
+            self.jumps += 1
+            if not reply.get("requested") or reply.get("responded") != reply.get("requested"):
+                self.incomplete += 1
+            due += 1 / self.rate
+            self._stop.wait(max(0.0, due - time.perf_counter()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self.seconds = time.perf_counter() - self._t0
+        if self.error is not None:
+            raise RuntimeError(f"asking peeps-web for a snapshot failed: {self.error!r}")
+
+
+def _per_snapshot(args: argparse.Namespace) -> None:
+    """What one snapshot costs the loaded all-on service, measured inside one
+    process.
+
+    The main table's connected and unconnected all-on services are two
+    processes, so their difference carries the ±3 % that separates any two
+    processes here, more than a snapshot a second costs.  So each session
+    starts one connected all-on service (hash seed ``i``, the main table's
+    glibc thresholds) and a ``peeps-web`` that takes no snapshot of its own,
+    and alternates load slices without snapshots (A) and with a snapshot asked
+    for ``--snapshot-rate`` times a second (B), ABBA.  Per session: CPU per
+    request in each, and the extra CPU a second in B divided by the snapshots
+    a second: the service's whole CPU per snapshot (its loop work, the
+    collector thread, the socket, and what the snapshot's after-effects cost
+    the requests), to set beside the collector's own report of its loop work
+    (section 1).  Also the service's busy share of the slice: ``peeps-web``
+    ingests on the load generator's CPU, so with many snapshots a second the
+    generator falls behind and the service idles, which lowers throughput
+    more than CPU per request."""
+    rate = args.snapshot_rate
+    sessions: list[dict[str, Any]] = []
+    n_slices = 4 * args.cycles
+    per_session = n_slices * (args.slice + args.warmup + 0.6)
+    print(f"service per snapshot: {args.sessions} sessions × {n_slices} slices of "
+          f"{args.slice:g} s, ABBA without / with {rate:g} snapshots a second "
+          f"(~{args.sessions * (per_session + 4):.0f} s)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="peeps-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        web = WebServer(tmp / "per-snapshot.sqlite")  # no snapshot but those asked for
+        try:
+            for seed in range(1, args.sessions + 1):
+                svc = _Service("per-snapshot", "enabled", web.dashboard, tmp, seed=seed)
+                acc = {k: {"requests": 0, "cpu_us": 0.0, "seconds": 0.0, "jumps": 0,
+                           "jump_s": 0.0, "incomplete": 0} for k in ("A", "B")}
+                try:
+                    svc.wait_ready()
+                    web.jump()  # the first snapshot adopts every task: not a steady one
+                    target = {"label": "svc", "port": svc.info["port"], "pid": svc.proc.pid}
+                    for i in range(n_slices):
+                        kind = "ABBA"[i % 4]
+                        jumper = _Jumper(web, rate) if kind == "B" else None
+                        try:
+                            load = subprocess.run(
+                                [sys.executable, __file__, "load", "--targets",
+                                 json.dumps([target]), "--concurrency", str(args.concurrency),
+                                 "--slice", str(args.slice), "--cycles", "1",
+                                 "--warmup", str(args.warmup)],
+                                capture_output=True, text=True, timeout=120)
+                        finally:
+                            if jumper:
+                                jumper.stop()
+                        if load.returncode != 0:
+                            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+                        v = json.loads(load.stdout.strip().splitlines()[-1])["variants"]["svc"]
+                        a = acc[kind]
+                        a["requests"] += v["requests"]
+                        a["cpu_us"] += v["cpu_us_per_req"] * v["requests"]
+                        a["seconds"] += v["requests"] / v["rps"] if v["rps"] else 0.0
+                        if jumper:
+                            a["jumps"] += jumper.jumps
+                            a["jump_s"] += jumper.seconds
+                            a["incomplete"] += jumper.incomplete
+                    if svc.proc.poll() is not None:
+                        raise RuntimeError("the service died during the run")
+                finally:
+                    svc.stop()
+                session: dict[str, Any] = {}
+                for k, a in acc.items():
+                    session[k] = {"requests": a["requests"],
+                                  "cpu_us_per_req": a["cpu_us"] / max(1, a["requests"]),
+                                  "rps": a["requests"] / a["seconds"] if a["seconds"] else 0.0,
+                                  "busy": a["cpu_us"] * 1e-6 / a["seconds"] if a["seconds"]
+                                  else 0.0}
+                b = acc["B"]
+                session["snapshots_per_s"] = b["jumps"] / b["jump_s"] if b["jump_s"] else 0.0
+                session["incomplete"] = b["incomplete"]
+                extra_cpu_s_per_s = ((session["B"]["cpu_us_per_req"]
+                                      - session["A"]["cpu_us_per_req"]) * 1e-6
+                                     * session["B"]["rps"])
+                session["cpu_ms_per_snapshot"] = (
+                    extra_cpu_s_per_s / session["snapshots_per_s"] * 1e3
+                    if session["snapshots_per_s"] else float("nan"))
+                sessions.append(session)
+                print(f"service per snapshot session {seed}/{args.sessions}: "
+                      f"{session['A']['cpu_us_per_req']:.1f} → "
+                      f"{session['B']['cpu_us_per_req']:.1f} µs/req at "
+                      f"{session['snapshots_per_s']:.2f} snapshots/s: "
+                      f"{session['cpu_ms_per_snapshot']:.2f} ms of CPU each", file=sys.stderr)
+        finally:
+            web.stop()
+    incomplete = sum(s["incomplete"] for s in sessions)
+    if incomplete:
+        raise RuntimeError(f"{incomplete} snapshots did not get the service's reply "
+                           "(is it connected?)")
+    rates = [s["snapshots_per_s"] for s in sessions]
+    rows = []
+    a_cpu = [s["A"]["cpu_us_per_req"] for s in sessions]
+    rows.append(row(PER_SNAPSHOT_SECTION, "all-on, no snapshots: service CPU per request",
+                    median(a_cpu), "µs", spread=spread_text(a_cpu, "{:.1f}"),
+                    note=f"busy {median([s['A']['busy'] for s in sessions]):.1%} of the "
+                         f"slices; {args.pinning}"))
+    for key, what in (("cpu_us_per_req", "service CPU per request"), ("rps", "throughput")):
+        each = [s["B"][key] / s["A"][key] for s in sessions if s["A"][key]]
+        rows.append(row(PER_SNAPSHOT_SECTION,
+                        f"all-on, {median(rates):.1f} snapshots a second: {what} vs none",
+                        median(each), "×", spread=spread_text(each, "{:.3f}"),
+                        baseline="all-on, no snapshots",
+                        note=_ci_text(each) + (
+                            f"; busy {median([s['B']['busy'] for s in sessions]):.1%} of the "
+                            "slices (peeps-web ingests on the load generator's CPU)"
+                            if key == "rps" else "")))
+    per = [s["cpu_ms_per_snapshot"] for s in sessions]
+    lo, hi = median_ci(per) if len(per) > 1 else (float("nan"), float("nan"))
+    rows.append(row(PER_SNAPSHOT_SECTION, "service CPU per snapshot", median(per), "ms",
+                    spread=spread_text(per, "{:.2f}"),
+                    note=(f"95 % CI of the median {lo:.2f}–{hi:.2f} over {len(per)} sessions; "
+                          if len(per) > 1 else "1 session: no interval; ")
+                    + f"at one snapshot a second, {median(per) / 10:.2f} % of a core; "
+                      "the whole process (loop, collector thread, socket, after-effects), "
+                      "against the collector's own report of its loop work in section 1"))
+    if args.output:
+        write_result(args.output, "service_per_snapshot", rows, quick=args.quick,
+                     meta={"sessions": sessions, "snapshot_rate": rate,
+                           "pinning": args.pinning})
+    else:
+        print(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
@@ -1045,6 +1216,12 @@ def main() -> None:
     parser.add_argument("--by-process", action="store_true",
                         help="instead: CPU per request and p99 as components are added, "
                              "each step its own process")
+    parser.add_argument("--per-snapshot", action="store_true",
+                        help="instead: what one snapshot costs the loaded all-on service, "
+                             "slices with and without snapshots alternated in one process")
+    parser.add_argument("--snapshot-rate", type=float, default=5.0,
+                        help="--per-snapshot: snapshots asked for per second in the slices "
+                             "with snapshots (default 5)")
     parser.add_argument("--controls", action="store_true",
                         help="also run plain services with a known extra cost (empty loop "
                              "turns per request; two parked threads), reported, not judged")
@@ -1052,13 +1229,18 @@ def main() -> None:
                         help="do not pin: by default the services run on the last CPU and the "
                              "load generator and dashboard on the rest")
     args = parser.parse_args()
-    attribution = args.attribution
-    args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution else 0.5)
-    args.cycles = args.cycles or (2 if args.quick else 4 if attribution else 8)
-    # --attribution: the unmeasured load before each slice, after a switch.
+    attribution, per_snapshot = args.attribution, args.per_snapshot
+    args.slice = args.slice or (0.2 if args.quick else 1.5 if attribution
+                                else 1.0 if per_snapshot else 0.5)
+    # --per-snapshot: cycles of ABBA, four slices each.
+    args.cycles = args.cycles or (2 if args.quick else 4 if attribution
+                                  else 6 if per_snapshot else 8)
+    # --attribution, --per-snapshot: the unmeasured load before each slice
+    # (each slice is a fresh load generator).
     args.warmup = args.warmup if args.warmup is not None else (
-        0.2 if args.quick or attribution else 1.0)
-    args.sessions = args.sessions or (1 if args.quick else 5 if attribution else 6)
+        0.2 if args.quick or attribution or per_snapshot else 1.0)
+    args.sessions = args.sessions or (1 if args.quick else 5 if attribution
+                                      else 10 if per_snapshot else 6)
     args.cost_s = args.cost_s or (3.0 if args.quick else 12.0)
 
     if args.cmd == "serve":
@@ -1072,9 +1254,16 @@ def main() -> None:
         print(json.dumps(asyncio.run(_load(json.loads(args.targets), args.concurrency, args.slice,
                                            args.cycles, args.warmup, args.counters))))
         return
-    if args.counters and (args.attribution or args.by_process):
+    modes = [flag for flag, on in (("--attribution", args.attribution),
+                                   ("--by-process", args.by_process),
+                                   ("--per-snapshot", args.per_snapshot)) if on]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)} are separate runs: choose one")
+    if args.counters and modes:
         parser.error("--counters counts the main run's services (with or without --controls), "
-                     "not --attribution's or --by-process' steps")
+                     f"not {modes[0]}'s")
+    if not 0 < args.snapshot_rate <= 50:
+        parser.error("--snapshot-rate must be above 0 and at most 50 a second")
     pinning = args.pinning = _pin(args.pin)
     print(f"service: {pinning}", file=sys.stderr)
     if args.attribution:
@@ -1082,6 +1271,9 @@ def main() -> None:
         return
     if args.by_process:
         _by_process(args)
+        return
+    if args.per_snapshot:
+        _per_snapshot(args)
         return
     labels = VARIANTS + (CONTROLS if args.controls else ())
     configs = [(v, "plain" if v == "plain_again" else v, None, v != "unconnected")

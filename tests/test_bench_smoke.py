@@ -154,6 +154,43 @@ def test_service_attribution_quick_switches_every_step(tmp_path: Path) -> None:
     assert all(step["requests"] > 0 for step in session.values()), session
 
 
+@pytest.mark.timeout(120)
+def test_service_per_snapshot_quick_asks_for_snapshots_only_in_its_b_slices(
+        tmp_path: Path) -> None:
+    """``bench_service.py --per-snapshot`` (not part of ``bench/run``): one
+    connected all-on service, slices without and with snapshots; the slices
+    with them got the asked-for rate of complete snapshots, each answered by
+    the service, and the rows give finite ratios and a CPU per snapshot."""
+    payload = run_service_bench("--per-snapshot", tmp_path)
+    (session,) = payload["meta"]["sessions"]
+    assert session["A"]["requests"] > 0 and session["B"]["requests"] > 0, session
+    assert session["incomplete"] == 0, session
+    # Asked for 5 a second, each a round trip to the service: not far off.
+    assert 2.5 <= session["snapshots_per_s"] <= 7.5, session
+    names = [r["name"] for r in payload["rows"]]
+    assert names == ["all-on, no snapshots: service CPU per request",
+                     f"all-on, {session['snapshots_per_s']:.1f} snapshots a second: "
+                     "service CPU per request vs none",
+                     f"all-on, {session['snapshots_per_s']:.1f} snapshots a second: "
+                     "throughput vs none",
+                     "service CPU per snapshot"], names
+    cpu, cpu_ratio, rps_ratio, per = (r["value"] for r in payload["rows"])
+    assert 5 < cpu < 2000, cpu
+    assert 0.3 < cpu_ratio < 3 and 0.3 < rps_ratio < 3, payload["rows"]
+    assert math.isfinite(per), per
+
+
+def test_service_bench_refuses_two_separate_runs_at_once() -> None:
+    """``--per-snapshot``, ``--attribution`` and ``--by-process`` are each a run
+    of their own: asked for together, a clear usage error, not one silently
+    ignored."""
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_service.py"), "--per-snapshot",
+                           "--attribution", "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--attribution and --per-snapshot are separate runs" in proc.stderr, proc.stderr
+
+
 def test_cache_flags_model_this_cpus_l1s_and_its_l2(tmp_path: Path) -> None:
     """``bench_instructions --simulate`` sizes callgrind's caches from sysfs: the
     L1s as I1/D1 and the L2 (not the L3) as its last level; a geometry callgrind
