@@ -151,7 +151,8 @@ class WebServer:
                 if self.dashboard and self.http:
                     ready.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         if not ready.wait(30):
             self.stop()
             raise RuntimeError("peeps-web did not start")
@@ -174,3 +175,7 @@ class WebServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        # The pump reads to the end of the output, then its pipe can close.
+        self._pump.join(10)
+        if self.proc.stdout is not None and not self._pump.is_alive():
+            self.proc.stdout.close()

@@ -218,6 +218,28 @@ def test_cache_flags_model_this_cpus_l1s_and_its_l2(tmp_path: Path) -> None:
     assert cache_flags(tmp_path / "missing") == []
 
 
+def test_service_bench_counts_snapshots_past_the_retention_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The all-on throughput row's "N snapshots in T s" counts the snapshots
+    taken, not the ones ``peeps-web`` still keeps: a long run passes the
+    retention limit (500 by default), here 2."""
+    monkeypatch.setenv("PEEPS_RETAIN_SNAPSHOTS", "2")
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_service import _WebServer
+    finally:
+        sys.path.remove(str(BENCH))
+    web = _WebServer(tmp_path)
+    try:
+        ids = [web.jump() for _ in range(4)]
+        kept = web.call("GET", "/api/snapshots?limit=1000")["snapshots"]
+        assert len(kept) == 2, kept
+        # The periodic snapshots (one a second) may add some.
+        assert web.snapshots() >= 4 and web.snapshots() >= max(ids), ids
+    finally:
+        web.stop()
+
+
 def test_median_ci_brackets_the_median_and_narrows_with_sessions() -> None:
     """The service rows' interval (``_common.median_ci``): it holds the sample
     median, is reproducible, narrows as sessions are added, and says nothing
