@@ -1133,6 +1133,10 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                 b = acc["B"]
                 session["snapshots_per_s"] = b["jumps"] / b["jump_s"] if b["jump_s"] else 0.0
                 session["incomplete"] = b["incomplete"]
+                if b["incomplete"]:  # no use going on: the service is not being snapshotted
+                    raise RuntimeError(f"session {seed}: {b['incomplete']} of {b['jumps']} "
+                                       "snapshots did not get the service's reply "
+                                       "(is it connected?)")
                 extra_cpu_s_per_s = ((session["B"]["cpu_us_per_req"]
                                       - session["A"]["cpu_us_per_req"]) * 1e-6
                                      * session["B"]["rps"])
@@ -1147,10 +1151,6 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                       f"{session['cpu_ms_per_snapshot']:.2f} ms of CPU each", file=sys.stderr)
         finally:
             web.stop()
-    incomplete = sum(s["incomplete"] for s in sessions)
-    if incomplete:
-        raise RuntimeError(f"{incomplete} snapshots did not get the service's reply "
-                           "(is it connected?)")
     rates = [s["snapshots_per_s"] for s in sessions]
     rows = []
     a_cpu = [s["A"]["cpu_us_per_req"] for s in sessions]
