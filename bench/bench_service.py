@@ -684,6 +684,22 @@ class _Service:
         self.port_file.unlink(missing_ok=True)
 
 
+def _run_load(targets: list[dict[str, Any]], args: argparse.Namespace, cycles: int,
+              timeout: float, counters: bool = False) -> dict[str, Any]:
+    """Run the load generator (``load``, a process of its own) over ``targets``
+    for ``cycles`` slices each, with ``args``' concurrency, slice and warm-up;
+    its result (``_load``'s)."""
+    load = subprocess.run([sys.executable, __file__, "load", "--targets", json.dumps(targets),
+                           "--concurrency", str(args.concurrency), "--slice", str(args.slice),
+                           "--cycles", str(cycles), "--warmup", str(args.warmup)]
+                          + (["--counters"] if counters else []),
+                          capture_output=True, text=True, timeout=timeout)
+    if load.returncode != 0:
+        raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, tmp: Path,
              args: argparse.Namespace) -> dict[str, Any]:
     """``args.sessions`` sessions, each one service per ``(label, variant,
@@ -711,15 +727,7 @@ def _measure(configs: list[tuple[str, str, str | None, bool]], web: _WebServer, 
                 svc.wait_ready()
             targets = [{"label": svc.label, "port": svc.info["port"], "pid": svc.proc.pid}
                        for svc in services]
-            load = subprocess.run([sys.executable, __file__, "load", "--targets",
-                                   json.dumps(targets), "--concurrency", str(args.concurrency),
-                                   "--slice", str(args.slice), "--cycles", str(args.cycles),
-                                   "--warmup", str(args.warmup)]
-                                  + (["--counters"] if args.counters else []),
-                                  capture_output=True, text=True, timeout=per_session * 3 + 120)
-            if load.returncode != 0:
-                raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-            result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
+            result = _run_load(targets, args, args.cycles, per_session * 3 + 120, args.counters)
             for svc in services:
                 missing[svc.label] = svc.info.get("missing", [])
                 if svc.proc.poll() is not None:
@@ -770,13 +778,7 @@ def _snapshot_cost(web: _WebServer, tmp: Path, args: argparse.Namespace) -> dict
         first = before[0]["snapshot_id"] if before else 0
         targets = [{"label": "enabled", "port": svc.info["port"], "pid": svc.proc.pid}]
         cycles = max(1, round(args.cost_s / args.slice))
-        load = subprocess.run([sys.executable, __file__, "load", "--targets", json.dumps(targets),
-                               "--concurrency", str(args.concurrency), "--slice",
-                               str(args.slice), "--cycles", str(cycles), "--warmup",
-                               str(args.warmup)],
-                              capture_output=True, text=True, timeout=args.cost_s * 3 + 120)
-        if load.returncode != 0:
-            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
+        _run_load(targets, args, cycles, args.cost_s * 3 + 120)
         after = web.call("GET", "/api/snapshots?limit=1")["snapshots"]
         last = after[0]["snapshot_id"] if after else 0
     finally:
@@ -944,14 +946,7 @@ def _attribution(args: argparse.Namespace) -> None:
                             state = json.loads(reply.read())["on"]
                         if state != sorted(filter(None, on.split(","))):
                             raise RuntimeError(f"asked for {on!r}, the service has {state}")
-                        load = subprocess.run(
-                            [sys.executable, __file__, "load", "--targets", json.dumps([target]),
-                             "--concurrency", str(args.concurrency), "--slice", str(args.slice),
-                             "--cycles", "1", "--warmup", str(args.warmup)],
-                            capture_output=True, text=True, timeout=120)
-                        if load.returncode != 0:
-                            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-                        v = json.loads(load.stdout.strip().splitlines()[-1])["variants"]["toggle"]
+                        v = _run_load([target], args, 1, 120)["variants"]["toggle"]
                         acc[label]["requests"] += v["requests"]
                         acc[label]["cpu"] += v["cpu_us_per_req"] * v["requests"]
                 if svc.proc.poll() is not None:
@@ -1099,18 +1094,10 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                         kind = "ABBA"[i % 4]
                         jumper = _Jumper(web, rate) if kind == "B" else None
                         try:
-                            load = subprocess.run(
-                                [sys.executable, __file__, "load", "--targets",
-                                 json.dumps([target]), "--concurrency", str(args.concurrency),
-                                 "--slice", str(args.slice), "--cycles", "1",
-                                 "--warmup", str(args.warmup)],
-                                capture_output=True, text=True, timeout=120)
+                            v = _run_load([target], args, 1, 120)["variants"]["svc"]
                         finally:
                             if jumper:
                                 jumper.stop()
-                        if load.returncode != 0:
-                            raise RuntimeError(f"load generator failed: {load.stderr[-2000:]}")
-                        v = json.loads(load.stdout.strip().splitlines()[-1])["variants"]["svc"]
                         a = acc[kind]
                         a["requests"] += v["requests"]
                         a["cpu_us"] += v["cpu_us_per_req"] * v["requests"]
