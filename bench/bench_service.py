@@ -795,13 +795,14 @@ def _snapshot_cost(web: _WebServer, tmp: Path, args: argparse.Namespace) -> dict
     return {"reports": reports, "proc_key": proc_key}
 
 
-def _ci_text(each: list[float]) -> str:
+def _ci_text(each: list[float], fmt: str = "{:.3f}") -> str:
     """The 95 % bootstrap interval of the median over sessions, for a row's note:
     what the run resolves (a budget inside it is neither met nor missed)."""
     if len(each) < 2:
         return f"{len(each)} session: no interval"
     lo, hi = median_ci(each)
-    return f"95 % CI of the median {lo:.3f}–{hi:.3f} over {len(each)} sessions"
+    return (f"95 % CI of the median {fmt.format(lo)}–{fmt.format(hi)} "
+            f"over {len(each)} sessions")
 
 
 def _ratios(res: dict[str, Any], base: dict[str, Any], key: str) -> tuple[float, list[float]]:
@@ -1084,8 +1085,8 @@ def _per_snapshot(args: argparse.Namespace) -> None:
         try:
             for seed in range(1, args.sessions + 1):
                 svc = _Service("per-snapshot", "enabled", web.dashboard, tmp, seed=seed)
-                acc = {k: {"requests": 0, "cpu_us": 0.0, "seconds": 0.0, "jumps": 0,
-                           "jump_s": 0.0, "incomplete": 0} for k in ("A", "B")}
+                acc = {k: {"requests": 0, "cpu_us": 0.0, "seconds": 0.0} for k in ("A", "B")}
+                jumps, jump_s, incomplete = 0, 0.0, 0  # B's snapshots, over its jumpers' time
                 try:
                     svc.wait_ready()
                     web.jump()  # the first snapshot adopts every task: not a steady one
@@ -1103,9 +1104,9 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                         a["cpu_us"] += v["cpu_us_per_req"] * v["requests"]
                         a["seconds"] += v["requests"] / v["rps"] if v["rps"] else 0.0
                         if jumper:
-                            a["jumps"] += jumper.jumps
-                            a["jump_s"] += jumper.seconds
-                            a["incomplete"] += jumper.incomplete
+                            jumps += jumper.jumps
+                            jump_s += jumper.seconds
+                            incomplete += jumper.incomplete
                     if svc.proc.poll() is not None:
                         raise RuntimeError("the service died during the run")
                 finally:
@@ -1117,13 +1118,10 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                                   "rps": a["requests"] / a["seconds"] if a["seconds"] else 0.0,
                                   "busy": a["cpu_us"] * 1e-6 / a["seconds"] if a["seconds"]
                                   else 0.0}
-                b = acc["B"]
-                session["snapshots_per_s"] = b["jumps"] / b["jump_s"] if b["jump_s"] else 0.0
-                session["incomplete"] = b["incomplete"]
-                if b["incomplete"]:  # no use going on: the service is not being snapshotted
-                    raise RuntimeError(f"session {seed}: {b['incomplete']} of {b['jumps']} "
-                                       "snapshots did not get the service's reply "
-                                       "(is it connected?)")
+                if incomplete:  # no use going on: the service is not being snapshotted
+                    raise RuntimeError(f"session {seed}: {incomplete} of {jumps} snapshots "
+                                       "did not get the service's reply (is it connected?)")
+                session["snapshots_per_s"] = jumps / jump_s if jump_s else 0.0
                 extra_cpu_s_per_s = ((session["B"]["cpu_us_per_req"]
                                       - session["A"]["cpu_us_per_req"]) * 1e-6
                                      * session["B"]["rps"])
@@ -1156,14 +1154,12 @@ def _per_snapshot(args: argparse.Namespace) -> None:
                             "slices (peeps-web ingests on the load generator's CPU)"
                             if key == "rps" else "")))
     per = [s["cpu_ms_per_snapshot"] for s in sessions]
-    lo, hi = median_ci(per) if len(per) > 1 else (float("nan"), float("nan"))
     rows.append(row(PER_SNAPSHOT_SECTION, "service CPU per snapshot", median(per), "ms",
                     spread=spread_text(per, "{:.2f}"),
-                    note=(f"95 % CI of the median {lo:.2f}–{hi:.2f} over {len(per)} sessions; "
-                          if len(per) > 1 else "1 session: no interval; ")
-                    + f"at one snapshot a second, {median(per) / 10:.2f} % of a core; "
-                      "the whole process (loop, collector thread, socket, after-effects), "
-                      "against the collector's own report of its loop work in section 1"))
+                    note=f"{_ci_text(per, '{:.2f}')}; at one snapshot a second, "
+                         f"{median(per) / 10:.2f} % of a core; the whole process (loop, "
+                         "collector thread, socket, after-effects), against the collector's "
+                         "own report of its loop work in section 1"))
     if args.output:
         write_result(args.output, "service_per_snapshot", rows, quick=args.quick,
                      meta={"sessions": sessions, "snapshot_rate": rate,

@@ -164,7 +164,6 @@ def test_service_per_snapshot_quick_asks_for_snapshots_only_in_its_b_slices(
     payload = run_service_bench("--per-snapshot", tmp_path)
     (session,) = payload["meta"]["sessions"]
     assert session["A"]["requests"] > 0 and session["B"]["requests"] > 0, session
-    assert session["incomplete"] == 0, session
     # Asked for 5 a second, each a round trip to the service: not far off.
     assert 2.5 <= session["snapshots_per_s"] <= 7.5, session
     names = [r["name"] for r in payload["rows"]]
